@@ -1,0 +1,233 @@
+"""The command line: ``e2elab list`` and ``e2elab run``.
+
+Every user error becomes one line on stderr, ``e2elab: error: ...``, and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import torch
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from e2elab import strategy as strategies
+from e2elab.errors import E2ELabError
+from e2elab.run import RunResult, RunSpec, execute, first_batch
+from e2elab.summary import strategy_table, summarize
+from e2elab.system import trace
+from e2elab.tasks import TASKS, make_task, task_class
+
+DEFAULT_OUT = Path("runs")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and exit code 2, as argparse does)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise E2ELabError(f"{message} (see '{self.prog} --help')")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not hasattr(args, "handler"):
+            parser.print_help()
+            return 2
+        return args.handler(args)
+    except E2ELabError as error:
+        print(f"e2elab: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("e2elab: interrupted; results already written are kept", file=sys.stderr)
+        return 130
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="e2elab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(title="commands", parser_class=_Parser)
+
+    listing = commands.add_parser("list", help="tasks, strategies and knobs with their defaults")
+    listing.set_defaults(handler=_cmd_list)
+
+    run = commands.add_parser("run", help="train a task under strategies and seeds")
+    run.add_argument("--task", default="digit-chain", help="task family (default: digit-chain)")
+    run.add_argument(
+        "--knob", action="append", default=[], metavar="NAME=VALUE", help="set a task knob"
+    )
+    run.add_argument(
+        "--strategy",
+        action="append",
+        default=[],
+        metavar="NAME[:K=V,...]",
+        help="strategy to train (repeatable; default: all; frozen_others without "
+        "module=... means one run per module)",
+    )
+    run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    run.add_argument("--budget", type=int, help="training examples per run (default: task's)")
+    run.add_argument("--batch-size", type=int, help="examples per step (default: task's)")
+    run.add_argument("--lr", type=float, help="Adam learning rate (default: task's)")
+    run.add_argument("--threshold", type=float, help="accuracy for examples-to-threshold")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
+    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for RunResult JSON")
+    run.add_argument("--force", action="store_true", help="retrain runs already in --out")
+    run.set_defaults(handler=_cmd_run)
+    return parser
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    console = wide_console()
+    tasks = Table(title="tasks", title_justify="left")
+    for column in ("task", "knob", "default", "meaning"):
+        tasks.add_column(column)
+    for name, cls in TASKS.items():
+        d = cls.defaults
+        tasks.add_row(
+            name,
+            "",
+            "",
+            f"{cls.description} [dim](budget {d.budget}, batch {d.batch_size}, lr {d.lr}, "
+            f"threshold {d.threshold})[/dim]",
+        )
+        for knob_name, knob in cls.knobs.items():
+            tasks.add_row("", knob_name, str(knob.default), knob.help)
+    console.print(tasks)
+    table = Table(title="strategies", title_justify="left")
+    for column in ("strategy", "parameters (defaults)", "what it does"):
+        table.add_column(column)
+    for name, info in strategies.STRATEGIES.items():
+        params = ", ".join(
+            f"{k}={info.defaults[k]}" if k in info.defaults else f"{k} ({v.__name__})"
+            for k, v in info.params.items()
+        )
+        table.add_row(name, params or "-", info.help)
+    console.print(table)
+    return 0
+
+
+def parse_knobs(pairs: list[str], task: str) -> dict[str, Any]:
+    """``["n=3", "m=2"]`` -> ``{"n": "3", "m": "2"}``; types are checked by the task."""
+    knobs: dict[str, Any] = {}
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if not eq or not name:
+            raise E2ELabError(f"--knob expects NAME=VALUE, got {pair!r}; e.g. --knob n=3")
+        knobs[name.strip()] = value.strip()
+    task_class(task).resolve_knobs(knobs)
+    return knobs
+
+
+def resolve_device(name: str) -> str:
+    """``auto`` picks an accelerator when one is present."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name not in {"cpu", "cuda", "mps"} and not name.startswith("cuda:"):
+        raise E2ELabError(f"unknown device {name!r}; choose one of: auto, cpu, cuda, mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise E2ELabError(
+            "--device cuda asked for, but torch sees no CUDA device; use --device cpu"
+        )
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise E2ELabError("--device mps asked for, but MPS is not available; use --device cpu")
+    return name
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    knobs = parse_knobs(args.knob, args.task)
+    task = make_task(args.task, knobs)
+    if args.seeds < 1:
+        raise E2ELabError(f"--seeds must be at least 1, got {args.seeds}")
+    graph = trace(task.build_system(), first_batch(task), task.ports)
+    names = args.strategy or list(strategies.STRATEGIES)
+    expanded = [s for text in names for s in strategies.expand(text, list(graph.modules))]
+    for text in expanded:
+        strategies.build(text, graph, task.output)  # fail fast on a bad module name
+    device = resolve_device(args.device)
+    specs = [
+        RunSpec.create(
+            args.task,
+            text,
+            seed=seed,
+            knobs=knobs,
+            budget=args.budget,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            threshold=args.threshold,
+            device=device,
+        )
+        for text in expanded
+        for seed in range(args.seeds)
+    ]
+    results = run_specs(specs, args.out, force=args.force)
+    console = wide_console()
+    knob_text = ", ".join(f"{k}={v}" for k, v in task.settings.items())
+    title = f"{args.task} ({knob_text}); budget {specs[0].budget} examples; {args.seeds} seeds"
+    console.print(strategy_table(summarize(results), title, specs[0].threshold))
+    for r in results:
+        if r.status != "ok":
+            console.print(f"[red]{r.spec['strategy']} seed {r.spec['seed']}: {r.reason}[/red]")
+    console.print(f"results: {args.out}/<run id>.json ({len(results)} runs)")
+    return 0
+
+
+def wide_console() -> Console:
+    """A console that does not squeeze tables to 80 columns when writing to a pipe."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
+def run_specs(specs: list[RunSpec], out: Path, force: bool = False) -> list[RunResult]:
+    """Train each spec in turn with a progress bar; reuse results already in ``out``."""
+    results: list[RunResult] = []
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("examples"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
+        bar = progress.add_task("runs", total=sum(s.budget for s in specs))
+        for number, spec in enumerate(specs, 1):
+            path = out / f"{spec.id}.json"
+            label = f"[{number}/{len(specs)}] {spec.strategy} seed {spec.seed}"
+            progress.update(bar, description=label)
+            if path.exists() and not force:
+                results.append(RunResult.from_dict(json.loads(path.read_text())))
+                progress.advance(bar, spec.budget)
+                continue
+            done = 0
+
+            def advance(size: int) -> None:
+                nonlocal done
+                done += size
+                progress.advance(bar, size)
+
+            result = execute(spec, on_progress=advance)
+            progress.advance(bar, max(0, spec.budget - done))
+            result.save(out)
+            results.append(result)
+    return results
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

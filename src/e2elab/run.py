@@ -1,0 +1,252 @@
+"""A run: (task, knobs, strategy, seed, budget) -> result. Its id is a hash of the spec."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import resource
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from scipy.stats import binom
+
+from e2elab import strategy as strategies
+from e2elab.errors import E2ELabError
+from e2elab.system import System, trace
+from e2elab.task import Batch, PortSpec, Task
+from e2elab.tasks import make_task
+from e2elab.train import TrainConfig, train
+
+# Bump when a change to the code changes what a stored spec would produce.
+SPEC_VERSION = 1
+# A final metric is "indistinguishable from chance" when a one-sided binomial test
+# against the chance rate cannot reject it at this level, given the test-set size.
+BREAKDOWN_ALPHA = 0.01
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's result. Build with ``RunSpec.create``."""
+
+    task: str
+    knobs: dict[str, Any]
+    strategy: str
+    seed: int
+    budget: int
+    batch_size: int
+    lr: float
+    evaluations: int
+    threshold: float
+    device: str = "cpu"
+
+    @classmethod
+    def create(
+        cls,
+        task: str | Task,
+        strategy: str,
+        seed: int = 0,
+        knobs: dict[str, Any] | None = None,
+        budget: int | None = None,
+        batch_size: int | None = None,
+        lr: float | None = None,
+        evaluations: int | None = None,
+        threshold: float | None = None,
+        device: str = "cpu",
+    ) -> RunSpec:
+        """Fill every unset field from the task's defaults and check the values."""
+        instance = task if isinstance(task, Task) else make_task(task, knobs)
+        if isinstance(task, Task) and knobs:
+            raise E2ELabError("pass knobs either to the Task or to RunSpec.create, not both")
+        name, params = strategies.parse_strategy(strategy)
+        d = type(instance).defaults
+        spec = cls(
+            task=instance.name,
+            knobs=dict(instance.settings),
+            strategy=strategies.format_strategy(name, params),
+            seed=int(seed),
+            budget=int(budget if budget is not None else d.budget),
+            batch_size=int(batch_size if batch_size is not None else d.batch_size),
+            lr=float(lr if lr is not None else d.lr),
+            evaluations=int(evaluations if evaluations is not None else d.evaluations),
+            threshold=float(threshold if threshold is not None else d.threshold),
+            device=device,
+        )
+        spec.check()
+        return spec
+
+    def check(self) -> None:
+        for name in ("budget", "batch_size", "evaluations"):
+            if getattr(self, name) < 1:
+                raise E2ELabError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise E2ELabError(f"lr must be positive, got {self.lr}")
+
+    @property
+    def id(self) -> str:
+        """A hash of every field that changes the result (the device does not)."""
+        fields = dataclasses.asdict(self)
+        fields.pop("device")
+        fields["version"] = SPEC_VERSION
+        text = json.dumps(fields, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run, JSON-serialisable."""
+
+    id: str
+    spec: dict[str, Any]
+    status: str
+    reason: str | None
+    output: str
+    curve: list[dict[str, Any]]
+    final: dict[str, float]
+    chance: dict[str, float]
+    examples_to_threshold: int | None
+    breakdown: bool
+    breakdown_p_value: float | None
+    test_size: int
+    wall_seconds: float
+    memory: dict[str, Any]
+    phases: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def output_metric(self) -> float:
+        return self.final.get(self.output, float("nan"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        return cls(**data)
+
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.id}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
+        tmp.replace(path)
+        return path
+
+
+def execute(
+    spec: RunSpec,
+    task: Task | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> RunResult:
+    """Train one run. ``task`` may be passed for tasks not in the registry."""
+    began = time.perf_counter()
+    instance = task if task is not None else make_task(spec.task, spec.knobs)
+    torch.manual_seed(spec.seed)
+    graph = trace(_checked_system(instance), first_batch(instance), instance.ports)
+    strategy = strategies.build(spec.strategy, graph, instance.output)
+    config = TrainConfig(
+        budget=spec.budget,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        evaluations=spec.evaluations,
+        seed=spec.seed,
+        device=spec.device,
+    )
+    outcome = train(instance, strategy, graph, config, on_progress)
+    test = instance.test_set()
+    chance = {p: chance_level(s, test.targets[p]) for p, s in instance.ports.items()}
+    output = instance.output
+    final_metric = outcome.final.get(output, float("nan"))
+    p_value = chance_p_value(instance.ports[output], final_metric, chance[output], len(test))
+    outcome.memory["max_rss_bytes"] = _max_rss_bytes()
+    return RunResult(
+        id=spec.id,
+        spec=spec.to_dict(),
+        status=outcome.status,
+        reason=outcome.reason,
+        output=output,
+        curve=outcome.curve,
+        final=outcome.final,
+        chance=chance,
+        examples_to_threshold=examples_to_threshold(outcome.curve, output, spec.threshold),
+        breakdown=p_value is None or p_value >= BREAKDOWN_ALPHA,
+        breakdown_p_value=p_value,
+        test_size=len(test),
+        wall_seconds=time.perf_counter() - began,
+        memory=outcome.memory,
+        phases=[
+            {"label": p.label, "share": p.share, "train": sorted(p.train), "seconds": s}
+            for p, s in zip(strategy.phases, outcome.phase_seconds, strict=False)
+        ],
+    )
+
+
+def run(
+    task: str | Task,
+    strategy: str,
+    seed: int = 0,
+    budget: int | None = None,
+    knobs: dict[str, Any] | None = None,
+    **overrides: Any,
+) -> RunResult:
+    """Train ``task`` under ``strategy`` and return the result.
+
+    Examples
+    --------
+    >>> result = run("digit-chain", "modular", knobs={"n": 1}, budget=2000)  # doctest: +SKIP
+    >>> result.final[result.output] > 0.5  # doctest: +SKIP
+    True
+    """
+    spec = RunSpec.create(task, strategy, seed=seed, knobs=knobs, budget=budget, **overrides)
+    return execute(spec, task if isinstance(task, Task) else None)
+
+
+def _checked_system(task: Task) -> System:
+    system = task.build_system()
+    if not isinstance(system, System):
+        raise E2ELabError(
+            f"task {task.name}: build_system returned {type(system).__name__}; "
+            "it must return an e2elab.System subclass"
+        )
+    return system
+
+
+def chance_level(spec: PortSpec, targets: torch.Tensor) -> float:
+    """The declared chance, or the majority-class rate of the test targets if higher."""
+    if spec.kind != "class":
+        return -float(targets.float().var(unbiased=False).item())
+    counts = torch.bincount(targets.flatten(), minlength=spec.size)
+    return max(spec.chance, counts.max().item() / targets.numel())
+
+
+def chance_p_value(spec: PortSpec, metric: float, chance: float, n: int) -> float | None:
+    """P(a chance-level learner scores at least ``metric`` on ``n`` test examples)."""
+    if spec.kind != "class" or metric != metric:  # NaN: no result
+        return None
+    correct = round(metric * n)
+    return float(binom.sf(correct - 1, n, chance))
+
+
+def examples_to_threshold(curve: list[dict[str, Any]], port: str, threshold: float) -> int | None:
+    """Training examples drawn when ``port`` first reached ``threshold`` (None: never)."""
+    for point in curve:
+        if point["metrics"].get(port, float("-inf")) >= threshold:
+            return int(point["examples"])
+    return None
+
+
+def _max_rss_bytes() -> int:
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(rss if sys.platform == "darwin" else rss * 1024)
+
+
+def first_batch(task: Task) -> Batch:
+    """A tiny batch of held-out data, e.g. to trace a system's graph."""
+    return task.test_set().slice(0, 2)

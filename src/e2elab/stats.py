@@ -1,0 +1,41 @@
+"""Uncertainty over seeds: means with 95% Student-t intervals."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy.stats import t as student_t
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean and its 95% confidence interval (lo == hi == mean for a single value)."""
+
+    mean: float
+    lo: float
+    hi: float
+    count: int
+
+    def format(self, digits: int = 3, scale: float = 1.0) -> str:
+        if self.count == 0:
+            return "-"
+        m, lo, hi = self.mean * scale, self.lo * scale, self.hi * scale
+        if self.count == 1:
+            return f"{m:.{digits}f}"
+        return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Mean and Student-t interval of ``values`` (NaNs dropped)."""
+    clean = [float(v) for v in values if v == v]
+    n = len(clean)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    mean = sum(clean) / n
+    if n == 1:
+        return Interval(mean, mean, mean, 1)
+    var = sum((v - mean) ** 2 for v in clean) / (n - 1)
+    half = float(student_t.ppf(0.5 + level / 2, n - 1)) * math.sqrt(var / n)
+    return Interval(mean, mean - half, mean + half, n)

@@ -1,0 +1,266 @@
+"""Strategies are data: a list of phases, built by small named functions.
+
+A phase names the modules that train, the port losses that count (with weights), the
+ports that are cut, the ports fed from ground truth (teacher forcing), and its share of
+the budget. A strategy is built from the traced ``Graph`` of a system and the name of
+its output port, so one definition serves every task. A new strategy is a new function
+that returns a ``Strategy``; the training loop never branches on a strategy's name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from e2elab.errors import E2ELabError, choices
+from e2elab.system import Graph
+
+AUX_PREFIX = "aux:"
+
+
+def aux_loss(module: str) -> str:
+    """The loss key of the auxiliary head that reads ``module``'s ports (see ``local``)."""
+    return AUX_PREFIX + module
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One stage of training.
+
+    Parameters
+    ----------
+    train:
+        Modules whose parameters the optimizer updates; every other module is frozen
+        (``requires_grad_(False)`` and left out of the optimizer).
+    losses:
+        Port name -> weight. A key ``"aux:MODULE"`` is the loss of a small auxiliary head
+        that predicts the final target from MODULE's ports.
+    cut:
+        Ports detached on their way downstream: no gradient flows back through them.
+    teacher_forced:
+        Ports whose downstream value is their target instead of the module's output.
+    share:
+        Fraction of the run's training-example budget spent in this phase.
+    """
+
+    train: frozenset[str]
+    losses: Mapping[str, float]
+    cut: frozenset[str] = frozenset()
+    teacher_forced: frozenset[str] = frozenset()
+    share: float = 1.0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A training schedule: phases run in order; ``members`` > 1 trains an ensemble."""
+
+    name: str
+    phases: tuple[Phase, ...]
+    members: int = 1
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        total = sum(p.share for p in self.phases)
+        if not self.phases or abs(total - 1.0) > 1e-9:
+            raise E2ELabError(
+                f"strategy {self.name}: phase shares must sum to 1, got {total:.6g}; rescale them"
+            )
+
+
+Builder = Callable[..., Strategy]
+
+
+def _all_modules(graph: Graph) -> frozenset[str]:
+    return frozenset(graph.modules)
+
+
+def _own_ports(graph: Graph, module: str) -> dict[str, float]:
+    ports = graph.ports_of(module)
+    if not ports:
+        raise E2ELabError(
+            f"module {module!r} produces no port with a target, so it cannot be trained on "
+            "its own; emit its output with self.port(name, value) and give that port a target"
+        )
+    return {p: 1.0 for p in ports}
+
+
+def _module_phases(graph: Graph, modules: list[str], share: float, forced: bool) -> list[Phase]:
+    """One phase per module, each on its own targets; inputs forced or from frozen upstream."""
+    everything = frozenset(graph.ports)
+    each = share / len(modules)
+    return [
+        Phase(
+            train=frozenset({m}),
+            losses=_own_ports(graph, m),
+            cut=everything,
+            teacher_forced=everything if forced else frozenset(),
+            share=each,
+            label=f"{'modular' if forced else 'greedy'}:{m}",
+        )
+        for m in modules
+    ]
+
+
+def e2e(graph: Graph, output: str) -> Strategy:
+    """End-to-end: every module trains on the final loss alone."""
+    phase = Phase(train=_all_modules(graph), losses={output: 1.0}, label="e2e")
+    return Strategy("e2e", (phase,))
+
+
+def hinted(graph: Graph, output: str, weight: float = 1.0) -> Strategy:
+    """Decomposition / intermediate supervision: one joint phase, final loss plus hints."""
+    if weight < 0:
+        raise E2ELabError(f"hinted: weight must be >= 0, got {weight}")
+    losses = {p: (1.0 if p == output else weight) for p in graph.ports}
+    phase = Phase(train=_all_modules(graph), losses=losses, label="hinted")
+    return Strategy("hinted", (phase,), params={"weight": weight})
+
+
+def modular(graph: Graph, output: str) -> Strategy:
+    """Each module alone on its own target with teacher-forced inputs; composed as is."""
+    return Strategy("modular", tuple(_module_phases(graph, list(graph.modules), 1.0, True)))
+
+
+def greedy(graph: Graph, output: str) -> Strategy:
+    """Modules in data-flow order, each on its own target, fed by frozen upstream outputs."""
+    return Strategy("greedy", tuple(_module_phases(graph, list(graph.modules), 1.0, False)))
+
+
+def pretrain_finetune(graph: Graph, output: str, pretrain_share: float = 0.5) -> Strategy:
+    """Modular pre-training, then an end-to-end phase on the final loss."""
+    if not 0 < pretrain_share < 1:
+        raise E2ELabError(
+            f"pretrain_finetune: pretrain_share must be in (0, 1), got {pretrain_share}"
+        )
+    phases = _module_phases(graph, list(graph.modules), pretrain_share, True)
+    finetune = Phase(
+        train=_all_modules(graph),
+        losses={output: 1.0},
+        share=1.0 - pretrain_share,
+        label="finetune",
+    )
+    return Strategy(
+        "pretrain_finetune", (*phases, finetune), params={"pretrain_share": pretrain_share}
+    )
+
+
+def frozen_others(graph: Graph, output: str, module: str, pretrain_share: float = 0.5) -> Strategy:
+    """All other modules pre-trained on their targets and frozen; ``module`` learns from the
+    final loss alone, starting from its random initialisation."""
+    if module not in graph.modules:
+        raise choices("module for frozen_others:", module, list(graph.modules))
+    others = [m for m in graph.modules if m != module]
+    phases = _module_phases(graph, others, pretrain_share, True) if others else []
+    last = Phase(
+        train=frozenset({module}),
+        losses={output: 1.0},
+        share=1.0 - pretrain_share if others else 1.0,
+        label=f"final-loss:{module}",
+    )
+    return Strategy("frozen_others", (*phases, last), params={"module": module})
+
+
+def local(graph: Graph, output: str) -> Strategy:
+    """Decoupled greedy learning (Belilovsky et al.): each module trains on an auxiliary
+    head that predicts the final target from its own ports; every inter-module port is cut."""
+    makers = graph.producer_of(output)
+    losses: dict[str, float] = {output: 1.0}
+    for m in graph.modules:
+        if m not in makers:
+            losses[aux_loss(m)] = 1.0
+    cut = frozenset(p for p in graph.ports if p != output)
+    phase = Phase(train=_all_modules(graph), losses=losses, cut=cut, label="local")
+    return Strategy("local", (phase,))
+
+
+def ensemble(graph: Graph, output: str, members: int = 3) -> Strategy:
+    """Independently trained end-to-end members, outputs averaged; the budget is shared."""
+    if members < 1:
+        raise E2ELabError(f"ensemble: members must be >= 1, got {members}")
+    phase = Phase(train=_all_modules(graph), losses={output: 1.0}, label="e2e-member")
+    return Strategy("ensemble", (phase,), members=members, params={"members": members})
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    builder: Builder
+    params: Mapping[str, type]
+    defaults: Mapping[str, Any]
+    help: str
+
+
+STRATEGIES: dict[str, StrategyInfo] = {
+    "e2e": StrategyInfo(e2e, {}, {}, "one phase, final loss only"),
+    "hinted": StrategyInfo(
+        hinted, {"weight": float}, {"weight": 1.0}, "final loss + weighted intermediate losses"
+    ),
+    "modular": StrategyInfo(modular, {}, {}, "each module alone on its target, inputs forced"),
+    "greedy": StrategyInfo(greedy, {}, {}, "modules in flow order, fed by frozen upstream"),
+    "pretrain_finetune": StrategyInfo(
+        pretrain_finetune,
+        {"pretrain_share": float},
+        {"pretrain_share": 0.5},
+        "modular, then end-to-end fine-tuning",
+    ),
+    "frozen_others": StrategyInfo(
+        frozen_others,
+        {"module": str, "pretrain_share": float},
+        {"pretrain_share": 0.5},
+        "others pre-trained and frozen; MODULE learns from the final loss alone "
+        "(one per module if unset)",
+    ),
+    "local": StrategyInfo(local, {}, {}, "DGL: per-module auxiliary heads, all ports cut"),
+    "ensemble": StrategyInfo(
+        ensemble, {"members": int}, {"members": 3}, "averaged independent e2e members"
+    ),
+}
+
+
+def parse_strategy(text: str) -> tuple[str, dict[str, Any]]:
+    """Parse ``"name"`` or ``"name:key=value,key=value"`` into a name and typed params."""
+    name, _, rest = text.strip().partition(":")
+    if name not in STRATEGIES:
+        raise choices("strategy", name, list(STRATEGIES))
+    info = STRATEGIES[name]
+    params: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, eq, raw = item.partition("=")
+        if not eq:
+            raise E2ELabError(f"strategy {name}: expected key=value, got {item!r}")
+        if key not in info.params:
+            raise choices(f"parameter of strategy {name}:", key, list(info.params))
+        try:
+            params[key] = info.params[key](raw)
+        except ValueError:
+            kind = info.params[key].__name__
+            raise E2ELabError(f"strategy {name}: {key} expects {kind}, got {raw!r}") from None
+    return name, params
+
+
+def format_strategy(name: str, params: Mapping[str, Any]) -> str:
+    """The inverse of ``parse_strategy`` (params sorted by key)."""
+    if not params:
+        return name
+    return name + ":" + ",".join(f"{k}={params[k]}" for k in sorted(params))
+
+
+def expand(text: str, modules: list[str]) -> list[str]:
+    """Expand a strategy that needs a module (``frozen_others``) to one per module."""
+    name, params = parse_strategy(text)
+    if name == "frozen_others" and "module" not in params:
+        return [format_strategy(name, {**params, "module": m}) for m in modules]
+    return [format_strategy(name, params)]
+
+
+def build(text: str, graph: Graph, output: str) -> Strategy:
+    """Build the strategy named by ``text`` (see ``parse_strategy``) for a traced system."""
+    name, params = parse_strategy(text)
+    info = STRATEGIES[name]
+    if name == "frozen_others" and "module" not in params:
+        raise E2ELabError(
+            "frozen_others needs a module, e.g. frozen_others:module=recognizer; "
+            f"modules are: {', '.join(graph.modules)}"
+        )
+    return info.builder(graph, output, **params)

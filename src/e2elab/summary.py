@@ -1,0 +1,73 @@
+"""Per-strategy summaries of runs over seeds (the table `e2elab run` prints)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from rich.table import Table
+
+from e2elab.run import RunResult
+from e2elab.stats import Interval, mean_interval
+
+
+@dataclass(frozen=True)
+class StrategyRow:
+    strategy: str
+    runs: int
+    accuracy: Interval
+    chance: float
+    examples_to_threshold: Interval
+    reached: int
+    breakdowns: int
+    diverged: int
+    seconds: Interval
+
+
+def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
+    """One row per strategy, in first-seen order. Diverged runs count in ``diverged`` only."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(r.spec["strategy"], []).append(r)
+    rows = []
+    for name, runs in groups.items():
+        ok = [r for r in runs if r.status == "ok"]
+        reached = [r.examples_to_threshold for r in ok if r.examples_to_threshold is not None]
+        rows.append(
+            StrategyRow(
+                strategy=name,
+                runs=len(runs),
+                accuracy=mean_interval([r.output_metric for r in ok]),
+                chance=runs[0].chance[runs[0].output],
+                examples_to_threshold=mean_interval([float(x) for x in reached]),
+                reached=len(reached),
+                breakdowns=sum(r.breakdown for r in ok),
+                diverged=len(runs) - len(ok),
+                seconds=mean_interval([r.wall_seconds for r in runs]),
+            )
+        )
+    return rows
+
+
+def strategy_table(rows: list[StrategyRow], title: str, threshold: float) -> Table:
+    """A rich table: mean [95% CI] over seeds per strategy."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("strategy", style="bold")
+    table.add_column("seeds", justify="right")
+    table.add_column("output accuracy, mean [95% CI]", justify="right")
+    table.add_column(f"examples to {threshold:g} (reached)", justify="right")
+    table.add_column("at chance", justify="right")
+    table.add_column("diverged", justify="right")
+    table.add_column("time s (mean)", justify="right")
+    for row in rows:
+        ett = row.examples_to_threshold.format(0)
+        table.add_row(
+            row.strategy,
+            str(row.runs),
+            row.accuracy.format(3),
+            f"{ett} ({row.reached}/{row.runs - row.diverged})",
+            f"{row.breakdowns}/{row.runs - row.diverged}",
+            str(row.diverged),
+            f"{row.seconds.mean:.1f}",
+        )
+    return table
