@@ -24,9 +24,15 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from e2elab import experiment as experiments
 from e2elab import strategy as strategies
-from e2elab.errors import E2ELabError
+from e2elab.claims import Verdict
+from e2elab.errors import E2ELabError, choices
+from e2elab.executors import make_executor
+from e2elab.report.build import build_report
 from e2elab.run import RunResult, RunSpec, execute, first_batch
+from e2elab.runner import run_experiment
+from e2elab.store import Store, export
 from e2elab.summary import strategy_table, summarize
 from e2elab.system import trace
 from e2elab.tasks import TASKS, make_task, task_class
@@ -86,6 +92,28 @@ def _build_parser() -> _Parser:
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for RunResult JSON")
     run.add_argument("--force", action="store_true", help="retrain runs already in --out")
     run.set_defaults(handler=_cmd_run)
+
+    reproduce = commands.add_parser("reproduce", help="run a shipped experiment, then report")
+    reproduce.add_argument("experiment", help="shipped experiment name or path to a YAML file")
+    reproduce.add_argument("--quick", action="store_true", help="the quick profile")
+    reproduce.add_argument("--profile", help="a named profile of the experiment")
+    reproduce.add_argument("--executor", default="local", help="local (default) or serial")
+    reproduce.add_argument("--workers", type=int, help="processes for --executor local")
+    reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    reproduce.add_argument("--out", type=Path, help="output folder (default results/NAME)")
+    reproduce.set_defaults(handler=_cmd_reproduce)
+
+    report = commands.add_parser("report", help="claims and figures from a results store")
+    report.add_argument("store", type=Path, help="a results.sqlite file")
+    report.add_argument("-o", "--out", type=Path, required=True, help="folder for the report")
+    report.add_argument("--experiment", help="report only this experiment in the store")
+    report.set_defaults(handler=_cmd_report)
+
+    export = commands.add_parser("export", help="write a store's runs as CSV or Parquet")
+    export.add_argument("store", type=Path, help="a results.sqlite file")
+    export.add_argument("--format", default="csv", help="csv (default) or parquet")
+    export.add_argument("-o", "--output", type=Path, required=True, help="file to write")
+    export.set_defaults(handler=_cmd_export)
     return parser
 
 
@@ -186,6 +214,87 @@ def _cmd_run(args: argparse.Namespace) -> int:
             console.print(f"[red]{r.spec['strategy']} seed {r.spec['seed']}: {r.reason}[/red]")
     console.print(f"results: {args.out}/<run id>.json ({len(results)} runs)")
     return 0
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    if args.quick and args.profile:
+        raise E2ELabError("give either --quick or --profile, not both")
+    if args.workers is not None and args.workers < 1:
+        raise E2ELabError(f"--workers must be at least 1, got {args.workers}")
+    profile = "quick" if args.quick else args.profile
+    experiment = experiments.load(args.experiment).with_profile(profile)
+    executor = make_executor(args.executor, args.workers)
+    device = resolve_device(args.device)
+    out = args.out or Path("results") / experiment.name
+    console = wide_console()
+    with Store(out / "results.sqlite") as store:
+        counts = _sweep(experiment, store, executor, device)
+        console.print(
+            f"{experiment.name}: {counts.total} runs, {counts.skipped} already stored, "
+            f"{counts.trained} trained; store {out / 'results.sqlite'}"
+        )
+        report = build_report(experiment, store.results(experiment.name), out / "report")
+    console.print(claims_table(report.verdicts, experiment.name))
+    console.print(f"report: {report.markdown} (and report.html, {len(report.figures)} figures)")
+    return 0
+
+
+def _sweep(experiment: experiments.Experiment, store: Store, executor: Any, device: str) -> Any:
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("runs"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as progress:
+        bar = progress.add_task(experiment.name, total=None)
+
+        def start(total: int, stored: int) -> None:
+            progress.update(bar, total=total - stored)
+
+        def finished(result: RunResult) -> None:
+            progress.update(
+                bar, advance=1, description=f"{experiment.name}: {result.spec['strategy']}"
+            )
+
+        return run_experiment(experiment, store, executor, device, start, finished)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    console = wide_console()
+    with Store(args.store, create=False) as store:
+        stored = store.experiments()
+        if not stored:
+            raise E2ELabError(f"{args.store} holds no experiment; run 'e2elab reproduce' first")
+        names = [args.experiment] if args.experiment else list(stored)
+        for name in names:
+            if name not in stored:
+                raise choices("experiment in this store", name, list(stored))
+            experiment = experiments.Experiment.model_validate(stored[name])
+            out = args.out if len(names) == 1 else args.out / name
+            report = build_report(experiment, store.results(name), out)
+            console.print(claims_table(report.verdicts, name))
+            console.print(f"report: {report.markdown} ({len(report.figures)} figures)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    rows = export(args.store, args.format, args.output)
+    print(f"wrote {rows} runs to {args.output}")
+    return 0
+
+
+def claims_table(verdicts: list[Verdict], title: str) -> Table:
+    table = Table(title=f"claims: {title}", title_justify="left", show_lines=True)
+    for column in ("claim", "verdict", "numbers"):
+        table.add_column(column, overflow="fold")
+    colours = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
+    for v in verdicts:
+        table.add_row(v.id, f"[{colours.get(v.verdict, 'white')}]{v.verdict}[/]", v.details)
+    return table
 
 
 def wide_console() -> Console:

@@ -17,6 +17,7 @@ import torch
 from scipy.stats import binom
 
 from e2elab import strategy as strategies
+from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError
 from e2elab.system import System, trace
 from e2elab.task import Batch, PortSpec, Task
@@ -119,6 +120,9 @@ class RunResult:
     wall_seconds: float
     memory: dict[str, Any]
     phases: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, float] = field(default_factory=dict)
+    probes_at_init: dict[str, float] = field(default_factory=dict)
+    modules: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def output_metric(self) -> float:
@@ -166,6 +170,12 @@ def execute(
     final_metric = outcome.final.get(output, float("nan"))
     p_value = chance_p_value(instance.ports[output], final_metric, chance[output], len(test))
     outcome.memory["max_rss_bytes"] = _max_rss_bytes()
+    probes = (
+        linear_probes(instance, outcome.systems[0], device=spec.device)
+        if outcome.status == "ok"
+        else {}
+    )
+    probes_at_init = _probes_at_init(instance, spec) if probes else {}
     return RunResult(
         id=spec.id,
         spec=spec.to_dict(),
@@ -185,6 +195,9 @@ def execute(
             {"label": p.label, "share": p.share, "train": sorted(p.train), "seconds": s}
             for p, s in zip(strategy.phases, outcome.phase_seconds, strict=False)
         ],
+        probes=probes,
+        probes_at_init=probes_at_init,
+        modules={m: list(graph.ports_of(m)) for m in graph.modules},
     )
 
 
@@ -206,6 +219,20 @@ def run(
     """
     spec = RunSpec.create(task, strategy, seed=seed, knobs=knobs, budget=budget, **overrides)
     return execute(spec, task if isinstance(task, Task) else None)
+
+
+_INIT_PROBES: dict[str, dict[str, float]] = {}
+
+
+def _probes_at_init(task: Task, spec: RunSpec) -> dict[str, float]:
+    """Probes of the untrained system: the baseline a module must beat to have learned.
+    Every strategy starts from the same initialisation for a seed, so this is cached."""
+    key = json.dumps([spec.task, spec.knobs, spec.seed, spec.device], sort_keys=True)
+    if key not in _INIT_PROBES:
+        torch.manual_seed(spec.seed)
+        system = task.build_system().to(spec.device)
+        _INIT_PROBES[key] = linear_probes(task, system, device=spec.device)
+    return _INIT_PROBES[key]
 
 
 def _checked_system(task: Task) -> System:

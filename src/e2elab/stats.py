@@ -27,8 +27,14 @@ class Interval:
         return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
-def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
-    """Mean and Student-t interval of ``values`` (NaNs dropped)."""
+def mean_interval(
+    values: Sequence[float],
+    level: float = 0.95,
+    lower: float = -math.inf,
+    upper: float = math.inf,
+) -> Interval:
+    """Mean and Student-t interval of ``values`` (NaNs dropped), clipped to the range
+    ``[lower, upper]`` that the quantity can take (accuracy in [0, 1], counts >= 0)."""
     clean = [float(v) for v in values if v == v]
     n = len(clean)
     if n == 0:
@@ -38,4 +44,4 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> Interval:
         return Interval(mean, mean, mean, 1)
     var = sum((v - mean) ** 2 for v in clean) / (n - 1)
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * math.sqrt(var / n)
-    return Interval(mean, mean - half, mean + half, n)
+    return Interval(mean, max(lower, mean - half), min(upper, mean + half), n)

@@ -37,9 +37,9 @@ def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
             StrategyRow(
                 strategy=name,
                 runs=len(runs),
-                accuracy=mean_interval([r.output_metric for r in ok]),
+                accuracy=mean_interval([r.output_metric for r in ok], upper=1.0),
                 chance=runs[0].chance[runs[0].output],
-                examples_to_threshold=mean_interval([float(x) for x in reached]),
+                examples_to_threshold=mean_interval([float(x) for x in reached], lower=0.0),
                 reached=len(reached),
                 breakdowns=sum(r.breakdown for r in ok),
                 diverged=len(runs) - len(ok),

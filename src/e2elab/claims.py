@@ -1,0 +1,355 @@
+"""Claims: statements from papers as executable checks over stored results.
+
+Each check is a small function ``check(results, **params) -> Verdict``. Results are
+grouped into cells (one grid point x one strategy, over seeds). Uncertainty is explicit:
+means carry 95% Student-t intervals over seeds, and "at chance" is the per-run one-sided
+binomial test against the chance rate on the test-set size (``RunResult.breakdown``).
+A check never adapts its thresholds to the data: if the data disagree, it says FAIL.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
+from itertools import pairwise
+from typing import Any
+
+from e2elab.run import RunResult
+from e2elab.stats import mean_interval
+
+PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
+
+
+@dataclass
+class Verdict:
+    """The outcome of one claim: PASS, FAIL or INCONCLUSIVE, with the numbers behind it."""
+
+    verdict: str
+    details: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+    statement: str = ""
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "statement": self.statement,
+            "verdict": self.verdict,
+            "details": self.details,
+        }
+
+
+# ---------------------------------------------------------------- selecting cells
+
+
+def _matches(result: RunResult, where: dict[str, Any]) -> bool:
+    """``where`` maps knob -> value, or knob -> {">=": v, "<=": v, "in": [...]}."""
+    knobs = result.spec["knobs"]
+    for name, wanted in where.items():
+        value = knobs.get(name)
+        if isinstance(wanted, dict):
+            ops: dict[str, Callable[[Any, Any], bool]] = {
+                ">=": lambda a, b: a >= b,
+                "<=": lambda a, b: a <= b,
+                ">": lambda a, b: a > b,
+                "<": lambda a, b: a < b,
+                "in": lambda a, b: a in b,
+            }
+            if not all(ops[op](value, arg) for op, arg in wanted.items()):
+                return False
+        elif value != wanted:
+            return False
+    return True
+
+
+def _strategy_matches(name: str, patterns: str | list[str]) -> bool:
+    pats = [patterns] if isinstance(patterns, str) else patterns
+    return any(fnmatchcase(name, p) for p in pats)
+
+
+def cells(
+    results: Iterable[RunResult], strategies: str | list[str], where: dict[str, Any] | None = None
+) -> dict[tuple[str, str], list[RunResult]]:
+    """Group runs into (knobs as JSON, strategy) cells; strategies may use * patterns."""
+    out: dict[tuple[str, str], list[RunResult]] = {}
+    for r in results:
+        if _strategy_matches(r.spec["strategy"], strategies) and _matches(r, where or {}):
+            key = (json.dumps(r.spec["knobs"], sort_keys=True), r.spec["strategy"])
+            out.setdefault(key, []).append(r)
+    return out
+
+
+def _knob(key: tuple[str, str], name: str) -> Any:
+    return json.loads(key[0])[name]
+
+
+def _ok(runs: list[RunResult]) -> list[RunResult]:
+    return [r for r in runs if r.status == "ok"]
+
+
+def _ett(r: RunResult) -> float:
+    """Examples to threshold; a run that never reached it counts as infinitely many."""
+    return math.inf if r.examples_to_threshold is None else float(r.examples_to_threshold)
+
+
+def _fmt_ett(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:,.0f}"
+
+
+def _no_data(what: str) -> Verdict:
+    return Verdict(INCONCLUSIVE, f"no stored runs match {what}")
+
+
+def _by_knob(results: list[RunResult], knob: str) -> dict[Any, list[RunResult]]:
+    groups: dict[Any, list[RunResult]] = {}
+    for r in results:
+        groups.setdefault(r.spec["knobs"][knob], []).append(r)
+    return dict(sorted(groups.items()))
+
+
+# ---------------------------------------------------------------- checks
+
+
+def reaches_threshold(
+    results: list[RunResult],
+    strategies: str | list[str],
+    where: dict[str, Any] | None = None,
+    threshold: float | None = None,
+) -> Verdict:
+    """Every matching cell's mean output metric over seeds reaches the threshold (the
+    runs' own threshold unless given). Diverged runs count as failures."""
+    groups = cells(results, strategies, where)
+    if not groups:
+        return _no_data(f"strategies {strategies} where {where}")
+    failing, lines = [], []
+    for key, runs in sorted(groups.items()):
+        level = threshold if threshold is not None else runs[0].spec["threshold"]
+        values = [r.output_metric if r.status == "ok" else 0.0 for r in runs]
+        ci = mean_interval(values, upper=1.0)
+        ok = ci.mean >= level
+        label = f"{key[1]} @ {_short(key[0])}"
+        lines.append(f"{label}: {ci.format(3)} {'>=' if ok else '<'} {level:g}")
+        if not ok:
+            failing.append(label)
+    detail = f"{len(groups) - len(failing)}/{len(groups)} cells reach it" + (
+        f"; below: {'; '.join(line for line in lines if '<' in line)}" if failing else ""
+    )
+    return Verdict(PASS if not failing else FAIL, detail, {"cells": lines})
+
+
+def at_chance(
+    results: list[RunResult], strategy: str, where: dict[str, Any] | None = None
+) -> Verdict:
+    """Every run of the matching cells ends indistinguishable from chance."""
+    groups = cells(results, strategy, where)
+    if not groups:
+        return _no_data(f"strategy {strategy} where {where}")
+    lines, bad = [], 0
+    for key, runs in sorted(groups.items()):
+        broken = sum(r.breakdown for r in _ok(runs))
+        accuracy = mean_interval([r.output_metric for r in _ok(runs)], upper=1.0)
+        lines.append(f"{_short(key[0])}: {broken}/{len(runs)} at chance, acc {accuracy.format(3)}")
+        bad += broken != len(runs)
+    return Verdict(PASS if bad == 0 else FAIL, "; ".join(lines))
+
+
+def breakdown(
+    results: list[RunResult],
+    strategy: str = "e2e",
+    knob: str = "n",
+    where: dict[str, Any] | None = None,
+    min_probe_gain: float = 0.1,
+) -> Verdict:
+    """From some knob value on, the strategy ends at chance in every seed, and there no
+    module learned: no module's mean linear-probe accuracy over its ports rises more than
+    ``min_probe_gain`` above the same probe on the untrained system.
+
+    The breakdown point is found per seed (the smallest knob value from which that seed
+    is at chance at every larger value) and reported with a 95% interval over seeds."""
+    runs = [r for r in results if r.spec["strategy"] == strategy and _matches(r, where or {})]
+    if not runs:
+        return _no_data(f"strategy {strategy} where {where}")
+    by_value = _by_knob(runs, knob)
+    values = list(by_value)
+    points = []
+    for seed in sorted({r.spec["seed"] for r in runs}):
+        flags = {v: any(r.breakdown for r in by_value[v] if r.spec["seed"] == seed) for v in values}
+        point = next((v for i, v in enumerate(values) if all(flags[u] for u in values[i:])), None)
+        points.append(point)
+    broken_everywhere = [v for v in values if all(r.breakdown for r in _ok(by_value[v]))]
+    common = next(
+        (v for i, v in enumerate(values) if all(u in broken_everywhere for u in values[i:])), None
+    )
+    learned = _learned_modules(
+        by_value, [v for v in values if common is not None and v >= common], min_probe_gain
+    )
+    seeds_text = ", ".join("none" if p is None else str(p) for p in points)
+    if common is None or any(p is None for p in points):
+        return Verdict(
+            FAIL,
+            f"{strategy} never settles at chance in every seed over {knob} = {values}; "
+            f"per-seed breakdown {knob}: {seeds_text}",
+            {"per_seed": points},
+        )
+    ci = mean_interval([float(p) for p in points])
+    gains = "; ".join(f"{knob}={v}: {g}" for v, g in learned["text"].items())
+    verdict = PASS if not learned["any"] else FAIL
+    return Verdict(
+        verdict,
+        f"{strategy} at chance for {knob} >= {common} in every seed; breakdown {knob} per seed "
+        f"{seeds_text}, mean {ci.format(2)}; probe gain over init per module: {gains}"
+        + (f"; modules that learned: {', '.join(learned['any'])}" if learned["any"] else ""),
+        {"breakdown": common, "per_seed": points, "interval": [ci.lo, ci.hi]},
+    )
+
+
+def _learned_modules(
+    by_value: dict[Any, list[RunResult]], values: list[Any], min_gain: float
+) -> dict[str, Any]:
+    text: dict[Any, str] = {}
+    learned: list[str] = []
+    for v in values:
+        gains: dict[str, list[float]] = {}
+        for r in _ok(by_value[v]):
+            for module, ports in r.modules.items():
+                probed = [p for p in ports if p in r.probes and p in r.probes_at_init]
+                if probed:
+                    gain = sum(r.probes[p] - r.probes_at_init[p] for p in probed) / len(probed)
+                    gains.setdefault(module, []).append(gain)
+        parts = []
+        for module, values_ in gains.items():
+            mean = sum(values_) / len(values_)
+            parts.append(f"{module} {mean:+.2f}")
+            if mean >= min_gain:
+                learned.append(f"{module} at {v}")
+        text[v] = ", ".join(parts) if parts else "no probes stored"
+    return {"text": text, "any": learned}
+
+
+def beats_by_ratio(
+    results: list[RunResult],
+    slow: str,
+    fast: list[str],
+    where: dict[str, Any] | None = None,
+    min_ratio: float = 1.0,
+) -> Verdict:
+    """In every matching grid point, ``slow`` needs more than ``min_ratio`` times the
+    examples-to-threshold of the best of ``fast`` (means over seeds; never = infinite)."""
+    table = _ratios(results, slow, fast, where)
+    if not table:
+        return _no_data(f"{slow} and {fast} where {where}")
+    lines = [
+        f"{k}: {_fmt_ratio(r)} ({_fmt_ett(s)} vs {_fmt_ett(f)})" for k, (r, s, f) in table.items()
+    ]
+    failing = [k for k, (r, _, _) in table.items() if not r > min_ratio]
+    detail = "; ".join(lines)
+    return Verdict(
+        PASS if not failing else FAIL, detail, {"ratios": {k: v[0] for k, v in table.items()}}
+    )
+
+
+def ratio_grows_with_knob(
+    results: list[RunResult],
+    slow: str,
+    fast: list[str],
+    knob: str = "n",
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """``slow`` needs more examples than the best of ``fast`` at every knob value (ratio
+    > 1), and the ratio grows with the knob: it never falls and ends above where it
+    started. A ratio where ``slow`` never reached the threshold is infinite."""
+    table = _ratios(results, slow, fast, where, knob)
+    if not table:
+        return _no_data(f"{slow} and {fast} where {where}")
+    ratios = list(table.values())
+    lines = [
+        f"{knob}={k}: {_fmt_ratio(r)} ({_fmt_ett(s)} vs {_fmt_ett(f)})"
+        for k, (r, s, f) in table.items()
+    ]
+    above = all(r > 1 for r, _, _ in ratios)
+    nondecreasing = all(b[0] >= a[0] for a, b in pairwise(ratios))
+    grows = nondecreasing and ratios[-1][0] > ratios[0][0]
+    verdict = PASS if above and grows else FAIL
+    why = [] if above else ["ratio <= 1 somewhere"]
+    why += [] if grows else ["ratio does not grow monotonically"]
+    detail = "; ".join(lines) + (f" -- {', '.join(why)}" if why else "")
+    return Verdict(verdict, detail, {"ratios": {str(k): v[0] for k, v in table.items()}})
+
+
+def _fmt_ratio(r: float) -> str:
+    return "inf (never reached)" if math.isinf(r) else ("nan" if r != r else f"{r:.2f}x")
+
+
+def _ratios(
+    results: list[RunResult],
+    slow: str,
+    fast: list[str],
+    where: dict[str, Any] | None,
+    knob: str | None = None,
+) -> dict[Any, tuple[float, float, float]]:
+    """Per grid point (or knob value): (ratio, slow mean ETT, best fast mean ETT)."""
+    pool = [r for r in results if _matches(r, where or {})]
+    groups: dict[Any, list[RunResult]] = {}
+    for r in pool:
+        key = r.spec["knobs"][knob] if knob else _short(json.dumps(r.spec["knobs"], sort_keys=True))
+        groups.setdefault(key, []).append(r)
+    table = {}
+    for key, runs in sorted(groups.items()):
+        slow_runs = [r for r in runs if r.spec["strategy"] == slow]
+        fast_means = [_mean_ett([r for r in runs if r.spec["strategy"] == name]) for name in fast]
+        fast_means = [m for m in fast_means if m is not None]
+        slow_mean = _mean_ett(slow_runs)
+        if slow_mean is None or not fast_means:
+            continue
+        best = min(fast_means)
+        ratio = math.nan if math.isinf(best) else (slow_mean / best)
+        table[key] = (ratio, slow_mean, best)
+    return table
+
+
+def _mean_ett(runs: list[RunResult]) -> float | None:
+    if not runs:
+        return None
+    values = [_ett(r) for r in runs]
+    return math.inf if any(math.isinf(v) for v in values) else sum(values) / len(values)
+
+
+def _short(knobs_json: str) -> str:
+    """A grid point's label: the knobs that the current results vary over."""
+    knobs = json.loads(knobs_json)
+    shown = [k for k in knobs if k in _VARYING.get()] or list(knobs)
+    return ",".join(f"{k}={knobs[k]}" for k in shown)
+
+
+_VARYING: ContextVar[frozenset[str]] = ContextVar("varying", default=frozenset())
+
+
+def _varying(results: list[RunResult]) -> frozenset[str]:
+    seen: dict[str, set[str]] = {}
+    for r in results:
+        for k, v in r.spec["knobs"].items():
+            seen.setdefault(k, set()).add(json.dumps(v))
+    return frozenset(k for k, values in seen.items() if len(values) > 1)
+
+CHECKS: dict[str, Callable[..., Verdict]] = {
+    "reaches_threshold": reaches_threshold,
+    "at_chance": at_chance,
+    "breakdown": breakdown,
+    "beats_by_ratio": beats_by_ratio,
+    "ratio_grows_with_knob": ratio_grows_with_knob,
+}
+
+
+def evaluate(claims: list[Any], results: list[RunResult]) -> list[Verdict]:
+    """Run each claim (objects with id, check, statement, params) on the results."""
+    verdicts = []
+    _VARYING.set(_varying(results))
+    for claim in claims:
+        verdict = CHECKS[claim.check](results, **claim.params)
+        verdict.id, verdict.statement = claim.id, claim.statement
+        verdicts.append(verdict)
+    return verdicts

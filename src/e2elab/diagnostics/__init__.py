@@ -1,0 +1,1 @@
+"""Diagnostics that any task can use: linear probes of intermediate ports."""
