@@ -335,6 +335,7 @@ def _varying(results: list[RunResult]) -> frozenset[str]:
             seen.setdefault(k, set()).add(json.dumps(v))
     return frozenset(k for k, values in seen.items() if len(values) > 1)
 
+
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,

@@ -6,6 +6,7 @@ Every user error becomes one line on stderr, ``e2elab: error: ...``, and exit co
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -27,9 +28,11 @@ from rich.table import Table
 from e2elab import experiment as experiments
 from e2elab import strategy as strategies
 from e2elab.claims import Verdict
+from e2elab.diagnostics.snr import gradient_snr
 from e2elab.errors import E2ELabError, choices
 from e2elab.executors import make_executor
 from e2elab.report.build import build_report
+from e2elab.report.snr import snr_figure
 from e2elab.run import RunResult, RunSpec, execute, first_batch
 from e2elab.runner import run_experiment
 from e2elab.store import Store, export
@@ -108,6 +111,21 @@ def _build_parser() -> _Parser:
     report.add_argument("-o", "--out", type=Path, required=True, help="folder for the report")
     report.add_argument("--experiment", help="report only this experiment in the store")
     report.set_defaults(handler=_cmd_report)
+
+    diagnose = commands.add_parser("diagnose", help="diagnostics: gradient SNR per module")
+    which = diagnose.add_subparsers(title="diagnostics", parser_class=_Parser)
+    snr = which.add_parser("snr", help="gradient signal-to-noise per module against a knob")
+    snr.add_argument("--task", default="digit-chain", help="task family (default digit-chain)")
+    snr.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE")
+    snr.add_argument(
+        "--sweep", required=True, metavar="NAME=V1,V2,...", help="the knob to vary, e.g. n=1,2,3"
+    )
+    snr.add_argument("--strategy", action="append", default=[], help="default: e2e and hinted")
+    snr.add_argument("--inits", type=int, default=3, help="random initialisations (default 3)")
+    snr.add_argument("--batches", type=int, default=32, help="mini-batches per init (default 32)")
+    snr.add_argument("--batch-size", type=int, help="examples per batch (default: task's)")
+    snr.add_argument("--out", type=Path, default=Path("results/snr"), help="output folder")
+    snr.set_defaults(handler=_cmd_snr)
 
     export = commands.add_parser("export", help="write a store's runs as CSV or Parquet")
     export.add_argument("store", type=Path, help="a results.sqlite file")
@@ -278,6 +296,45 @@ def _cmd_report(args: argparse.Namespace) -> int:
             report = build_report(experiment, store.results(name), out)
             console.print(claims_table(report.verdicts, name))
             console.print(f"report: {report.markdown} ({len(report.figures)} figures)")
+    return 0
+
+
+def _cmd_snr(args: argparse.Namespace) -> int:
+    knob, eq, raw = args.sweep.partition("=")
+    values = [v.strip() for v in raw.split(",") if v.strip()]
+    if not eq or not values:
+        raise E2ELabError(
+            f"--sweep expects NAME=V1,V2,..., got {args.sweep!r}; e.g. --sweep n=1,2,3"
+        )
+    if args.inits < 2 or args.batches < 2:
+        raise E2ELabError("--inits and --batches must be at least 2 to estimate a mean and spread")
+    fixed = parse_knobs(args.knob, args.task)
+    names = args.strategy or ["e2e", "hinted"]
+    results = []
+    with Progress(console=Console(stderr=True)) as progress:
+        bar = progress.add_task("gradient SNR", total=len(values) * len(names))
+        for value in values:
+            task = make_task(args.task, {**fixed, knob: value})
+            for name in names:
+                results.append(gradient_snr(task, name, args.inits, args.batches, args.batch_size))
+                progress.advance(bar)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "snr.json").write_text(
+        json.dumps([dataclasses.asdict(r) for r in results], indent=1)
+    )
+    figure = snr_figure(results, knob, args.out / "snr.png")
+    table = Table(title=f"log10 gradient SNR at initialisation, {args.task}", title_justify="left")
+    for column in ("strategy", knob, "module", "log10 SNR, mean [95% CI] over inits"):
+        table.add_column(column)
+    for r in results:
+        for module in r.per_init:
+            mean, lo, hi = r.log10_summary(module)
+            table.add_row(
+                r.strategy, str(r.knobs[knob]), module, f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+            )
+    console = wide_console()
+    console.print(table)
+    console.print(f"wrote {args.out / 'snr.json'} and {figure}")
     return 0
 
 

@@ -34,6 +34,7 @@ class Training(_Strict):
     lr: float | None = Field(None, gt=0)
     threshold: float | None = None
     evaluations: int | None = Field(None, ge=1)
+    optimizer: str | None = None
 
 
 class ClaimSpec(_Strict):

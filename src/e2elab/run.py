@@ -18,11 +18,11 @@ from scipy.stats import binom
 
 from e2elab import strategy as strategies
 from e2elab.diagnostics.probes import linear_probes
-from e2elab.errors import E2ELabError
+from e2elab.errors import E2ELabError, choices
 from e2elab.system import System, trace
 from e2elab.task import Batch, PortSpec, Task
 from e2elab.tasks import make_task
-from e2elab.train import TrainConfig, train
+from e2elab.train import OPTIMIZERS, TrainConfig, train
 
 # Bump when a change to the code changes what a stored spec would produce.
 SPEC_VERSION = 1
@@ -44,6 +44,7 @@ class RunSpec:
     lr: float
     evaluations: int
     threshold: float
+    optimizer: str = "adam"
     device: str = "cpu"
 
     @classmethod
@@ -58,6 +59,7 @@ class RunSpec:
         lr: float | None = None,
         evaluations: int | None = None,
         threshold: float | None = None,
+        optimizer: str | None = None,
         device: str = "cpu",
     ) -> RunSpec:
         """Fill every unset field from the task's defaults and check the values."""
@@ -76,6 +78,7 @@ class RunSpec:
             lr=float(lr if lr is not None else d.lr),
             evaluations=int(evaluations if evaluations is not None else d.evaluations),
             threshold=float(threshold if threshold is not None else d.threshold),
+            optimizer=optimizer if optimizer is not None else d.optimizer,
             device=device,
         )
         spec.check()
@@ -87,6 +90,8 @@ class RunSpec:
                 raise E2ELabError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if not self.lr > 0:
             raise E2ELabError(f"lr must be positive, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise choices("optimizer", self.optimizer, list(OPTIMIZERS))
 
     @property
     def id(self) -> str:
@@ -161,6 +166,7 @@ def execute(
         lr=spec.lr,
         evaluations=spec.evaluations,
         seed=spec.seed,
+        optimizer=spec.optimizer,
         device=spec.device,
     )
     outcome = train(instance, strategy, graph, config, on_progress)
@@ -246,16 +252,19 @@ def _checked_system(task: Task) -> System:
 
 
 def chance_level(spec: PortSpec, targets: torch.Tensor) -> float:
-    """The declared chance, or the majority-class rate of the test targets if higher."""
-    if spec.kind != "class":
+    """For success rates: the declared chance, or the test set's majority-class rate if
+    higher. For regression: minus the targets' variance. Else the declared chance."""
+    if spec.kind == "regression":
         return -float(targets.float().var(unbiased=False).item())
-    counts = torch.bincount(targets.flatten(), minlength=spec.size)
+    if not spec.accuracy_like:
+        return spec.chance
+    _, counts = torch.unique(targets.flatten(), return_counts=True)
     return max(spec.chance, counts.max().item() / targets.numel())
 
 
 def chance_p_value(spec: PortSpec, metric: float, chance: float, n: int) -> float | None:
     """P(a chance-level learner scores at least ``metric`` on ``n`` test examples)."""
-    if spec.kind != "class" or metric != metric:  # NaN: no result
+    if not spec.accuracy_like or metric != metric:  # NaN: no result
         return None
     correct = round(metric * n)
     return float(binom.sf(correct - 1, n, chance))

@@ -8,6 +8,7 @@ port is cut, or the port's target when the port is teacher-forced.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -104,6 +105,11 @@ class Graph:
     modules: tuple[str, ...]
     ports: tuple[str, ...]
     producers: Mapping[str, frozenset[str]]
+    shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # per example
+
+    def width(self, ports: tuple[str, ...]) -> int:
+        """Features per example when ``ports`` are flattened and concatenated."""
+        return sum(math.prod(self.shapes[p]) for p in ports)
 
     def ports_of(self, module: str) -> tuple[str, ...]:
         """The ports that ``module`` produces, in data-flow order."""
@@ -147,7 +153,12 @@ def trace(system: System, batch: object, targeted: Mapping[str, object]) -> Grap
             if name in producers[port] and name not in order:
                 order.append(name)
     order += [name for name in names if name not in order]
-    return Graph(modules=tuple(order), ports=ports, producers={p: producers[p] for p in ports})
+    return Graph(
+        modules=tuple(order),
+        ports=ports,
+        producers={p: producers[p] for p in ports},
+        shapes={p: tuple(recorded[p].shape[1:]) for p in ports},
+    )
 
 
 class _Everything(frozenset):

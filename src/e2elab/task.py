@@ -17,11 +17,28 @@ from torch import Tensor
 
 from e2elab.errors import E2ELabError, choices
 
-PortKind = Literal["class", "regression"]
+PortKind = Literal["class", "binary", "regression", "reward"]
 
 # Teacher forcing a class port writes the target as the log of a near one-hot
 # distribution: a valid logit vector whose softmax puts 1 - 1e-5 on the target.
 _FORCED_FLOOR = 1e-6
+# Teacher forcing a binary (+1/-1) score port writes the target times this margin,
+# so that sigmoid(score) is within 0.25% of 0 or 1.
+_FORCED_MARGIN = 6.0
+
+
+def _class_loss(value: Tensor, target: Tensor) -> Tensor:
+    # any leading shape: (B, C) or (B, P, C) logits with (B,) or (B, P) targets
+    return F.cross_entropy(value.reshape(-1, value.shape[-1]), target.reshape(-1))
+
+
+def _hinge(value: Tensor, target: Tensor) -> Tensor:
+    return F.relu(1 - value.reshape(target.shape) * target.to(value.dtype)).mean()
+
+
+def _reward_loss(value: Tensor, target: Tensor) -> Tensor:
+    # expected reward of the softmax policy, negated: -z . p
+    return -(value.softmax(-1) * target.to(value.dtype)).sum(-1).mean()
 
 
 @dataclass(frozen=True)
@@ -31,29 +48,46 @@ class PortSpec:
     Parameters
     ----------
     kind:
-        ``"class"``: the port carries logits over ``size`` classes and its target is a
-        class index (cross-entropy loss, accuracy metric).
-        ``"regression"``: the port carries ``size`` real values (MSE loss, metric is
-        the negative MSE so that higher is better everywhere).
+        ``"class"``: logits over ``size`` classes (any leading shape), target a class
+        index; cross-entropy loss, accuracy metric.
+        ``"binary"``: one score per example, target +1 or -1; hinge loss, accuracy of
+        the score's sign.
+        ``"regression"``: ``size`` real values; MSE loss, metric the negative MSE (so that
+        higher is better everywhere).
+        ``"reward"``: logits over ``size`` choices, target a reward vector z; loss
+        -z . softmax(logits), metric the mean reward of the arg-max choice.
     size:
-        Number of classes or of real outputs.
+        Number of classes, choices or real outputs (1 for binary).
     chance:
-        The metric a learner that ignores its input would get (for classes: 1/size or
-        the majority frequency).
+        The metric a learner that ignores its input would get.
     """
 
     kind: PortKind
     size: int
     chance: float
 
+    @property
+    def accuracy_like(self) -> bool:
+        """Whether the metric is a success rate (so chance can be tested binomially)."""
+        return self.kind in ("class", "binary")
+
     def loss(self, value: Tensor, target: Tensor) -> Tensor:
         if self.kind == "class":
-            return F.cross_entropy(value, target)
+            return _class_loss(value, target)
+        if self.kind == "binary":
+            return _hinge(value, target)
+        if self.kind == "reward":
+            return _reward_loss(value, target)
         return F.mse_loss(value, target)
 
     def metric(self, value: Tensor, target: Tensor) -> float:
         if self.kind == "class":
             return (value.argmax(-1) == target).float().mean().item()
+        if self.kind == "binary":
+            sign = torch.where(value.reshape(target.shape) > 0, 1, -1)
+            return (sign == target.to(sign.dtype)).float().mean().item()
+        if self.kind == "reward":
+            return target.gather(-1, value.argmax(-1, keepdim=True)).float().mean().item()
         return -F.mse_loss(value, target).item()
 
     def forced(self, target: Tensor, like: Tensor) -> Tensor:
@@ -61,11 +95,15 @@ class PortSpec:
         if self.kind == "class":
             one_hot = F.one_hot(target, self.size).to(like.dtype)
             return one_hot.clamp_min(_FORCED_FLOOR).log()
+        if self.kind == "binary":
+            return (target.to(like.dtype) * _FORCED_MARGIN).reshape(like.shape)
+        if self.kind == "reward":
+            raise E2ELabError("a reward port has no ground-truth value to teacher-force")
         return target.to(like.dtype)
 
     def average(self, values: list[Tensor]) -> Tensor:
         """Combine ensemble members' values: mean probability for classes, mean value else."""
-        if self.kind == "class":
+        if self.kind in ("class", "reward"):
             return torch.stack([v.softmax(-1) for v in values]).mean(0).clamp_min(1e-12).log()
         return torch.stack(values).mean(0)
 
@@ -148,6 +186,7 @@ class TrainingDefaults:
     lr: float = 1e-3
     threshold: float = 0.9
     evaluations: int = 20
+    optimizer: str = "adam"
 
 
 class Task(ABC):

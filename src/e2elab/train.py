@@ -23,6 +23,11 @@ from e2elab.task import Batch, Task
 
 EVAL_CHUNK = 4096
 
+OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+}
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -33,6 +38,7 @@ class TrainConfig:
     lr: float
     evaluations: int
     seed: int
+    optimizer: str = "adam"
     device: str = "cpu"
 
 
@@ -126,14 +132,18 @@ def train(
 
 def _make_member(task: Task, strategy: Strategy, graph: Graph, device: torch.device) -> _Member:
     system: System = task.build_system()  # type: ignore[assignment]  # checked by run.execute
+    return _Member(system.to(device), auxiliary_heads(task, strategy, graph).to(device))
+
+
+def auxiliary_heads(task: Task, strategy: Strategy, graph: Graph) -> nn.ModuleDict:
+    """A fresh head for every ``aux:MODULE`` loss in the strategy, reading MODULE's ports."""
     heads = nn.ModuleDict()
     for phase in strategy.phases:
         for key in phase.losses:
             module = key.removeprefix(AUX_PREFIX)
             if key.startswith(AUX_PREFIX) and module not in heads:
-                width = sum(task.ports[p].size for p in graph.ports_of(module))
-                heads[module] = task.auxiliary_head(width)
-    return _Member(system.to(device), heads.to(device))
+                heads[module] = task.auxiliary_head(graph.width(graph.ports_of(module)))
+    return heads
 
 
 def _run_phase(
@@ -152,7 +162,7 @@ def _run_phase(
     device: torch.device,
 ) -> None:
     """Spend ``examples`` training examples on one phase (shared by ensemble members)."""
-    optimizers = [_freeze_all_but(m, phase, config.lr) for m in members]
+    optimizers = [_freeze_all_but(m, phase, config) for m in members]
     # ensemble members share the phase's examples exactly, and train in lock-step
     quota = [examples // len(members) + (i < examples % len(members)) for i in range(len(members))]
     done = [0] * len(members)
@@ -178,7 +188,9 @@ def _run_phase(
             outcome.curve.append(_evaluate(task, members, test, outcome.examples, index))
 
 
-def _freeze_all_but(member: _Member, phase: Phase, lr: float) -> torch.optim.Optimizer | None:
+def _freeze_all_but(
+    member: _Member, phase: Phase, config: TrainConfig
+) -> torch.optim.Optimizer | None:
     """Frozen = requires_grad off and not in the optimizer. Returns the phase's optimizer."""
     trainable: list[Tensor] = []
     for name, module in member.system.named_children():
@@ -192,7 +204,7 @@ def _freeze_all_but(member: _Member, phase: Phase, lr: float) -> torch.optim.Opt
         if on:
             trainable += list(head.parameters())
     member.system.train()
-    return torch.optim.Adam(trainable, lr=lr) if trainable else None
+    return OPTIMIZERS[config.optimizer](trainable, config.lr) if trainable else None
 
 
 def _step(
@@ -205,7 +217,7 @@ def _step(
     seen: int,
     index: int,
 ) -> None:
-    loss = _phase_loss(task, member, graph, phase, batch)
+    loss = phase_loss(task, member.system, member.heads, graph, phase, batch)
     if not torch.isfinite(loss):
         raise Diverged(
             f"loss became {loss.item()} after {seen} examples in phase {index + 1} "
@@ -218,13 +230,22 @@ def _step(
     optimizer.step()
 
 
-def _phase_loss(task: Task, member: _Member, graph: Graph, phase: Phase, batch: Batch) -> Tensor:
+def phase_loss(
+    task: Task,
+    system: System,
+    heads: nn.ModuleDict,
+    graph: Graph,
+    phase: Phase,
+    batch: Batch,
+) -> Tensor:
+    """The phase's weighted loss on one batch, with its cuts and teacher forcing applied."""
+
     def forcer(name: str, value: Tensor) -> Tensor:
         if name not in batch.targets:
             raise E2ELabError(f"port {name!r} is teacher-forced but the batch has no target for it")
         return task.ports[name].forced(batch.targets[name], value)
 
-    ports = member.system.run_ports(batch, phase.cut, phase.teacher_forced, forcer)
+    ports = system.run_ports(batch, phase.cut, phase.teacher_forced, forcer)
     total = torch.zeros((), device=next(iter(batch.x.values())).device)
     output = task.output
     for key, weight in phase.losses.items():
@@ -232,8 +253,9 @@ def _phase_loss(task: Task, member: _Member, graph: Graph, phase: Phase, batch: 
             continue
         if key.startswith(AUX_PREFIX):
             module = key.removeprefix(AUX_PREFIX)
-            features = torch.cat([ports[p] for p in graph.ports_of(module)], dim=-1)
-            value, spec, target = member.heads[module](features), task.ports[output], output
+            size = len(batch)
+            features = torch.cat([ports[p].reshape(size, -1) for p in graph.ports_of(module)], -1)
+            value, spec, target = heads[module](features), task.ports[output], output
         else:
             if key not in ports:
                 raise E2ELabError(f"phase {phase.label}: the system emitted no port {key!r}")

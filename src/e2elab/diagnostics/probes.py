@@ -42,17 +42,25 @@ def linear_probes(
     fit_values, test_values = _port_values(system, train), _port_values(system, test)
     scores: dict[str, float] = {}
     for port, spec in task.ports.items():
-        if port not in fit_values:
-            continue
+        if port not in fit_values or spec.kind == "reward":
+            continue  # a reward vector is not a concept to read out
         x_fit, x_test = fit_values[port], test_values[port]
         y_fit = train.targets[port].cpu().numpy()
         y_test = test.targets[port].cpu().numpy()
+        if spec.kind == "class":  # (B, ..., C) codes, (B, ...) targets: one row per position
+            x_fit, x_test = x_fit.reshape(-1, x_fit.shape[-1]), x_test.reshape(-1, x_test.shape[-1])
+            y_fit, y_test = y_fit.reshape(-1), y_test.reshape(-1)
+        else:
+            x_fit, x_test = x_fit.reshape(len(x_fit), -1), x_test.reshape(len(x_test), -1)
+            y_fit, y_test = y_fit.reshape(len(y_fit), -1), y_test.reshape(len(y_test), -1)
+            if spec.kind == "binary":
+                y_fit, y_test = y_fit.ravel(), y_test.ravel()
         scores[port] = _fit_and_score(spec.kind, x_fit, y_fit, x_test, y_test)
     return scores
 
 
 def _fit_and_score(kind: str, x_fit, y_fit, x_test, y_test) -> float:
-    if kind == "class":
+    if kind in ("class", "binary"):
         if len(np.unique(y_fit)) < 2:
             return float(np.mean(y_test == y_fit[0]))
         model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=300))

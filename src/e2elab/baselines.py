@@ -1,0 +1,105 @@
+"""Black-box baselines: scikit-learn learners on a task's raw inputs, without its modules.
+
+Every input tensor of an example is flattened and concatenated into one feature vector;
+the learner is fitted on the task's output target and scored on its fixed test set. This
+is the "knows nothing of the structure" reference, e.g. the random forests, SVMs and
+MLPs that stay near chance on pentomino in Gulcehre & Bengio (2016).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.neural_network import MLPClassifier
+from sklearn.svm import SVC
+from sklearn.tree import DecisionTreeClassifier
+
+from e2elab.errors import E2ELabError, choices
+from e2elab.task import Batch, Task
+
+# A kernel SVM costs O(n^2) memory and time or worse: more examples than this are not
+# used (the returned "examples_used" says how many were).
+SVM_MAX_EXAMPLES = 5_000
+
+Maker = Callable[[int, int], ClassifierMixin]
+
+MODELS: dict[str, tuple[Maker, int | None]] = {
+    # name -> (make(seed, jobs), cap on training examples or None)
+    "random_forest": (
+        lambda seed, jobs: RandomForestClassifier(n_estimators=100, n_jobs=jobs, random_state=seed),
+        None,
+    ),
+    "decision_tree": (lambda seed, jobs: DecisionTreeClassifier(random_state=seed), None),
+    "svm": (
+        lambda seed, jobs: SVC(kernel="rbf", gamma="scale", random_state=seed),
+        SVM_MAX_EXAMPLES,
+    ),
+    "mlp": (
+        lambda seed, jobs: MLPClassifier(
+            hidden_layer_sizes=(256, 256), early_stopping=True, max_iter=100, random_state=seed
+        ),
+        None,
+    ),
+}
+
+
+def features(batch: Batch) -> np.ndarray:
+    """Every input tensor flattened per example and concatenated: (B, features) float32."""
+    parts = [batch.x[name].reshape(len(batch), -1).float() for name in sorted(batch.x)]
+    return torch.cat(parts, dim=1).numpy()
+
+
+def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1) -> dict[str, Any]:
+    """Fit ``model`` on ``examples`` training examples drawn with ``task.sample`` (with
+    replacement for a finite training set) and score it on ``task.test_set()``.
+
+    Returns train and test accuracy, the seconds spent fitting and scoring, and
+    ``examples_used`` (lower than ``examples`` when the model caps its training size).
+    ``jobs`` is the number of CPU cores a forest may use.
+    """
+    if model not in MODELS:
+        raise choices("black-box model", model, list(MODELS))
+    if examples < 1:
+        raise E2ELabError(f"examples must be a positive integer, got {examples}")
+    spec = task.ports[task.output]
+    if spec.kind not in ("class", "binary"):
+        raise E2ELabError(
+            f"black-box baselines fit classifiers; task {task.name}'s output port "
+            f"{task.output!r} is of kind {spec.kind!r}"
+        )
+    make, cap = MODELS[model]
+    used = examples if cap is None else min(examples, cap)
+    began = time.perf_counter()
+    train = task.sample(used, torch.Generator().manual_seed(seed))
+    test = task.test_set()
+    y_train, y_test = _target(train, task.output), _target(test, task.output)
+    learner = make(seed, jobs)
+    learner.fit(features(train), y_train)
+    train_accuracy = float(np.mean(learner.predict(features(train)) == y_train))
+    test_accuracy = float(np.mean(learner.predict(features(test)) == y_test))
+    return {
+        "model": model,
+        "examples": examples,
+        "examples_used": used,
+        "train_accuracy": train_accuracy,
+        "test_accuracy": test_accuracy,
+        "chance": spec.chance,
+        "test_size": len(test),
+        "seconds": time.perf_counter() - began,
+    }
+
+
+def _target(batch: Batch, port: str) -> np.ndarray:
+    target = batch.targets[port]
+    if target.dim() != 1:
+        raise E2ELabError(
+            f"black-box baselines need one target per example; port {port!r} has targets "
+            f"of shape {tuple(target.shape)}"
+        )
+    return target.numpy()

@@ -1,0 +1,66 @@
+"""The gradient-SNR figure: log10 SNR per module against the complexity knob."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from e2elab.diagnostics.snr import FLOAT32_EPS, SNRResult
+
+
+def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
+    """One panel per module, one line per strategy;
+    mean log10 SNR over initialisations with its 95% interval as a band."""
+    modules = list(dict.fromkeys(m for r in results for m in r.per_init))
+    strategies = list(dict.fromkeys(r.strategy for r in results))
+    columns = min(3, len(modules))
+    rows_count = math.ceil(len(modules) / columns)
+    fig, grid = plt.subplots(
+        rows_count, columns, figsize=(4.6 * columns, 3.4 * rows_count + 0.6), squeeze=False
+    )
+    axes = grid.ravel()
+    for ax in axes[len(modules) :]:
+        ax.set_visible(False)
+    colors = plt.get_cmap("tab10")
+    for ax, module in zip(axes, modules, strict=False):
+        for i, strategy in enumerate(strategies):
+            rows = sorted(
+                (r.knobs[knob], *r.log10_summary(module))
+                for r in results
+                if r.strategy == strategy and module in r.per_init
+            )
+            if not rows:
+                continue
+            xs, means, los, his = zip(*rows, strict=True)
+            ax.plot(xs, means, "o-", color=colors(i), label=strategy)
+            ax.fill_between(xs, los, his, color=colors(i), alpha=0.2)
+        ax.axhline(
+            math.log10(FLOAT32_EPS),
+            color="grey",
+            ls="--",
+            lw=1,
+            label="float32 precision (log10 eps)",
+        )
+        ax.set_title(f"module {module}")
+        ax.set_xlabel(knob)
+        ax.set_ylabel("log10 gradient SNR")
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        values = sorted({r.knobs[knob] for r in results})
+        pad = 0.05 * (values[-1] - values[0] or 1)
+        ax.set_xlim(values[0] - pad, values[-1] + pad)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    task = results[0].task if results else ""
+    fig.suptitle(f"{task}: gradient signal-to-noise at initialisation")
+    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

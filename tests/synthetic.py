@@ -1,0 +1,53 @@
+"""Hand-made RunResults, for testing claims, the store and reports without training."""
+
+from __future__ import annotations
+
+from e2elab.run import RunResult
+
+
+def result(
+    strategy: str,
+    n: int,
+    seed: int,
+    accuracy: float,
+    ett: int | None,
+    *,
+    m: int = 10,
+    breakdown: bool | None = None,
+    probes: dict[str, float] | None = None,
+    probes_at_init: dict[str, float] | None = None,
+    status: str = "ok",
+) -> RunResult:
+    chance = 1.0 / m
+    output = f"sum_{n}"
+    modules = {"recognizer": [f"digit_{i}" for i in range(1, n + 1)]}
+    modules |= {f"adder_{i}": [f"sum_{i}"] for i in range(1, n + 1)}
+    ports = [p for ps in modules.values() for p in ps]
+    spec = {
+        "task": "digit-chain", "knobs": {"n": n, "m": m}, "strategy": strategy, "seed": seed,
+        "budget": 100_000, "batch_size": 64, "lr": 0.003, "evaluations": 4, "threshold": 0.8,
+        "device": "cpu",
+    }
+    curve = [
+        {"examples": e, "phase": 0, "metrics": {output: chance + (accuracy - chance) * e / 100_000}}
+        for e in (0, 25_000, 50_000, 100_000)
+    ]
+    return RunResult(
+        id=f"{strategy}-{n}-{m}-{seed}",
+        spec=spec,
+        status=status,
+        reason=None if status == "ok" else "loss became nan",
+        output=output,
+        curve=curve,
+        final={output: accuracy},
+        chance={p: chance for p in ports},
+        examples_to_threshold=ett,
+        breakdown=(accuracy < chance + 0.03) if breakdown is None else breakdown,
+        breakdown_p_value=0.5,
+        test_size=2000,
+        wall_seconds=1.0,
+        memory={},
+        probes=probes if probes is not None else {p: 0.5 for p in ports},
+        probes_at_init=probes_at_init if probes_at_init is not None else {p: 0.5 for p in ports},
+        modules=modules,
+    )

@@ -1,0 +1,113 @@
+"""Each claim check, on synthetic stored results, where it must pass and where it must fail."""
+
+from synthetic import result
+
+from e2elab.claims import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    at_chance,
+    beats_by_ratio,
+    breakdown,
+    ratio_grows_with_knob,
+    reaches_threshold,
+)
+
+SEEDS = (0, 1, 2)
+
+
+def test_reaches_threshold_passes_when_every_cell_mean_reaches_it():
+    runs = [result("modular", n, s, 0.9 + 0.01 * s, 20_000) for n in (1, 2, 3) for s in SEEDS]
+    verdict = reaches_threshold(runs, ["modular"])
+    assert verdict.verdict == PASS, verdict.details
+
+
+def test_reaches_threshold_fails_and_names_the_cell_below():
+    runs = [result("modular", n, s, 0.9 if n < 3 else 0.6, 20_000) for n in (1, 2, 3) for s in SEEDS]
+    verdict = reaches_threshold(runs, ["modular"])
+    assert verdict.verdict == FAIL
+    assert "n=3" in verdict.details and "0.600" in verdict.details
+
+
+def test_reaches_threshold_counts_diverged_runs_as_failures():
+    runs = [result("modular", 1, s, 0.95, 10_000) for s in SEEDS]
+    runs += [result("modular", 1, 3, 0.95, 10_000, status="diverged")]
+    assert reaches_threshold(runs, ["modular"]).verdict == FAIL
+
+
+def test_reaches_threshold_patterns_and_no_data():
+    runs = [result("frozen_others:module=adder_1", 1, s, 0.95, 1) for s in SEEDS]
+    assert reaches_threshold(runs, "frozen_others:*").verdict == PASS
+    assert reaches_threshold(runs, "modular").verdict == INCONCLUSIVE
+
+
+def test_at_chance_passes_only_if_every_run_is_at_chance():
+    broken = [result("e2e", 4, s, 0.1, None) for s in SEEDS]
+    assert at_chance(broken, "e2e").verdict == PASS
+    mixed = broken + [result("e2e", 4, 3, 0.7, None)]
+    assert at_chance(mixed, "e2e").verdict == FAIL
+
+
+def _e2e_sweep(accuracy_by_n, gains=0.0):
+    runs = []
+    for n, acc in accuracy_by_n.items():
+        for s in SEEDS:
+            r = result("e2e", n, s, acc, 30_000 if acc > 0.8 else None)
+            r.probes = {p: 0.5 + gains for p in r.probes}
+            runs.append(r)
+    return runs
+
+
+def test_breakdown_passes_and_reports_the_point_with_an_interval():
+    runs = _e2e_sweep({1: 0.95, 2: 0.9, 3: 0.1, 4: 0.1})
+    verdict = breakdown(runs, "e2e", "n")
+    assert verdict.verdict == PASS, verdict.details
+    assert verdict.numbers["breakdown"] == 3
+    assert verdict.numbers["per_seed"] == [3, 3, 3]
+    assert "n >= 3" in verdict.details
+
+
+def test_breakdown_fails_when_end_to_end_never_settles_at_chance():
+    runs = _e2e_sweep({1: 0.95, 2: 0.9, 3: 0.1, 4: 0.85})
+    assert breakdown(runs, "e2e", "n").verdict == FAIL
+
+
+def test_breakdown_fails_when_a_module_learned_although_the_output_is_at_chance():
+    runs = _e2e_sweep({1: 0.95, 2: 0.1, 3: 0.1}, gains=0.3)
+    verdict = breakdown(runs, "e2e", "n", min_probe_gain=0.1)
+    assert verdict.verdict == FAIL
+    assert "recognizer" in verdict.details
+
+
+def _ratio_runs(e2e_ett, modular_ett):
+    runs = []
+    for n in e2e_ett:
+        for s in SEEDS:
+            runs.append(result("e2e", n, s, 0.9, e2e_ett[n]))
+            runs.append(result("modular", n, s, 0.9, modular_ett[n]))
+    return runs
+
+
+def test_ratio_grows_with_knob_passes_when_the_ratio_rises_and_stays_above_one():
+    runs = _ratio_runs({1: 20_000, 2: 50_000, 3: None}, {1: 10_000, 2: 12_000, 3: 15_000})
+    verdict = ratio_grows_with_knob(runs, "e2e", ["modular"], "n")
+    assert verdict.verdict == PASS, verdict.details
+    assert "never" in verdict.details
+
+
+def test_ratio_grows_with_knob_fails_when_end_to_end_is_faster_somewhere():
+    runs = _ratio_runs({1: 5_000, 2: 50_000, 3: None}, {1: 10_000, 2: 12_000, 3: 15_000})
+    verdict = ratio_grows_with_knob(runs, "e2e", ["modular"], "n")
+    assert verdict.verdict == FAIL
+    assert "ratio <= 1" in verdict.details
+
+
+def test_ratio_grows_with_knob_fails_when_the_ratio_falls():
+    runs = _ratio_runs({1: 40_000, 2: 30_000, 3: 30_000}, {1: 10_000, 2: 10_000, 3: 10_000})
+    assert ratio_grows_with_knob(runs, "e2e", ["modular"], "n").verdict == FAIL
+
+
+def test_beats_by_ratio():
+    runs = _ratio_runs({1: 40_000, 2: 30_000}, {1: 10_000, 2: 10_000})
+    assert beats_by_ratio(runs, "e2e", ["modular"], min_ratio=2.0).verdict == PASS
+    assert beats_by_ratio(runs, "e2e", ["modular"], min_ratio=3.5).verdict == FAIL

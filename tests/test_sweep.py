@@ -1,0 +1,129 @@
+"""Sweeps: resume after a kill, executor equivalence, and the reproduce/report/export commands."""
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from e2elab import experiment as experiments
+from e2elab.cli import main
+from e2elab.executors import LocalPoolExecutor, SerialExecutor
+from e2elab.runner import run_experiment
+from e2elab.store import Store
+
+TINY = {
+    "name": "tiny",
+    "task": "digit-chain",
+    "sweep": "n",
+    "grid": {"n": [1, 2]},
+    "knobs": {"m": 2, "test_size": 200},
+    "strategies": ["e2e", "modular"],
+    "seeds": 2,
+    "budget": 1500,
+    "training": {"evaluations": 3},
+    "claims": [
+        {"id": "C4", "check": "reaches_threshold", "statement": "modular works",
+         "params": {"strategies": ["modular"]}},
+        {"id": "C2", "check": "breakdown", "statement": "e2e breaks", "params": {"knob": "n"}},
+    ],
+}
+
+
+def _tiny(tmp_path: Path, **changes) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, **changes}))
+    return path
+
+
+def _stored_ids(store_path: Path) -> list[str]:
+    if not store_path.exists():
+        return []
+    try:
+        with sqlite3.connect(f"file:{store_path}?mode=ro", uri=True) as db:
+            return [row[0] for row in db.execute("SELECT id FROM runs")]
+    except sqlite3.OperationalError:
+        return []
+
+
+def test_killed_sweep_resumes_and_stores_each_run_exactly_once(tmp_path):
+    spec_path = _tiny(tmp_path, budget=6000, seeds=3)
+    out = tmp_path / "out"
+    store_path = out / "results.sqlite"
+    command = [sys.executable, "-m", "e2elab.cli", "reproduce", str(spec_path), "--executor",
+               "serial", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.time() + 120
+    while len(_stored_ids(store_path)) < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = _stored_ids(store_path)
+    total = len(experiments.load(spec_path).specs())
+    assert 2 <= len(before) < total, "the sweep should have been killed part-way"
+
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    after = _stored_ids(store_path)
+    assert len(after) == len(set(after)) == total
+    assert set(before) <= set(after)
+    counts = re.search(r"(\d+) runs, (\d+) already stored, (\d+) trained", finished.stdout)
+    assert counts and int(counts.group(2)) == len(before)
+    assert int(counts.group(3)) == total - len(before)
+
+
+def test_serial_and_local_pool_executors_store_identical_results(tmp_path):
+    exp = experiments.load(_tiny(tmp_path))
+    stores = {}
+    for name, executor in {"serial": SerialExecutor(), "pool": LocalPoolExecutor(2)}.items():
+        with Store(tmp_path / f"{name}.sqlite") as store:
+            counts = run_experiment(exp, store, executor)
+            assert counts.trained == counts.total == 8
+            stores[name] = {r.id: r for r in store.results("tiny")}
+    assert stores["serial"].keys() == stores["pool"].keys()
+    for run_id, serial in stores["serial"].items():
+        pooled = stores["pool"][run_id]
+        assert serial.curve == pooled.curve
+        assert serial.final == pooled.final
+        assert serial.probes == pooled.probes
+
+
+def test_reproduce_then_report_then_export(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["reproduce", str(_tiny(tmp_path)), "--executor", "serial", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "claims: tiny" in printed and "C4" in printed and "C2" in printed
+    assert re.search(r"(PASS|FAIL|INCONCLUSIVE)", printed)
+    report = out / "report" / "report.md"
+    text = report.read_text()
+    assert "C4" in text and "modular works" in text
+    pngs = sorted((out / "report" / "figures").glob("*.png"))
+    assert len(pngs) >= 4 and all(p.name in text for p in pngs)
+
+    assert main(["report", str(out / "results.sqlite"), "-o", str(tmp_path / "again")]) == 0
+    assert (tmp_path / "again" / "report.md").exists()
+    assert main(["export", str(out / "results.sqlite"), "--format", "csv", "-o",
+                 str(tmp_path / "runs.csv")]) == 0
+    assert len((tmp_path / "runs.csv").read_text().strip().splitlines()) == 1 + 8
+
+
+def test_reproduce_and_report_errors_are_one_line(tmp_path, capsys):
+    cases = [
+        (["reproduce", "nope"], "unknown experiment 'nope'"),
+        (["reproduce", "glasmachers", "--profile", "slow"], "has no profile 'slow'"),
+        (["reproduce", "glasmachers", "--executor", "spark"], "unknown executor 'spark'"),
+        (["reproduce", "glasmachers", "--workers", "0"], "--workers must be at least 1"),
+        (["report", str(tmp_path / "none.sqlite"), "-o", str(tmp_path)], "no results store"),
+        (["export", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "x.csv")],
+         "no results store"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
