@@ -111,3 +111,12 @@ def test_beats_by_ratio():
     runs = _ratio_runs({1: 40_000, 2: 30_000}, {1: 10_000, 2: 10_000})
     assert beats_by_ratio(runs, "e2e", ["modular"], min_ratio=2.0).verdict == PASS
     assert beats_by_ratio(runs, "e2e", ["modular"], min_ratio=3.5).verdict == FAIL
+
+
+def test_ratio_cells_where_neither_side_reached_are_left_out_and_named():
+    runs = _ratio_runs({1: 20_000, 2: 50_000, 3: None}, {1: 10_000, 2: 12_000, 3: None})
+    verdict = ratio_grows_with_knob(runs, "e2e", ["modular"], "n")
+    assert verdict.verdict == PASS, verdict.details
+    assert "undetermined at n = 3" in verdict.details
+    only_one = _ratio_runs({1: 20_000, 2: None}, {1: 10_000, 2: None})
+    assert ratio_grows_with_knob(only_one, "e2e", ["modular"], "n").verdict == INCONCLUSIVE

@@ -129,7 +129,7 @@ def reaches_threshold(
     for key, runs in sorted(groups.items()):
         level = threshold if threshold is not None else runs[0].spec["threshold"]
         values = [r.output_metric if r.status == "ok" else 0.0 for r in runs]
-        ci = mean_interval(values, upper=1.0)
+        ci = mean_interval(values, lower=min(0.0, *values), upper=1.0)
         ok = ci.mean >= level
         label = f"{key[1]} @ {_short(key[0])}"
         lines.append(f"{label}: {ci.format(3)} {'>=' if ok else '<'} {level:g}")
@@ -151,7 +151,8 @@ def at_chance(
     lines, bad = [], 0
     for key, runs in sorted(groups.items()):
         broken = sum(r.breakdown for r in _ok(runs))
-        accuracy = mean_interval([r.output_metric for r in _ok(runs)], upper=1.0)
+        values = [r.output_metric for r in _ok(runs)]
+        accuracy = mean_interval(values, lower=min([0.0, *values]), upper=1.0)
         lines.append(f"{_short(key[0])}: {broken}/{len(runs)} at chance, acc {accuracy.format(3)}")
         bad += broken != len(runs)
     return Verdict(PASS if bad == 0 else FAIL, "; ".join(lines))
@@ -265,18 +266,22 @@ def ratio_grows_with_knob(
     table = _ratios(results, slow, fast, where, knob)
     if not table:
         return _no_data(f"{slow} and {fast} where {where}")
-    ratios = list(table.values())
     lines = [
         f"{knob}={k}: {_fmt_ratio(r)} ({_fmt_ett(s)} vs {_fmt_ett(f)})"
         for k, (r, s, f) in table.items()
     ]
-    above = all(r > 1 for r, _, _ in ratios)
-    nondecreasing = all(b[0] >= a[0] for a, b in pairwise(ratios))
-    grows = nondecreasing and ratios[-1][0] > ratios[0][0]
-    verdict = PASS if above and grows else FAIL
+    # where neither side ever reached the threshold the ratio is undetermined: left out
+    ratios = [r for r, _, _ in table.values() if r == r]
+    undetermined = [str(k) for k, (r, _, _) in table.items() if r != r]
+    if len(ratios) < 2:
+        return Verdict(INCONCLUSIVE, "; ".join(lines) + " -- fewer than two determined ratios")
+    above = all(r > 1 for r in ratios)
+    grows = all(b >= a for a, b in pairwise(ratios)) and ratios[-1] > ratios[0]
     why = [] if above else ["ratio <= 1 somewhere"]
     why += [] if grows else ["ratio does not grow monotonically"]
+    why += [f"undetermined at {knob} = {', '.join(undetermined)}"] if undetermined else []
     detail = "; ".join(lines) + (f" -- {', '.join(why)}" if why else "")
+    verdict = PASS if above and grows else FAIL
     return Verdict(verdict, detail, {"ratios": {str(k): v[0] for k, v in table.items()}})
 
 

@@ -13,7 +13,7 @@ Train/test disjointness: the input space is partitioned by a fixed hash. An inpu
 test input iff frac(phi * (x . w)) < 0.2, with phi the golden ratio and w fixed random
 integer weights, so about 20% of all 2^d inputs are test inputs and the rest training
 inputs. Both sets are drawn uniformly from their part by vectorised rejection. The test
-set has ``test_size`` examples; for small d it repeats inputs (d = 10: about 205 distinct
+set has ``test_size`` examples; for small d it repeats inputs (d = 10: 212 distinct
 test inputs), and no training input is ever a test input.
 """
 
@@ -57,7 +57,7 @@ class Parity(Task):
         "test_size": Knob(2000, "number of held-out examples", minimum=100),
     }
     defaults = TrainingDefaults(
-        budget=200_000, batch_size=64, lr=0.1, threshold=0.9, optimizer="sgd"
+        budget=200_000, batch_size=32, lr=0.3, threshold=0.9, optimizer="sgd"
     )
 
     def __init__(self, **knobs) -> None:

@@ -106,23 +106,25 @@ def _variant_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 _COORDS, _HEIGHTS, _WIDTHS = _variant_tables()
 
-# Odd multipliers of the image hash, one per 64-bit word of a packed image.
-_HASH_MULTIPLIERS = (
-    np.random.default_rng(20160101).integers(0, 2**63, PACKED_BYTES // 8, dtype=np.uint64) * 2 + 1
-).astype(np.uint64)
+# One random key per 64-bit word of a packed image, so that equal words at different
+# positions hash differently.
+_HASH_KEYS = np.random.default_rng(20160101).integers(0, 2**63, PACKED_BYTES // 8, dtype=np.uint64)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser (a bijection of uint64 in which every input bit reaches
+    every output bit); arithmetic wraps modulo 2**64."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
 
 
 def image_hash(packed: np.ndarray) -> np.ndarray:
     """A 64-bit hash (N,) uint64 of packed images (N, 512); equal images hash equally."""
-    words = np.ascontiguousarray(packed, dtype=np.uint8).view("<u8").astype(np.uint64)
-    h = (words * _HASH_MULTIPLIERS).sum(axis=1, dtype=np.uint64)  # wraps mod 2**64
-    # splitmix64 finaliser: every input bit reaches the top bit
-    h ^= h >> np.uint64(30)
-    h *= np.uint64(0xBF58476D1CE4E5B9)
-    h ^= h >> np.uint64(27)
-    h *= np.uint64(0x94D049BB133111EB)
-    h ^= h >> np.uint64(31)
-    return h
+    words = np.ascontiguousarray(packed, dtype=np.uint8).view("<u8")  # (N, 64)
+    return _mix(_mix(words ^ _HASH_KEYS).sum(axis=1, dtype=np.uint64))
 
 
 def hash_side(packed: np.ndarray) -> np.ndarray:
