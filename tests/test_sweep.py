@@ -127,3 +127,22 @@ def test_reproduce_and_report_errors_are_one_line(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, err
+
+
+def test_ray_executor_stores_the_same_results_as_the_local_executor(tmp_path):
+    import pytest
+
+    pytest.importorskip("ray")
+    from e2elab.executors import RayExecutor
+
+    exp = experiments.load(_tiny(tmp_path, grid={"n": [1]}, seeds=2))
+    stored = {}
+    ray_executor = RayExecutor(workers=2)
+    try:
+        for name, executor in {"ray": ray_executor, "serial": SerialExecutor()}.items():
+            with Store(tmp_path / f"{name}.sqlite") as store:
+                assert run_experiment(exp, store, executor).trained == 4
+                stored[name] = {r.id: (r.curve, r.final) for r in store.results("tiny")}
+    finally:
+        ray_executor.shutdown()
+    assert stored["ray"] == stored["serial"]

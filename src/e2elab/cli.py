@@ -100,7 +100,12 @@ def _build_parser() -> _Parser:
     reproduce.add_argument("experiment", help="shipped experiment name or path to a YAML file")
     reproduce.add_argument("--quick", action="store_true", help="the quick profile")
     reproduce.add_argument("--profile", help="a named profile of the experiment")
-    reproduce.add_argument("--executor", default="local", help="local (default) or serial")
+    reproduce.add_argument(
+        "--executor", default="local", help="local (default: a process pool), serial or ray"
+    )
+    reproduce.add_argument(
+        "--address", help="Ray cluster address HOST:PORT (with --executor ray; default: local)"
+    )
     reproduce.add_argument("--workers", type=int, help="processes for --executor local")
     reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     reproduce.add_argument("--out", type=Path, help="output folder (default results/NAME)")
@@ -241,7 +246,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise E2ELabError(f"--workers must be at least 1, got {args.workers}")
     profile = "quick" if args.quick else args.profile
     experiment = experiments.load(args.experiment).with_profile(profile)
-    executor = make_executor(args.executor, args.workers)
+    if args.address and args.executor != "ray":
+        raise E2ELabError("--address is for --executor ray; add --executor ray")
+    executor = make_executor(args.executor, args.workers, args.address)
     device = resolve_device(args.device)
     out = args.out or Path("results") / experiment.name
     console = wide_console()

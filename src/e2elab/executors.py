@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import torch
 
-from e2elab.errors import choices
+from e2elab.errors import E2ELabError, choices
 from e2elab.run import RunResult, RunSpec, execute
 
 
@@ -74,9 +74,66 @@ class LocalPoolExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(name: str, workers: int | None = None) -> Executor:
+class RayExecutor:
+    """Runs specs as Ray tasks: on the cluster at ``address`` (``HOST:PORT`` or ``auto``),
+    or on a local Ray instance started here when no address is given. Results come back
+    to this process, which alone writes the store."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise E2ELabError(
+                "the Ray executor needs ray; install it with: pip install 'e2elab[ray]'"
+            ) from None
+        self._ray = ray
+        self.address = address
+        self.workers = workers
+
+    def _connect(self) -> None:
+        ray = self._ray
+        if ray.is_initialized():
+            return
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if self.address:
+            options["address"] = self.address
+        elif self.workers:
+            options["num_cpus"] = self.workers
+        try:
+            ray.init(**options)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            where = self.address or "a local instance"
+            raise E2ELabError(
+                f"could not connect to Ray at {where} ({error}); check --address HOST:PORT "
+                "and that 'ray start --head' runs there"
+            ) from None
+
+    def map(self, specs: list[RunSpec]) -> Iterator[RunResult]:
+        if not specs:
+            return
+        self._connect()
+        ray = self._ray
+        remote = ray.remote(num_cpus=1)(run_payload)
+        pending = [remote.remote(spec.to_dict()) for spec in specs]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    yield RunResult.from_dict(ray.get(ref))
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def shutdown(self) -> None:
+        if self._ray.is_initialized() and not self.address:
+            self._ray.shutdown()
+
+
+def make_executor(name: str, workers: int | None = None, address: str | None = None) -> Executor:
     if name == "serial":
         return SerialExecutor()
     if name == "local":
         return LocalPoolExecutor(workers)
-    raise choices("executor", name, ["local", "serial"])
+    if name == "ray":
+        return RayExecutor(address, workers)
+    raise choices("executor", name, ["local", "ray", "serial"])
