@@ -17,6 +17,7 @@ import torch
 from scipy.stats import binom
 
 from e2elab import strategy as strategies
+from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError, choices
 from e2elab.system import System, trace
@@ -160,6 +161,8 @@ def execute(
     torch.manual_seed(spec.seed)
     graph = trace(_checked_system(instance), first_batch(instance), instance.ports)
     strategy = strategies.build(spec.strategy, graph, instance.output)
+    if strategy.blackbox is not None:
+        return _execute_blackbox(spec, instance, strategy.blackbox, began)
     config = TrainConfig(
         budget=spec.budget,
         batch_size=spec.batch_size,
@@ -204,6 +207,45 @@ def execute(
         probes=probes,
         probes_at_init=probes_at_init,
         modules={m: list(graph.ports_of(m)) for m in graph.modules},
+    )
+
+
+def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> RunResult:
+    """A baseline run: fit a scikit-learn learner on ``spec.budget`` raw examples."""
+    fit = fit_blackbox(task, model, spec.budget, spec.seed)
+    test = task.test_set()
+    output = task.output
+    chance = chance_level(task.ports[output], test.targets[output])
+    metric = fit["test_accuracy"]
+    p_value = chance_p_value(task.ports[output], metric, chance, len(test))
+    curve = [
+        {"examples": 0, "phase": -1, "metrics": {output: chance}},
+        {"examples": fit["examples_used"], "phase": 0, "metrics": {output: metric}},
+    ]
+    return RunResult(
+        id=spec.id,
+        spec=spec.to_dict(),
+        status="ok",
+        reason=None,
+        output=output,
+        curve=curve,
+        final={output: metric},
+        chance={output: chance},
+        examples_to_threshold=examples_to_threshold(curve, output, spec.threshold),
+        breakdown=p_value is None or p_value >= BREAKDOWN_ALPHA,
+        breakdown_p_value=p_value,
+        test_size=len(test),
+        wall_seconds=time.perf_counter() - began,
+        memory={"max_rss_bytes": _max_rss_bytes()},
+        phases=[
+            {
+                "label": f"blackbox:{model}",
+                "share": 1.0,
+                "train": [],
+                "seconds": fit["seconds"],
+                "train_accuracy": fit["train_accuracy"],
+            }
+        ],
     )
 
 

@@ -60,8 +60,11 @@ class Strategy:
     phases: tuple[Phase, ...]
     members: int = 1
     params: Mapping[str, Any] = field(default_factory=dict)
+    blackbox: str | None = None  # a scikit-learn learner on raw inputs instead of the system
 
     def __post_init__(self) -> None:
+        if self.blackbox is not None:
+            return
         total = sum(p.share for p in self.phases)
         if not self.phases or abs(total - 1.0) > 1e-9:
             raise E2ELabError(
@@ -183,6 +186,16 @@ def ensemble(graph: Graph, output: str, members: int = 3) -> Strategy:
     return Strategy("ensemble", (phase,), members=members, params={"members": members})
 
 
+def blackbox(graph: Graph, output: str, model: str = "random_forest") -> Strategy:
+    """Not the system at all: a scikit-learn learner (random_forest, svm, mlp, ...) fitted
+    on the raw inputs flattened, with the same budget of training examples."""
+    from e2elab.baselines import MODELS
+
+    if model not in MODELS:
+        raise choices("model for blackbox:", model, list(MODELS))
+    return Strategy("blackbox", (), params={"model": model}, blackbox=model)
+
+
 @dataclass(frozen=True)
 class StrategyInfo:
     builder: Builder
@@ -214,6 +227,12 @@ STRATEGIES: dict[str, StrategyInfo] = {
     "local": StrategyInfo(local, {}, {}, "DGL: per-module auxiliary heads, all ports cut"),
     "ensemble": StrategyInfo(
         ensemble, {"members": int}, {"members": 3}, "averaged independent e2e members"
+    ),
+    "blackbox": StrategyInfo(
+        blackbox,
+        {"model": str},
+        {"model": "random_forest"},
+        "baseline: a scikit-learn learner on the raw inputs, no modules",
     ),
 }
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import EngFormatter
+from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from e2elab.errors import E2ELabError
 from e2elab.run import RunResult
@@ -35,19 +36,41 @@ DPI = 120
 # Fixed colour slots (tab10) for the shipped strategies; grey (slot 7) is kept for chance.
 KNOWN_STRATEGIES = ("e2e", "hinted", "modular", "greedy", "pretrain_finetune", "local", "ensemble")
 _TAB10 = list(plt.get_cmap("tab10").colors)
-_EXTRA = [_TAB10[8], _TAB10[9], *plt.get_cmap("Dark2").colors, *plt.get_cmap("tab20b").colors]
-MARKERS = "osD^vP*Xph<>"
-Colors = dict[str, Any]
+_EXTRA = [
+    _TAB10[8],  # olive
+    _TAB10[9],  # cyan
+    "#e6ab02",  # gold
+    "#393b79",  # navy
+    "#7b4173",  # plum
+    "#1b9e77",  # teal
+    "#000000",
+    *plt.get_cmap("tab20b").colors[1::2],
+]
+MARKERS = "osD^vP*Xph<>d8H"
+Styles = dict[str, dict[str, Any]]
 Key = tuple[tuple[str, Any], ...]
 
 
-def strategy_colors(strategies: Iterable[str]) -> Colors:
-    """A colour per strategy: shipped names get fixed tab10 slots, others (sorted) the rest."""
+def strategy_styles(strategies: Iterable[str]) -> Styles:
+    """Colour and marker per strategy, in first-seen order. Shipped names get fixed tab10
+    colours and markers; the others (e.g. ``frozen_others:module=M``), sorted, the rest."""
     names = list(dict.fromkeys(strategies))
-    colors: Colors = {s: _TAB10[KNOWN_STRATEGIES.index(s)] for s in names if s in KNOWN_STRATEGIES}
-    others = sorted(s for s in names if s not in colors)
-    colors.update({s: _EXTRA[i % len(_EXTRA)] for i, s in enumerate(others)})
-    return colors
+    others = sorted(s for s in names if s not in KNOWN_STRATEGIES)
+    styles: Styles = {}
+    for name in names:
+        if name in KNOWN_STRATEGIES:
+            i = KNOWN_STRATEGIES.index(name)
+            styles[name] = {"color": _TAB10[i], "marker": MARKERS[i]}
+        else:
+            j = others.index(name)
+            marker = MARKERS[(len(KNOWN_STRATEGIES) + j) % len(MARKERS)]
+            styles[name] = {"color": _EXTRA[j % len(_EXTRA)], "marker": marker}
+    return styles
+
+
+def strategy_colors(strategies: Iterable[str]) -> dict[str, Any]:
+    """The colour of each strategy (see ``strategy_styles``)."""
+    return {name: style["color"] for name, style in strategy_styles(strategies).items()}
 
 
 def learning_curves(
@@ -55,27 +78,29 @@ def learning_curves(
     knob: str,
     out_dir: Path,
     fixed: dict[str, Any] | None = None,
-    colors: Colors | None = None,
+    styles: Styles | None = None,
 ) -> list[Path]:
     """Output metric against training examples; one subplot per value of ``knob``.
 
     Line: mean over seeds; band: min-max over seeds; dashed grey: chance; dotted: threshold.
     """
-    colors = colors or strategy_colors(_strategies(results))
+    styles = styles or strategy_styles(_strategies(results))
     paths = []
     for key, group in _groups(results, knob, fixed):
         values = _values(group, knob)
         fig, axes = _grid(len(values))
         for ax, value in zip(axes, values, strict=False):
-            _curve_panel(ax, [r for r in group if _setting(r, knob) == value], colors)
+            _curve_panel(ax, [r for r in group if _setting(r, knob) == value], styles)
             ax.set_title(f"{knob}={value}", fontsize=10)
+            ax.set_xlabel("training examples")
         for ax in axes[len(values) :]:
             ax.set_visible(False)
-        fig.supxlabel("training examples")
-        fig.supylabel(_metric_label(group))
-        handles = _strategy_handles(group, colors, line=True)
-        handles += [Patch(color="grey", alpha=0.25, label="min-max over seeds")]
-        _finish(fig, group, key, f"learning curves by {knob}", handles + _reference_handles())
+        for ax in axes[:: min(len(values), 3)]:
+            ax.set_ylabel(_metric_label(group))
+        band = Patch(color="grey", alpha=0.25, label="min-max over seeds")
+        handles = [*_strategy_handles(group, styles, marker=False), band, *_reference_handles()]
+        what = f"learning curves by {knob} (line: mean over seeds)"
+        _finish(fig, group, key, what, handles)
         paths.append(_save(fig, out_dir / _filename("learning_curves", key)))
     return paths
 
@@ -85,26 +110,26 @@ def accuracy_vs_knob(
     knob: str,
     out_dir: Path,
     fixed: dict[str, Any] | None = None,
-    colors: Colors | None = None,
+    styles: Styles | None = None,
 ) -> list[Path]:
     """Final output metric against ``knob`` per strategy: mean and 95% t-interval over seeds.
 
     Diverged runs are left out of the mean; their count is written next to the point.
     """
-    colors = colors or strategy_colors(_strategies(results))
+    styles = styles or strategy_styles(_strategies(results))
     paths = []
     for key, group in _groups(results, knob, fixed):
         values = _values(group, knob)
         xs, step = _positions(values)
-        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
-        strategies = _strategies(group)
+        fig, ax = plt.subplots(figsize=(9, 5.4), layout="constrained")
+        strategies = _ordered(group, styles)
         for i, strategy in enumerate(strategies):
             cells = _cells(group, knob, values, strategy)
             stats = [mean_interval([r.output_metric for r in c if r.status == "ok"]) for c in cells]
             mean = np.array([s.mean for s in stats])
             err = np.array([[s.mean - s.lo for s in stats], [s.hi - s.mean for s in stats]])
-            x = xs + _dodge(i, len(strategies), step)
-            style = _style(strategy, strategies, colors)
+            x = xs + _dodge(i, len(strategies), step, 0.5)
+            style = _style(strategy, styles)
             ax.errorbar(x, mean, yerr=err, capsize=3, lw=1.3, ms=6, **style)
             _note_diverged(ax, x, mean, cells, style["color"])
         _reference_lines(ax, group, knob, values, xs)
@@ -113,7 +138,7 @@ def accuracy_vs_knob(
         if _is_accuracy(group):
             ax.set_ylim(-0.02, 1.05)
         ax.grid(alpha=0.3)
-        handles = _strategy_handles(group, colors, line=True) + _reference_handles()
+        handles = _strategy_handles(group, styles) + _reference_handles()
         what = f"final output accuracy by {knob} (mean, 95% interval over seeds)"
         _finish(fig, group, key, what, handles)
         paths.append(_save(fig, out_dir / _filename(f"accuracy_vs_{knob}", key)))
@@ -155,36 +180,37 @@ def examples_to_threshold_vs_knob(
     knob: str,
     out_dir: Path,
     fixed: dict[str, Any] | None = None,
-    colors: Colors | None = None,
+    styles: Styles | None = None,
 ) -> list[Path]:
     """Examples to threshold against ``knob`` (log y) per strategy.
 
     Filled marker: mean over the seeds that reached, whiskers min-max. A cell where some or
     all seeds never reached gets an open marker at the budget labelled missed/runs.
     """
-    colors = colors or strategy_colors(_strategies(results))
+    styles = styles or strategy_styles(_strategies(results))
     paths = []
     for key, group in _groups(results, knob, fixed):
         values = _values(group, knob)
         xs, step = _positions(values)
-        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
-        strategies = _strategies(group)
+        fig, ax = plt.subplots(figsize=(9, 5.4), layout="constrained")
+        strategies = _ordered(group, styles)
         for i, strategy in enumerate(strategies):
             cells = [threshold_cell(c) for c in _cells(group, knob, values, strategy)]
-            x = xs + _dodge(i, len(strategies), step)
-            _threshold_series(ax, x, cells, _style(strategy, strategies, colors), i)
+            x = xs + _dodge(i, len(strategies), step, 0.75)
+            _threshold_series(ax, x, cells, _style(strategy, styles))
         budgets = [
             threshold_cell([r for r in group if _setting(r, knob) == v]).budget for v in values
         ]
         ax.plot(xs, budgets, color="grey", ls="-.", lw=0.9)
         ax.set_yscale("log")
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(EngFormatter(sep=""))
-        ax.yaxis.set_minor_formatter(EngFormatter(sep=""))
-        ax.tick_params(axis="y", which="minor", labelsize=7)
+        ax.yaxis.set_minor_formatter(NullFormatter())
+        ax.set_ylim(top=max(budgets) * 2.2)
         _knob_axis(ax, knob, values, xs)
         ax.set_ylabel(f"training examples to threshold {_thresholds(group)}")
         ax.grid(alpha=0.3, which="both")
-        handles = [*_strategy_handles(group, colors, line=True), *_threshold_handles()]
+        handles = [*_strategy_handles(group, styles), *_threshold_handles()]
         what = (
             f"examples to threshold by {knob} (mean over seeds that reached, whiskers min-max;"
             "\nnumbers at the budget: seeds not reached / seeds)"
@@ -216,16 +242,25 @@ def probe_heatmap(
     A cell is the mean over seeds of the mean probe accuracy over the module's ports.
     Returns [] when no run of ``strategy`` carries probes.
     """
-    chosen = [r for r in results if r.spec["strategy"] == strategy and _probes(r)]
-    if not chosen:
+    chosen = [r for r in results if r.spec["strategy"] == strategy]
+    if not any(_probes(r) for r in chosen):
         return []
     paths = []
     for key, group in _groups(chosen, knob, fixed):
-        values = _values(group, knob)
+        if not any(_probes(r) for r in group):
+            continue
+        values = _values(group, knob)  # values without probes stay, as "-" columns
         modules = _module_order(group, knob, values)
-        matrix = np.array([[_probe_value(group, knob, v, m) for v in values] for m in modules])
-        fig = _heatmap(matrix, modules, values, knob)
-        _finish(fig, group, key, f"linear probes per module, strategy {strategy}", [])
+        matrix, init = (
+            np.array([[_probe_value(group, knob, v, m, at) for v in values] for m in modules])
+            for at in ("probes", "probes_at_init")
+        )
+        fig = _heatmap(matrix, init, modules, values, knob)
+        what = (
+            f"linear probes per module, strategy {strategy}"
+            "\n(in brackets: the same probe at initialisation; -: no probe data)"
+        )
+        _finish(fig, group, key, what, [])
         name = _filename(f"probe_heatmap_{strategy}", key)
         paths.append(_save(fig, out_dir / name))
     return paths
@@ -242,11 +277,11 @@ def all_figures(
     if not results:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = strategy_colors(_strategies(results))
+    styles = strategy_styles(_strategies(results))
     return [
-        *learning_curves(results, knob, out_dir, fixed, colors),
-        *accuracy_vs_knob(results, knob, out_dir, fixed, colors),
-        *examples_to_threshold_vs_knob(results, knob, out_dir, fixed, colors),
+        *learning_curves(results, knob, out_dir, fixed, styles),
+        *accuracy_vs_knob(results, knob, out_dir, fixed, styles),
+        *examples_to_threshold_vs_knob(results, knob, out_dir, fixed, styles),
         *probe_heatmap(results, knob, out_dir, probe_strategy, fixed),
     ]
 
@@ -320,16 +355,22 @@ def _filename(prefix: str, key: Key) -> str:
 # --- drawing helpers --------------------------------------------------------------------
 
 
-def _style(strategy: str, strategies: Sequence[str], colors: Colors) -> dict[str, Any]:
-    marker = MARKERS[strategies.index(strategy) % len(MARKERS)]
-    return {"color": colors.get(strategy, "black"), "marker": marker, "label": strategy}
+def _ordered(results: Iterable[RunResult], styles: Styles) -> list[str]:
+    """The strategies of ``results`` in the order of ``styles`` (unknown ones last)."""
+    present = _strategies(results)
+    return [s for s in styles if s in present] + [s for s in present if s not in styles]
 
 
-def _strategy_handles(group: Sequence[RunResult], colors: Colors, line: bool) -> list[Any]:
-    strategies = _strategies(group)
-    return [
-        Line2D([], [], ls="-" if line else "", **_style(s, strategies, colors)) for s in strategies
-    ]
+def _style(strategy: str, styles: Styles) -> dict[str, Any]:
+    return {**styles.get(strategy, {"color": "black", "marker": "o"}), "label": strategy}
+
+
+def _strategy_handles(group: Sequence[RunResult], styles: Styles, marker: bool = True) -> list[Any]:
+    handles = []
+    for strategy in _ordered(group, styles):
+        style = _style(strategy, styles)
+        handles.append(Line2D([], [], **{**style, "marker": style["marker"] if marker else ""}))
+    return handles
 
 
 def _reference_handles() -> list[Any]:
@@ -379,12 +420,13 @@ def _curve(runs: Sequence[RunResult]) -> tuple[np.ndarray, np.ndarray]:
     return np.array(xs, dtype=float)[seen], ys[:, seen]
 
 
-def _curve_panel(ax: Axes, runs: Sequence[RunResult], colors: Colors) -> None:
-    for strategy in _strategies(runs):
-        x, ys = _curve([r for r in runs if r.spec["strategy"] == strategy])
+def _curve_panel(ax: Axes, runs: Sequence[RunResult], styles: Styles) -> None:
+    """Ok runs only (as in the other figures and the summary); diverged ones are counted."""
+    for strategy in _ordered(runs, styles):
+        x, ys = _curve([r for r in runs if r.spec["strategy"] == strategy and r.status == "ok"])
         if not x.size:
             continue
-        color = colors.get(strategy, "black")
+        color = _style(strategy, styles)["color"]
         ax.plot(x, np.nanmean(ys, axis=0), color=color, lw=1.5, label=strategy)
         if len(ys) > 1:
             ax.fill_between(
@@ -397,6 +439,10 @@ def _curve_panel(ax: Axes, runs: Sequence[RunResult], colors: Colors) -> None:
     if _is_accuracy(runs):
         ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
+    diverged = Counter(r.spec["strategy"] for r in runs if r.status != "ok")
+    if diverged:
+        lines = [f"{s}: {k} diverged (not shown)" for s, k in diverged.items()]
+        ax.text(0.98, 0.03, "\n".join(lines), transform=ax.transAxes, ha="right", fontsize=7)
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -411,9 +457,10 @@ def _positions(values: Sequence[Any]) -> tuple[np.ndarray, float]:
     return np.arange(len(values), dtype=float), 1.0
 
 
-def _dodge(index: int, count: int, step: float) -> float:
-    """A small sideways offset so that strategies' markers at one value do not overlap."""
-    return (index - (count - 1) / 2) * step * 0.45 / max(count, 1)
+def _dodge(index: int, count: int, step: float, spread: float) -> float:
+    """A sideways offset so that strategies' markers at one value do not overlap; all
+    strategies together span ``spread`` of the step between knob values."""
+    return (index - (count - 1) / 2) * step * spread / max(count, 1)
 
 
 def _knob_axis(ax: Axes, knob: str, values: Sequence[Any], xs: np.ndarray) -> None:
@@ -451,7 +498,7 @@ def _note_diverged(
 
 
 def _threshold_series(
-    ax: Axes, x: np.ndarray, cells: Sequence[ThresholdCell], style: dict[str, Any], index: int
+    ax: Axes, x: np.ndarray, cells: Sequence[ThresholdCell], style: dict[str, Any]
 ) -> None:
     """Filled markers at the mean of the seeds that reached; open ones at the budget."""
     mean = np.array([max(c.mean, 1.0) if c.reached else np.nan for c in cells])
@@ -464,21 +511,23 @@ def _threshold_series(
             ax.plot(
                 xi, c.budget, marker=style["marker"], mfc="none", mec=style["color"], ms=8, ls=""
             )
-            dy = 7 if index % 2 == 0 else -13
             text = f"{c.missed}/{c.runs}" + (f" +{c.diverged} div." if c.diverged else "")
             ax.annotate(
                 text,
                 (xi, c.budget),
-                xytext=(0, dy),
+                xytext=(0, 6),
                 textcoords="offset points",
                 ha="center",
+                va="bottom",
+                rotation=90,
                 fontsize=7,
                 color=style["color"],
             )
 
 
-def _probes(result: RunResult) -> dict[str, float]:
-    return getattr(result, "probes", None) or {}
+def _probes(result: RunResult, at: str = "probes") -> dict[str, float]:
+    """Linear-probe accuracy per port after training (``probes``) or at ``probes_at_init``."""
+    return getattr(result, at, None) or {}
 
 
 def _modules(result: RunResult) -> dict[str, list[str]]:
@@ -492,22 +541,24 @@ def _module_order(group: Sequence[RunResult], knob: str, values: Sequence[Any]) 
     return list(dict.fromkeys(m for r in ordered for m in _modules(r)))
 
 
-def _probe_value(group: Sequence[RunResult], knob: str, value: Any, module: str) -> float:
+def _probe_value(
+    group: Sequence[RunResult], knob: str, value: Any, module: str, at: str = "probes"
+) -> float:
     """Mean over seeds of the mean probe accuracy over ``module``'s ports (NaN: none)."""
     per_run = []
     for r in group:
         if _setting(r, knob) == value and module in _modules(r):
-            probes = _probes(r)
+            probes = _probes(r, at)
             per_run.append(_mean(probes.get(p, math.nan) for p in _modules(r)[module]))
     return _mean(per_run)
 
 
 def _heatmap(
-    matrix: np.ndarray, modules: Sequence[str], values: Sequence[Any], knob: str
+    matrix: np.ndarray, init: np.ndarray, modules: Sequence[str], values: Sequence[Any], knob: str
 ) -> Figure:
-    width = 2.6 + 0.85 * len(values) + 0.07 * max(len(m) for m in modules)
+    width = 2.6 + 0.95 * len(values) + 0.07 * max(len(m) for m in modules)
     fig, ax = plt.subplots(
-        figsize=(max(width, 5.5), 1.9 + 0.42 * len(modules)), layout="constrained"
+        figsize=(max(width, 6.0), 2.1 + 0.5 * len(modules)), layout="constrained"
     )
     cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     finite = matrix[np.isfinite(matrix)]
@@ -516,6 +567,8 @@ def _heatmap(
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=low, vmax=high, aspect="auto")
     for (row, col), v in np.ndenumerate(matrix):
         text, dark = ("-", False) if v != v else (f"{v:.2f}", (v - low) / (high - low) < 0.6)
+        if v == v and init[row, col] == init[row, col]:
+            text += f"\n({init[row, col]:.2f})"
         ax.text(
             col, row, text, ha="center", va="center", fontsize=9, color="white" if dark else "black"
         )
@@ -538,10 +591,17 @@ def _finish(
         fig.legend(
             handles=handles,
             loc="outside lower center",
-            ncol=min(len(handles), 4),
+            ncol=_legend_columns(fig, handles),
             fontsize=8,
             frameon=False,
         )
+
+
+def _legend_columns(fig: Figure, handles: Sequence[Any]) -> int:
+    """As many columns as fit the figure width at the longest label (8 pt text)."""
+    longest = max(len(h.get_label()) for h in handles)
+    fits = int(fig.get_figwidth() / (0.065 * longest + 0.55))
+    return max(1, min(len(handles), fits))
 
 
 def _save(fig: Figure, path: Path) -> Path:
