@@ -67,7 +67,9 @@ class DigitChain(Task):
         "test_size": Knob(2000, "number of held-out tuples", minimum=100),
         "split_seed": Knob(0, "seed of the train/test split of the images", minimum=0),
     }
-    defaults = TrainingDefaults(budget=100_000, batch_size=64, lr=3e-3, threshold=0.8)
+    defaults = TrainingDefaults(
+        budget=100_000, batch_size=64, lr=3e-3, threshold=0.8, evaluations=40
+    )
 
     @property
     def n(self) -> int:
