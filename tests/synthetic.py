@@ -24,8 +24,15 @@ def result(
     modules |= {f"adder_{i}": [f"sum_{i}"] for i in range(1, n + 1)}
     ports = [p for ps in modules.values() for p in ps]
     spec = {
-        "task": "digit-chain", "knobs": {"n": n, "m": m}, "strategy": strategy, "seed": seed,
-        "budget": 100_000, "batch_size": 64, "lr": 0.003, "evaluations": 4, "threshold": 0.8,
+        "task": "digit-chain",
+        "knobs": {"n": n, "m": m},
+        "strategy": strategy,
+        "seed": seed,
+        "budget": 100_000,
+        "batch_size": 64,
+        "lr": 0.003,
+        "evaluations": 4,
+        "threshold": 0.8,
         "device": "cpu",
     }
     curve = [

@@ -23,7 +23,9 @@ def test_reaches_threshold_passes_when_every_cell_mean_reaches_it():
 
 
 def test_reaches_threshold_fails_and_names_the_cell_below():
-    runs = [result("modular", n, s, 0.9 if n < 3 else 0.6, 20_000) for n in (1, 2, 3) for s in SEEDS]
+    runs = [
+        result("modular", n, s, 0.9 if n < 3 else 0.6, 20_000) for n in (1, 2, 3) for s in SEEDS
+    ]
     verdict = reaches_threshold(runs, ["modular"])
     assert verdict.verdict == FAIL
     assert "n=3" in verdict.details and "0.600" in verdict.details
@@ -120,3 +122,29 @@ def test_ratio_cells_where_neither_side_reached_are_left_out_and_named():
     assert "undetermined at n = 3" in verdict.details
     only_one = _ratio_runs({1: 20_000, 2: None}, {1: 10_000, 2: None})
     assert ratio_grows_with_knob(only_one, "e2e", ["modular"], "n").verdict == INCONCLUSIVE
+
+
+def _snr(strategy, k, log10_value):
+    from e2elab.diagnostics.snr import SNRResult
+
+    value = 10.0**log10_value
+    return SNRResult("line-parity", {"k": k}, strategy, "p", 200, 10, {"scorer": [value, value]})
+
+
+def test_snr_contrast_passes_when_e2e_falls_and_hinted_stays_flat():
+    from e2elab.claims import snr_contrast
+
+    snr = [_snr("e2e", k, -1 - 2 * k) for k in (1, 2, 3)] + [
+        _snr("hinted", k, -1) for k in (1, 2, 3)
+    ]
+    verdict = snr_contrast([], snr, module="scorer", knob="k", min_drop=2.0)
+    assert verdict.verdict == PASS, verdict.details
+    assert "below float32 eps at k = 3" in verdict.details
+
+
+def test_snr_contrast_fails_when_both_fall_or_lacks_data():
+    from e2elab.claims import snr_contrast
+
+    snr = [_snr(s, k, -1 - 2 * k) for s in ("e2e", "hinted") for k in (1, 2, 3)]
+    assert snr_contrast([], snr, module="scorer", knob="k").verdict == FAIL
+    assert snr_contrast([], snr[:1], module="scorer", knob="k").verdict == INCONCLUSIVE

@@ -16,7 +16,10 @@ from e2elab.cli import main
         (["run", "--knob", "share_adders=maybe"], "knob share_adders expects true or false"),
         (["run", "--knob", "n=0"], "knob n must be at least 1"),
         (["run", "--knob", "n"], "--knob expects NAME=VALUE"),
-        (["run", "--strategy", "bogus"], "unknown strategy 'bogus'; choose one of: blackbox, e2e, ensemble"),
+        (
+            ["run", "--strategy", "bogus"],
+            "unknown strategy 'bogus'; choose one of: blackbox, e2e, ensemble",
+        ),
         (["run", "--strategy", "hinted:wait=2"], "unknown parameter of strategy hinted: 'wait'"),
         (["run", "--strategy", "hinted:weight=x"], "hinted: weight expects float"),
         (

@@ -15,8 +15,14 @@ VALID = {
     "seeds": 2,
     "budget": 1000,
     "profiles": {"quick": {"seeds": 1, "grid": {"n": [1]}}},
-    "claims": [{"id": "A", "check": "reaches_threshold", "statement": "s",
-                "params": {"strategies": ["e2e"]}}],
+    "claims": [
+        {
+            "id": "A",
+            "check": "reaches_threshold",
+            "statement": "s",
+            "params": {"strategies": ["e2e"]},
+        }
+    ],
 }
 
 
@@ -62,8 +68,10 @@ def _error(tmp_path, data=None, text=None):
         ({"grid": {"n": []}}, "field 'grid.n'"),
         ({"strategies": ["e2e", "bogus"]}, "unknown strategy 'bogus'"),
         ({"claims": [{"id": "A", "check": "nope", "statement": "s"}]}, "field 'claims.0.check'"),
-        ({"claims": [{"id": "A", "check": "at_chance", "statement": "s", "params": {"zz": 1}}]},
-         "field 'claims.0.params'"),
+        (
+            {"claims": [{"id": "A", "check": "at_chance", "statement": "s", "params": {"zz": 1}}]},
+            "field 'claims.0.params'",
+        ),
         ({"profiles": {"quick": {"seeds": -1}}}, "field 'profiles.quick.seeds'"),
         ({"profiles": {"quick": {"grid": {"n": [0]}}}}, "profile quick"),
     ],
@@ -94,4 +102,30 @@ def test_shipped_glasmachers_has_quick_and_full_profiles():
     assert full.seeds >= 5
     assert set(full.grid["m"]) == {10, 2} and max(full.grid["n"]) >= 6
     assert len(quick.specs()) < len(full.specs())
-    assert {c.check for c in full.claims} >= {"ratio_grows_with_knob", "breakdown", "reaches_threshold"}
+    assert {c.check for c in full.claims} >= {
+        "ratio_grows_with_knob",
+        "breakdown",
+        "reaches_threshold",
+    }
+
+
+def test_a_suite_file_loads_its_parts_relative_to_itself(tmp_path):
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump({**VALID, "name": "a"}))
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump({**VALID, "name": "b"}))
+    suite = tmp_path / "both.yaml"
+    suite.write_text(yaml.safe_dump({"name": "both", "suite": ["a.yaml", "b.yaml"]}))
+    name, parts = experiments.load_all(suite)
+    assert name == "both" and [p.name for p in parts] == ["a", "b"]
+    suite.write_text(yaml.safe_dump({"name": "both", "suite": ["a.yaml", "a.yaml"]}))
+    with pytest.raises(E2ELabError, match="names one experiment twice"):
+        experiments.load_all(suite)
+    suite.write_text(yaml.safe_dump({"name": "both", "suite": []}))
+    with pytest.raises(E2ELabError, match="field 'suite'"):
+        experiments.load_all(suite)
+
+
+def test_snr_block_is_validated(tmp_path):
+    message = _error(tmp_path, {**VALID, "snr": {"inits": 1}})
+    assert "field 'snr.inits'" in message
+    message = _error(tmp_path, {**VALID, "snr": {"strategies": ["nope"]}})
+    assert "unknown strategy 'nope'" in message

@@ -35,12 +35,26 @@ def test_frozen_modules_are_left_out_of_the_snr():
 
 
 def test_diagnose_snr_writes_json_and_figure(tmp_path, capsys):
-    argv = ["diagnose", "snr", "--sweep", "n=1,2", "--inits", "2", "--batches", "4",
-            "--out", str(tmp_path)]
+    argv = [
+        "diagnose",
+        "snr",
+        "--sweep",
+        "n=1,2",
+        "--inits",
+        "2",
+        "--batches",
+        "4",
+        "--out",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     data = json.loads((tmp_path / "snr.json").read_text())
     assert {(d["strategy"], d["knobs"]["n"]) for d in data} == {
-        ("e2e", 1), ("e2e", 2), ("hinted", 1), ("hinted", 2)}
+        ("e2e", 1),
+        ("e2e", 2),
+        ("hinted", 1),
+        ("hinted", 2),
+    }
     assert (tmp_path / "snr.png").stat().st_size > 10_000
     assert "log10 gradient SNR" in capsys.readouterr().out
 

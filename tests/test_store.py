@@ -67,8 +67,16 @@ def test_export_csv_and_parquet_and_frame_agree(tmp_path):
         store.put(result("modular", 2, 0, 0.9, 20_000))
     frame = load_frame(path)
     assert list(frame["strategy"]) == ["e2e", "modular"]
-    assert {"run_id", "knob_n", "knob_m", "seed", "status", "examples_to_threshold",
-            "final_sum_2", "wall_seconds"} <= set(frame.columns)
+    assert {
+        "run_id",
+        "knob_n",
+        "knob_m",
+        "seed",
+        "status",
+        "examples_to_threshold",
+        "final_sum_2",
+        "wall_seconds",
+    } <= set(frame.columns)
     assert export(path, "csv", tmp_path / "runs.csv") == 2
     csv = pd.read_csv(tmp_path / "runs.csv")
     assert list(csv["run_id"]) == list(frame["run_id"])

@@ -28,8 +28,12 @@ TINY = {
     "budget": 1500,
     "training": {"evaluations": 3},
     "claims": [
-        {"id": "C4", "check": "reaches_threshold", "statement": "modular works",
-         "params": {"strategies": ["modular"]}},
+        {
+            "id": "C4",
+            "check": "reaches_threshold",
+            "statement": "modular works",
+            "params": {"strategies": ["modular"]},
+        },
         {"id": "C2", "check": "breakdown", "statement": "e2e breaks", "params": {"knob": "n"}},
     ],
 }
@@ -55,10 +59,20 @@ def test_killed_sweep_resumes_and_stores_each_run_exactly_once(tmp_path):
     spec_path = _tiny(tmp_path, budget=6000, seeds=3)
     out = tmp_path / "out"
     store_path = out / "results.sqlite"
-    command = [sys.executable, "-m", "e2elab.cli", "reproduce", str(spec_path), "--executor",
-               "serial", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    command = [
+        sys.executable,
+        "-m",
+        "e2elab.cli",
+        "reproduce",
+        str(spec_path),
+        "--executor",
+        "serial",
+        "--out",
+        str(out),
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.time() + 120
     while len(_stored_ids(store_path)) < 2 and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -108,8 +122,19 @@ def test_reproduce_then_report_then_export(tmp_path, capsys):
 
     assert main(["report", str(out / "results.sqlite"), "-o", str(tmp_path / "again")]) == 0
     assert (tmp_path / "again" / "report.md").exists()
-    assert main(["export", str(out / "results.sqlite"), "--format", "csv", "-o",
-                 str(tmp_path / "runs.csv")]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(out / "results.sqlite"),
+                "--format",
+                "csv",
+                "-o",
+                str(tmp_path / "runs.csv"),
+            ]
+        )
+        == 0
+    )
     assert len((tmp_path / "runs.csv").read_text().strip().splitlines()) == 1 + 8
 
 
@@ -120,8 +145,10 @@ def test_reproduce_and_report_errors_are_one_line(tmp_path, capsys):
         (["reproduce", "glasmachers", "--executor", "spark"], "unknown executor 'spark'"),
         (["reproduce", "glasmachers", "--workers", "0"], "--workers must be at least 1"),
         (["report", str(tmp_path / "none.sqlite"), "-o", str(tmp_path)], "no results store"),
-        (["export", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "x.csv")],
-         "no results store"),
+        (
+            ["export", str(tmp_path / "none.sqlite"), "-o", str(tmp_path / "x.csv")],
+            "no results store",
+        ),
     ]
     for argv, expected in cases:
         assert main(argv) == 2
@@ -146,3 +173,36 @@ def test_ray_executor_stores_the_same_results_as_the_local_executor(tmp_path):
     finally:
         ray_executor.shutdown()
     assert stored["ray"] == stored["serial"]
+
+
+def test_reproduce_measures_snr_once_and_reports_it(tmp_path, capsys):
+    path = _tiny(
+        tmp_path,
+        grid={"n": [1, 2]},
+        seeds=1,
+        snr={"strategies": ["e2e", "hinted"], "inits": 2, "batches": 3},
+        claims=[
+            {
+                "id": "S",
+                "check": "snr_contrast",
+                "statement": "snr",
+                "params": {
+                    "module": "recognizer",
+                    "knob": "n",
+                    "min_drop": 0.0,
+                    "max_flat_drop": 100.0,
+                },
+            }
+        ],
+    )
+    out = tmp_path / "out"
+    argv = ["reproduce", str(path), "--executor", "serial", "--out", str(out)]
+    assert main(argv) == 0
+    assert "4 SNR measurements" in capsys.readouterr().out
+    assert (out / "report" / "figures" / "gradient_snr.png").exists()
+    with Store(out / "results.sqlite") as store:
+        first = store.snr("tiny")
+    assert len(first) == 4
+    assert main(argv) == 0
+    with Store(out / "results.sqlite") as store:
+        assert store.snr("tiny") == first

@@ -9,6 +9,7 @@ A check never adapts its thresholds to the data: if the data disagree, it says F
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from collections.abc import Callable, Iterable
@@ -341,21 +342,68 @@ def _varying(results: list[RunResult]) -> frozenset[str]:
     return frozenset(k for k, values in seen.items() if len(values) > 1)
 
 
+def snr_contrast(
+    results: list[RunResult],
+    snr: list[Any],
+    falling: str = "e2e",
+    flat: str = "hinted",
+    module: str = "",
+    knob: str = "k",
+    min_drop: float = 2.0,
+    max_flat_drop: float = 1.0,
+) -> Verdict:
+    """Gradient SNR of ``module`` (at initialisation, mean log10 over inits) falls by at
+    least ``min_drop`` decades from the smallest to the largest knob value under
+    ``falling``, and by at most ``max_flat_drop`` decades under ``flat``."""
+    series: dict[str, list[tuple[Any, float]]] = {falling: [], flat: []}
+    for r in snr:
+        if r.strategy in series and module in r.per_init:
+            series[r.strategy].append((r.knobs[knob], r.log10_summary(module)[0]))
+    if any(len(v) < 2 for v in series.values()):
+        return _no_data(f"gradient SNR of {module} under {falling} and {flat} at two {knob} values")
+    drops, parts = {}, []
+    for name, points in series.items():
+        points.sort()
+        drops[name] = points[0][1] - points[-1][1]
+        listed = ", ".join(f"{knob}={k}: {v:.2f}" for k, v in points)
+        below = [str(k) for k, v in points if v < math.log10(_FLOAT32_EPS)]
+        parts.append(
+            f"{name}: log10 SNR {listed} (drop {drops[name]:.2f} decades"
+            + (f"; below float32 eps at {knob} = {', '.join(below)}" if below else "")
+            + ")"
+        )
+    ok = drops[falling] >= min_drop and drops[flat] <= max_flat_drop
+    why = (
+        ""
+        if ok
+        else (f" -- needs a drop >= {min_drop} under {falling} and <= {max_flat_drop} under {flat}")
+    )
+    return Verdict(PASS if ok else FAIL, "; ".join(parts) + why, {"drops": drops})
+
+
+_FLOAT32_EPS = 2.0**-23
+
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,
     "breakdown": breakdown,
     "beats_by_ratio": beats_by_ratio,
     "ratio_grows_with_knob": ratio_grows_with_knob,
+    "snr_contrast": snr_contrast,
 }
 
 
-def evaluate(claims: list[Any], results: list[RunResult]) -> list[Verdict]:
-    """Run each claim (objects with id, check, statement, params) on the results."""
+def evaluate(
+    claims: list[Any], results: list[RunResult], snr: list[Any] | None = None
+) -> list[Verdict]:
+    """Run each claim (objects with id, check, statement, params) on the results (and on
+    gradient-SNR measurements, for checks that take ``snr``)."""
     verdicts = []
     _VARYING.set(_varying(results))
     for claim in claims:
-        verdict = CHECKS[claim.check](results, **claim.params)
+        check = CHECKS[claim.check]
+        extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
+        verdict = check(results, **extra, **claim.params)
         verdict.id, verdict.statement = claim.id, claim.statement
         verdicts.append(verdict)
     return verdicts

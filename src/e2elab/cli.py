@@ -9,6 +9,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,13 +29,13 @@ from rich.table import Table
 from e2elab import experiment as experiments
 from e2elab import strategy as strategies
 from e2elab.claims import Verdict
-from e2elab.diagnostics.snr import gradient_snr
+from e2elab.diagnostics.snr import SNRResult, gradient_snr
 from e2elab.errors import E2ELabError, choices
 from e2elab.executors import make_executor
-from e2elab.report.build import build_report
+from e2elab.report.build import Part, build_report
 from e2elab.report.snr import snr_figure
 from e2elab.run import RunResult, RunSpec, execute, first_batch
-from e2elab.runner import run_experiment
+from e2elab.runner import measure_snr, run_experiment
 from e2elab.store import Store, export
 from e2elab.summary import strategy_table, summarize
 from e2elab.system import trace
@@ -244,23 +245,34 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         raise E2ELabError("give either --quick or --profile, not both")
     if args.workers is not None and args.workers < 1:
         raise E2ELabError(f"--workers must be at least 1, got {args.workers}")
-    profile = "quick" if args.quick else args.profile
-    experiment = experiments.load(args.experiment).with_profile(profile)
     if args.address and args.executor != "ray":
         raise E2ELabError("--address is for --executor ray; add --executor ray")
+    profile = "quick" if args.quick else args.profile
+    name, loaded = experiments.load_all(args.experiment)
+    parts = [exp.with_profile(profile) for exp in loaded]
+    name = f"{name}-{profile}" if profile else name
     executor = make_executor(args.executor, args.workers, args.address)
     device = resolve_device(args.device)
-    out = args.out or Path("results") / experiment.name
+    out = args.out or Path("results") / name
     console = wide_console()
+    began = time.perf_counter()
     with Store(out / "results.sqlite") as store:
-        counts = _sweep(experiment, store, executor, device)
-        console.print(
-            f"{experiment.name}: {counts.total} runs, {counts.skipped} already stored, "
-            f"{counts.trained} trained; store {out / 'results.sqlite'}"
-        )
-        report = build_report(experiment, store.results(experiment.name), out / "report")
-    console.print(claims_table(report.verdicts, experiment.name))
-    console.print(f"report: {report.markdown} (and report.html, {len(report.figures)} figures)")
+        done = []
+        for experiment in parts:
+            counts = _sweep(experiment, store, executor, device)
+            snr = measure_snr(experiment, store)
+            console.print(
+                f"{experiment.name}: {counts.total} runs, {counts.skipped} already stored, "
+                f"{counts.trained} trained" + (f", {len(snr)} SNR measurements" if snr else "")
+            )
+            done.append(Part(experiment, store.results(experiment.name), snr))
+        report = build_report(done, out / "report", f"e2elab report: {name}")
+    console.print(claims_table(report.verdicts, name))
+    minutes = (time.perf_counter() - began) / 60
+    console.print(
+        f"report: {report.markdown} (and report.html, {len(report.figures)} figures); "
+        f"store {out / 'results.sqlite'}; {minutes:.1f} min"
+    )
     return 0
 
 
@@ -281,9 +293,8 @@ def _sweep(experiment: experiments.Experiment, store: Store, executor: Any, devi
             progress.update(bar, total=total - stored)
 
         def finished(result: RunResult) -> None:
-            progress.update(
-                bar, advance=1, description=f"{experiment.name}: {result.spec['strategy']}"
-            )
+            label = f"{experiment.name}: {result.spec['strategy']}"
+            progress.update(bar, advance=1, description=label)
 
         return run_experiment(experiment, store, executor, device, start, finished)
 
@@ -295,14 +306,17 @@ def _cmd_report(args: argparse.Namespace) -> int:
         if not stored:
             raise E2ELabError(f"{args.store} holds no experiment; run 'e2elab reproduce' first")
         names = [args.experiment] if args.experiment else list(stored)
+        parts = []
         for name in names:
             if name not in stored:
                 raise choices("experiment in this store", name, list(stored))
             experiment = experiments.Experiment.model_validate(stored[name])
-            out = args.out if len(names) == 1 else args.out / name
-            report = build_report(experiment, store.results(name), out)
-            console.print(claims_table(report.verdicts, name))
-            console.print(f"report: {report.markdown} ({len(report.figures)} figures)")
+            snr = [SNRResult(**r) for r in store.snr(name).values()]
+            parts.append(Part(experiment, store.results(name), snr))
+        title = f"e2elab report: {', '.join(names)}"
+        report = build_report(parts, args.out, title)
+    console.print(claims_table(report.verdicts, ", ".join(names)))
+    console.print(f"report: {report.markdown} ({len(report.figures)} figures)")
     return 0
 
 

@@ -44,6 +44,15 @@ class ClaimSpec(_Strict):
     params: dict[str, Any] = {}
 
 
+class SNRSpec(_Strict):
+    """Gradient signal-to-noise to measure at every grid point (see diagnostics.snr)."""
+
+    strategies: list[str] = Field(["e2e", "hinted"], min_length=1)
+    inits: int = Field(3, ge=2)
+    batches: int = Field(20, ge=2)
+    batch_size: int | None = Field(None, ge=1)
+
+
 class Profile(_Strict):
     knobs: dict[str, Any] | None = None
     grid: dict[str, list[Any]] | None = None
@@ -52,6 +61,7 @@ class Profile(_Strict):
     budget: int | None = Field(None, ge=1)
     training: Training | None = None
     expected_minutes: float | None = None
+    snr: SNRSpec | None = None
 
 
 class Experiment(_Strict):
@@ -68,6 +78,7 @@ class Experiment(_Strict):
     budget: int | None = Field(None, ge=1)
     training: Training = Training()
     expected_minutes: float | None = None
+    snr: SNRSpec | None = None
     profiles: dict[str, Profile] = {}
     claims: list[ClaimSpec] = []
 
@@ -144,7 +155,7 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
                 raise E2ELabError(f"field 'grid.{name}': give at least one value")
         for knobs in exp.grid_points():
             cls.resolve_knobs(knobs)
-        for text in exp.strategies:
+        for text in exp.strategies + (exp.snr.strategies if exp.snr else []):
             strategies.parse_strategy(text)
     except E2ELabError as error:
         raise E2ELabError(f"{where}: {error}") from None
@@ -155,7 +166,7 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
                 f"{where}: field 'claims.{i}.check': unknown check {claim.check!r}; "
                 f"choose one of: {listed}"
             )
-        accepted = set(inspect.signature(CHECKS[claim.check]).parameters) - {"results"}
+        accepted = set(inspect.signature(CHECKS[claim.check]).parameters) - {"results", "snr"}
         unknown = set(claim.params) - accepted
         if unknown:
             raise E2ELabError(
@@ -167,13 +178,50 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
 def load(name_or_path: str | Path) -> Experiment:
     """Load a shipped experiment by name (``glasmachers``) or a YAML file by path."""
     path = resolve_path(name_or_path)
+    data = _read_yaml(path)
+    if isinstance(data, dict) and "suite" in data:
+        raise E2ELabError(f"{path} is a suite of experiments; load it with load_all")
+    return parse(data, str(path))
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         line = getattr(getattr(error, "problem_mark", None), "line", None)
         at = f" at line {line + 1}" if line is not None else ""
         raise E2ELabError(f"{path}: not valid YAML{at}; fix the syntax") from None
-    return parse(data, str(path))
+
+
+class Suite(_Strict):
+    """A file that names several experiments, run and reported together."""
+
+    name: str
+    description: str = ""
+    suite: list[str] = Field(min_length=1)
+
+
+def load_all(name_or_path: str | Path) -> tuple[str, list[Experiment]]:
+    """Load an experiment, or every experiment of a suite file (parts are resolved as
+    shipped names, or as paths relative to the suite file). Returns (name, parts)."""
+    path = resolve_path(name_or_path)
+    data = _read_yaml(path)
+    if not (isinstance(data, dict) and "suite" in data):
+        experiment = parse(data, str(path))
+        return experiment.name, [experiment]
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise E2ELabError(f"{path}: field '{_where(first)}': {first['msg']}") from None
+    parts = []
+    for part in suite.suite:
+        local = path.parent / part
+        parts.append(load(local if local.suffix in {".yaml", ".yml"} and local.exists() else part))
+    names = [p.name for p in parts]
+    if len(set(names)) != len(names):
+        raise E2ELabError(f"{path}: the suite names one experiment twice; list each once")
+    return suite.name, parts
 
 
 def shipped() -> dict[str, Path]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from e2elab.executors import Executor
+from e2elab.diagnostics.snr import SNRResult, gradient_snr
+from e2elab.executors import Executor, one_thread
 from e2elab.experiment import Experiment
 from e2elab.run import RunResult
 from e2elab.store import Store
+from e2elab.tasks import make_task
 
 
 @dataclass(frozen=True)
@@ -47,3 +51,40 @@ def run_experiment(
         if on_result is not None:
             on_result(result)
     return SweepCounts(total=len(specs), skipped=len(done), trained=trained)
+
+
+def measure_snr(
+    experiment: Experiment, store: Store, on_done: Callable[[], None] | None = None
+) -> list[SNRResult]:
+    """Gradient SNR at every grid point for the experiment's ``snr`` strategies, measured
+    once and kept in the store (a rerun reads them back)."""
+    if experiment.snr is None:
+        return []
+    settings = experiment.snr
+    stored = store.snr(experiment.name)
+    out = []
+    for knobs in experiment.grid_points():
+        task = make_task(experiment.task, knobs)
+        for strategy in settings.strategies:
+            key = json.dumps(
+                [
+                    experiment.task,
+                    task.settings,
+                    strategy,
+                    settings.inits,
+                    settings.batches,
+                    settings.batch_size,
+                ],
+                sort_keys=True,
+            )
+            if key not in stored:
+                with one_thread():
+                    result = gradient_snr(
+                        task, strategy, settings.inits, settings.batches, settings.batch_size
+                    )
+                stored[key] = dataclasses.asdict(result)
+                store.put_snr(experiment.name, key, stored[key])
+            out.append(SNRResult(**stored[key]))
+            if on_done is not None:
+                on_done()
+    return out

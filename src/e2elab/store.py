@@ -49,6 +49,12 @@ CREATE TABLE IF NOT EXISTS curves (
 );
 CREATE INDEX IF NOT EXISTS curves_by_run ON curves(run_id);
 CREATE TABLE IF NOT EXISTS experiments (name TEXT PRIMARY KEY, definition TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS snr (
+    experiment TEXT NOT NULL,
+    key TEXT NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (experiment, key)
+);
 CREATE TABLE IF NOT EXISTS experiment_runs (
     experiment TEXT NOT NULL,
     run_id TEXT NOT NULL REFERENCES runs(id),
@@ -176,6 +182,20 @@ class Store:
                 (experiment,),
             )
         return [RunResult.from_dict(json.loads(text)) for (text,) in rows]
+
+    def put_snr(self, experiment: str, key: str, result: dict[str, Any]) -> None:
+        """Store one gradient-SNR measurement (see diagnostics.snr) under ``key``."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO snr VALUES (?, ?, ?)",
+                (experiment, key, json.dumps(result, allow_nan=True)),
+            )
+
+    def snr(self, experiment: str) -> dict[str, dict[str, Any]]:
+        rows = self._db.execute(
+            "SELECT key, result FROM snr WHERE experiment = ? ORDER BY rowid", (experiment,)
+        )
+        return {key: json.loads(text) for key, text in rows}
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]

@@ -1,17 +1,28 @@
-"""Build an experiment's report from stored results: claims, figures, page."""
+"""Build a report from stored results: claims, figures, page, for one or more experiments."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2elab.claims import Verdict, evaluate
+from e2elab.diagnostics.snr import SNRResult
 from e2elab.experiment import Experiment
 from e2elab.report.figures import all_figures
 from e2elab.report.page import write_report
+from e2elab.report.snr import snr_figure
 from e2elab.run import RunResult
 from e2elab.summary import summarize
+
+
+@dataclass
+class Part:
+    """One experiment's share of a report."""
+
+    experiment: Experiment
+    results: list[RunResult]
+    snr: list[SNRResult] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -28,14 +39,21 @@ def sweep_knob(experiment: Experiment) -> str:
     return list(experiment.grid)[-1] if experiment.grid else "n"
 
 
-def build_report(experiment: Experiment, results: list[RunResult], out_dir: Path) -> Report:
-    """Evaluate the experiment's claims on ``results`` and write figures and pages."""
-    verdicts = evaluate(experiment.claims, results)
-    figures = all_figures(results, sweep_knob(experiment), out_dir / "figures")
-    title = f"e2elab report: {experiment.name}"
-    markdown = write_report(
-        out_dir, title, [v.as_row() for v in verdicts], figures, summary_tables(results)
-    )
+def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
+    """Evaluate every part's claims and write its figures; one page for all parts."""
+    verdicts: list[Verdict] = []
+    figures: list[Path] = []
+    summaries = []
+    for part in parts:
+        exp = part.experiment
+        verdicts += evaluate(exp.claims, part.results, part.snr)
+        folder = out_dir / "figures" / (exp.name if len(parts) > 1 else "")
+        figures += all_figures(part.results, sweep_knob(exp), folder)
+        if part.snr:
+            figures.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
+        summaries.append(f"== {exp.name} ==\n{summary_tables(part.results)}")
+    rows = [v.as_row() for v in verdicts]
+    markdown = write_report(out_dir, title, rows, figures, "\n\n".join(summaries))
     return Report(verdicts, figures, markdown)
 
 

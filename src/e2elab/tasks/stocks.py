@@ -57,7 +57,9 @@ class Stocks(Task):
         "table_seed": Knob(0, "seed of the hidden table of correct choices y(x)", minimum=0),
         "test_size": Knob(2000, "number of held-out (x, z) pairs", minimum=100),
     }
-    defaults = TrainingDefaults(budget=200_000, batch_size=100, lr=0.1, threshold=0.9)
+    # k = 10: every strategy reaches 1.0 within 10k examples; k = 1000: e2e reaches 0.83 at
+    # 10k and 0.98 at 20k examples, training on `choice` 1.0 at 10k
+    defaults = TrainingDefaults(budget=50_000, batch_size=100, lr=0.1, threshold=0.9)
 
     def __init__(self, **knobs) -> None:
         super().__init__(**knobs)
