@@ -46,7 +46,7 @@ def test_reaches_threshold_patterns_and_no_data():
 def test_at_chance_passes_only_if_every_run_is_at_chance():
     broken = [result("e2e", 4, s, 0.1, None) for s in SEEDS]
     assert at_chance(broken, "e2e").verdict == PASS
-    mixed = broken + [result("e2e", 4, 3, 0.7, None)]
+    mixed = [*broken, result("e2e", 4, 3, 0.7, None)]
     assert at_chance(mixed, "e2e").verdict == FAIL
 
 
