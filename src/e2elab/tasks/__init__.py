@@ -7,6 +7,9 @@ from typing import Any
 from e2elab.errors import choices
 from e2elab.task import Task
 from e2elab.tasks.digit_chain import DigitChain
+from e2elab.tasks.line_parity import LineParity
+from e2elab.tasks.parity import Parity
+from e2elab.tasks.stocks import Stocks
 
 TASKS: dict[str, type[Task]] = {}
 
@@ -29,3 +32,6 @@ def make_task(name: str, knobs: dict[str, Any] | None = None) -> Task:
 
 
 register(DigitChain)
+register(LineParity)
+register(Parity)
+register(Stocks)

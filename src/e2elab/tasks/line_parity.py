@@ -11,6 +11,11 @@ Modules: a ``scorer`` shared across the k images (two 5x5x16 convolutions with R
 sigmoids of the scores, one score). Ports: ``score_i`` (binary, the label of image i)
 and ``parity`` (binary, the output).
 
+Some images are ambiguous: a short or clipped segment close to horizontal or vertical
+rasterises to the same pixels whichever side of 0 or pi/2 its angle lies. Among 4M drawn
+images, predicting each distinct image's majority label is right 97.5% of the time (an
+optimistic bound); trained scorers reach about 96.5%, so the k = 3 product about 0.90.
+
 Train/test disjointness: the test set is drawn from its own fixed generator, and every
 training image whose hash equals the hash of a test image is redrawn (vectorised
 rejection), so no training image equals any test image pixel for pixel. A hash collision
@@ -154,9 +159,13 @@ class LineParity(Task):
         "k": Knob(3, "number of line images per example", minimum=1),
         "test_size": Knob(2000, "number of held-out tuples", minimum=100),
     }
-    # One step (k=3, batch 200: 600 images) takes about 36 ms of training plus 9 ms of data
-    # generation on 2 CPU threads, so 400k examples (2000 steps) take about 90 s.
-    defaults = TrainingDefaults(budget=400_000, batch_size=200, lr=1e-3, threshold=0.9)
+    # Measured on 2 idle CPU threads: a step at k = 3, batch 200 (600 images) takes about
+    # 47 ms of training plus 2 ms of data, so 400k examples (2000 steps) take about 100 s
+    # plus evaluations. k = 3, seed 0: hinted reaches 0.89 at 60k examples and 0.90-0.91
+    # from 100k on; e2e stays at chance for all 400k. k = 1: e2e reaches 0.9 at 20k.
+    # The threshold is 0.85, not 0.9: single images are right at most ~97% of the time
+    # (see the module docstring), so the product of 3 labels tops out near 0.91.
+    defaults = TrainingDefaults(budget=400_000, batch_size=200, lr=1e-3, threshold=0.85)
 
     @property
     def k(self) -> int:
