@@ -148,3 +148,16 @@ def test_snr_contrast_fails_when_both_fall_or_lacks_data():
     snr = [_snr(s, k, -1 - 2 * k) for s in ("e2e", "hinted") for k in (1, 2, 3)]
     assert snr_contrast([], snr, module="scorer", knob="k").verdict == FAIL
     assert snr_contrast([], snr[:1], module="scorer", knob="k").verdict == INCONCLUSIVE
+
+
+def test_examples_grow_with_knob():
+    from e2elab.claims import examples_grow_with_knob
+
+    slowing = [
+        result("e2e", n, s, 0.9, ett) for n, ett in ((1, 1000), (2, 5000), (3, None)) for s in SEEDS
+    ]
+    verdict = examples_grow_with_knob(slowing, "e2e", "n")
+    assert verdict.verdict == PASS, verdict.details
+    assert "n=3: never (0/3 reached)" in verdict.details
+    speeding = [result("e2e", n, s, 0.9, ett) for n, ett in ((1, 5000), (2, 1000)) for s in SEEDS]
+    assert examples_grow_with_knob(speeding, "e2e", "n").verdict == FAIL

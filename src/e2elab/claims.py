@@ -286,6 +286,36 @@ def ratio_grows_with_knob(
     return Verdict(verdict, detail, {"ratios": {str(k): v[0] for k, v in table.items()}})
 
 
+def examples_grow_with_knob(
+    results: list[RunResult],
+    strategy: str,
+    knob: str,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Learning slows down: ``strategy``'s mean examples-to-threshold never falls as the
+    knob grows and ends higher than it starts (a seed that never reached the threshold
+    counts as infinitely many examples)."""
+    runs = [r for r in results if r.spec["strategy"] == strategy and _matches(r, where or {})]
+    if not runs:
+        return _no_data(f"strategy {strategy} where {where}")
+    by_value = _by_knob(runs, knob)
+    means = {v: _mean_ett(rs) for v, rs in by_value.items()}
+    values = [m for m in means.values() if m is not None]
+    reached = {
+        v: sum(r.examples_to_threshold is not None for r in rs) for v, rs in by_value.items()
+    }
+    lines = [
+        f"{knob}={v}: {_fmt_ett(m)} ({reached[v]}/{len(by_value[v])} reached)"
+        for v, m in means.items()
+        if m is not None
+    ]
+    if len(values) < 2:
+        return Verdict(INCONCLUSIVE, "; ".join(lines) + " -- fewer than two knob values")
+    grows = all(b >= a for a, b in pairwise(values)) and values[-1] > values[0]
+    detail = "; ".join(lines) + ("" if grows else " -- does not grow monotonically")
+    return Verdict(PASS if grows else FAIL, detail)
+
+
 def _fmt_ratio(r: float) -> str:
     return "inf (never reached)" if math.isinf(r) else ("nan" if r != r else f"{r:.2f}x")
 
@@ -390,6 +420,7 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "beats_by_ratio": beats_by_ratio,
     "ratio_grows_with_knob": ratio_grows_with_knob,
     "snr_contrast": snr_contrast,
+    "examples_grow_with_knob": examples_grow_with_knob,
 }
 
 
