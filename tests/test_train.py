@@ -129,3 +129,20 @@ def test_every_strategy_learns_one_digit_parity_on_a_small_budget(text):
 def test_every_strategy_but_local_reads_one_digit_on_a_small_budget(text):
     result = run("digit-chain", text, knobs={"n": 1, "m": 10}, budget=60_000)
     assert result.output_metric >= 0.85, result.final
+
+
+def test_blackbox_baseline_is_a_run_with_the_same_budget_and_result_fields():
+    result = run("digit-chain", "blackbox:model=random_forest", knobs={"n": 1}, budget=2000)
+    assert result.status == "ok"
+    assert result.curve[-1]["examples"] == 2000
+    assert result.final[result.output] > 0.8  # a forest reads single digits well
+    assert not result.breakdown
+    hard = run("digit-chain", "blackbox:model=random_forest", knobs={"n": 3}, budget=2000)
+    assert hard.breakdown  # ... but not the sum of three of them from raw pixels
+
+
+def test_blackbox_rejects_an_unknown_model():
+    from e2elab.errors import E2ELabError
+
+    with pytest.raises(E2ELabError, match="unknown model for blackbox: 'gbm'"):
+        run("digit-chain", "blackbox:model=gbm", knobs={"n": 1}, budget=100)
