@@ -246,14 +246,15 @@ def test_hinted_run_trains_both_ports(monkeypatch):
     run_module = importlib.import_module("e2elab.run")
     monkeypatch.setattr(run_module, "linear_probes", lambda task, system, device: {})
     task = _task(p1_width=32, p2_width=32)
-    result = run(task, "hinted", budget=1280, evaluations=2)
+    result = run(task, "hinted", budget=1920, evaluations=2, lr=3e-3)
     assert result.status == "ok"
     assert set(result.final) == {"patches", "same"}
     assert result.modules == {"p1nn": ["patches"], "p2nn": ["same"]}
     assert result.chance["patches"] == pytest.approx(61 / 64)
-    assert result.curve[-1]["examples"] == 1280
-    # the loss on the hints pushes p1nn away from its random start
-    assert result.final["patches"] > result.curve[0]["metrics"]["patches"]
+    assert result.curve[-1]["examples"] == 1920
+    # the loss on the hints teaches p1nn at least that most patches are empty
+    assert result.curve[0]["metrics"]["patches"] < 0.5
+    assert result.final["patches"] > 0.9
 
 
 def test_blackbox_baselines_fit_and_score():
