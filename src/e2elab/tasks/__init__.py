@@ -9,6 +9,7 @@ from e2elab.task import Task
 from e2elab.tasks.digit_chain import DigitChain
 from e2elab.tasks.line_parity import LineParity
 from e2elab.tasks.parity import Parity
+from e2elab.tasks.pentomino import Pentomino
 from e2elab.tasks.stocks import Stocks
 
 TASKS: dict[str, type[Task]] = {}
@@ -34,4 +35,5 @@ def make_task(name: str, knobs: dict[str, Any] | None = None) -> Task:
 register(DigitChain)
 register(LineParity)
 register(Parity)
+register(Pentomino)
 register(Stocks)
