@@ -13,10 +13,10 @@ Ports: ``patches`` (B, 64, 11) and the output ``same`` (B, 2).
 
 The paper's P1NN had two hidden layers of 1024 units; the default here is 256 so that a
 run trains in minutes on a CPU (knob ``p1_width``). The default learning rate is 3e-4:
-at Adam's usual 1e-3, p2nn collapses to a constant output even when fed the true hints
-(61 of its 64 input codes are "empty" and move together), so no strategy could learn.
-p2nn sits on a long plateau before it learns (about 300k examples with hints), hence
-the budget of 1M examples.
+at Adam's usual 1e-3, almost all of p2nn's first-layer ReLUs die and its output turns
+constant, even when it is fed the true hints, so no strategy could learn the answer.
+Even at 3e-4, p2nn sits on a plateau at chance for a few hundred thousand examples
+before it learns, hence the budget of 1M examples.
 
 Data: a fixed, finite training set (``train_size`` images, 40k in the paper) drawn with
 replacement, and a fixed test set. Both are generated once, vectorised, and cached in
