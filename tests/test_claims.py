@@ -50,6 +50,17 @@ def test_at_chance_passes_only_if_every_run_is_at_chance():
     assert at_chance(mixed, "e2e").verdict == FAIL
 
 
+def test_at_chance_with_a_pattern_names_each_strategy():
+    runs = [result("blackbox:model=svm", 4, s, 0.1, None) for s in SEEDS]
+    runs += [result("blackbox:model=random_forest", 4, s, 0.1, None) for s in SEEDS]
+    verdict = at_chance(runs, "blackbox:*")
+    assert verdict.verdict == PASS
+    assert "blackbox:model=random_forest @" in verdict.details
+    assert "blackbox:model=svm @" in verdict.details
+    runs.append(result("blackbox:model=svm", 4, 9, 0.9, 1000))
+    assert at_chance(runs, "blackbox:*").verdict == FAIL
+
+
 def _e2e_sweep(accuracy_by_n, gains=0.0):
     runs = []
     for n, acc in accuracy_by_n.items():

@@ -279,3 +279,22 @@ def test_svm_training_size_is_capped(monkeypatch):
 def test_unknown_blackbox_model_is_rejected():
     with pytest.raises(E2ELabError, match=r"xgboost.*random_forest.*svm"):
         fit_blackbox(_task(), "xgboost", 100, seed=0)
+
+
+def test_blackbox_sees_a_finite_training_set_at_most_once():
+    task = _task(train_size=300)
+    result = fit_blackbox(task, "decision_tree", 10_000, seed=0)
+    assert result["examples"] == 10_000 and result["examples_used"] == 300
+    # a tree grown on each training image once fits all 300 of them
+    assert result["train_accuracy"] == 1.0
+    subset = fit_blackbox(task, "decision_tree", 120, seed=1)
+    assert subset["examples_used"] == 120
+
+
+def test_train_set_is_the_pool_that_sample_draws_from():
+    task = _task(train_size=200)
+    pool = task.train_set()
+    assert len(pool) == 200
+    drawn = task.sample(50, torch.Generator().manual_seed(3)).x["images"]
+    rows = {bytes(image.numpy().astype(np.uint8)) for image in pool.x["images"]}
+    assert all(bytes(image.numpy().astype(np.uint8)) in rows for image in drawn)

@@ -56,8 +56,11 @@ def features(batch: Batch) -> np.ndarray:
 
 
 def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1) -> dict[str, Any]:
-    """Fit ``model`` on ``examples`` training examples drawn with ``task.sample`` (with
-    replacement for a finite training set) and score it on ``task.test_set()``.
+    """Fit ``model`` on ``examples`` training examples and score it on ``task.test_set()``.
+
+    Examples are drawn with ``task.sample``, except for a task with a fixed finite
+    training set (``task.train_set()``): then the learner sees at most that set, each
+    example once (a random subset of it when ``examples`` or the model's cap is smaller).
 
     Returns train and test accuracy, the seconds spent fitting and scoring, and
     ``examples_used`` (lower than ``examples`` when the model caps its training size).
@@ -76,7 +79,14 @@ def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1
     make, cap = MODELS[model]
     used = examples if cap is None else min(examples, cap)
     began = time.perf_counter()
-    train = task.sample(used, torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    finite = task.train_set()
+    if finite is None:
+        train = task.sample(used, generator)
+    else:
+        used = min(used, len(finite))
+        keep = torch.randperm(len(finite), generator=generator)[:used].sort().values
+        train = finite if used == len(finite) else finite.take(keep)
     test = task.test_set()
     y_train, y_test = _target(train, task.output), _target(test, task.output)
     learner = make(seed, jobs)

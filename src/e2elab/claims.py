@@ -145,16 +145,21 @@ def reaches_threshold(
 def at_chance(
     results: list[RunResult], strategy: str, where: dict[str, Any] | None = None
 ) -> Verdict:
-    """Every run of the matching cells ends indistinguishable from chance."""
+    """Every run of the matching cells ends indistinguishable from chance. ``strategy``
+    may be a * pattern (e.g. ``blackbox:*``); then each line names its strategy."""
     groups = cells(results, strategy, where)
     if not groups:
         return _no_data(f"strategy {strategy} where {where}")
+    several = len({key[1] for key in groups}) > 1
     lines, bad = [], 0
-    for key, runs in sorted(groups.items()):
+    for key, runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
         broken = sum(r.breakdown for r in _ok(runs))
         values = [r.output_metric for r in _ok(runs)]
         accuracy = mean_interval(values, lower=min([0.0, *values]), upper=1.0)
-        lines.append(f"{_short(key[0])}: {broken}/{len(runs)} at chance, acc {accuracy.format(3)}")
+        name = f"{key[1]} @ " if several else ""
+        lines.append(
+            f"{name}{_short(key[0])}: {broken}/{len(runs)} at chance, acc {accuracy.format(3)}"
+        )
         bad += broken != len(runs)
     return Verdict(PASS if bad == 0 else FAIL, "; ".join(lines))
 

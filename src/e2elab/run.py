@@ -20,13 +20,14 @@ from e2elab import strategy as strategies
 from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError, choices
-from e2elab.system import System, trace
+from e2elab.replicas import OPTIMIZERS
+from e2elab.system import Graph, System, trace
 from e2elab.task import Batch, PortSpec, Task
 from e2elab.tasks import make_task
-from e2elab.train import OPTIMIZERS, TrainConfig, train
+from e2elab.train import Outcome, TrainConfig, train_seeds
 
 # Bump when a change to the code changes what a stored spec would produce.
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 # A final metric is "indistinguishable from chance" when a one-sided binomial test
 # against the chance rate cannot reject it at this level, given the test-set size.
 BREAKDOWN_ALPHA = 0.01
@@ -156,23 +157,65 @@ def execute(
     on_progress: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Train one run. ``task`` may be passed for tasks not in the registry."""
+    return execute_seeds([spec], task, on_progress)[0]
+
+
+def execute_seeds(
+    specs: list[RunSpec],
+    task: Task | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[RunResult]:
+    """Train runs that differ only by seed, all seeds at once (seed-batched training);
+    one result per spec, in order. Each matches ``execute`` of that spec within
+    floating-point error, and its ``wall_seconds`` is the batch's time divided evenly."""
+    if not specs:
+        return []
+    first = specs[0]
+    if any(seed_group(s) != seed_group(first) for s in specs):
+        raise E2ELabError("execute_seeds: the specs must differ only by seed")
     began = time.perf_counter()
-    instance = task if task is not None else make_task(spec.task, spec.knobs)
-    torch.manual_seed(spec.seed)
+    instance = task if task is not None else make_task(first.task, first.knobs)
+    torch.manual_seed(first.seed)
     graph = trace(_checked_system(instance), first_batch(instance), instance.ports)
-    strategy = strategies.build(spec.strategy, graph, instance.output)
+    strategy = strategies.build(first.strategy, graph, instance.output)
     if strategy.blackbox is not None:
-        return _execute_blackbox(spec, instance, strategy.blackbox, began)
+        return [
+            _execute_blackbox(s, instance, strategy.blackbox, time.perf_counter()) for s in specs
+        ]
     config = TrainConfig(
-        budget=spec.budget,
-        batch_size=spec.batch_size,
-        lr=spec.lr,
-        evaluations=spec.evaluations,
-        seed=spec.seed,
-        optimizer=spec.optimizer,
-        device=spec.device,
+        budget=first.budget,
+        batch_size=first.batch_size,
+        lr=first.lr,
+        evaluations=first.evaluations,
+        seed=first.seed,
+        optimizer=first.optimizer,
+        device=first.device,
     )
-    outcome = train(instance, strategy, graph, config, on_progress)
+    seeds = [s.seed for s in specs]
+    outcomes = train_seeds(instance, strategy, graph, config, seeds, on_progress)
+    seconds = (time.perf_counter() - began) / len(specs)
+    return [
+        _result(spec, instance, graph, strategy, outcome, seconds)
+        for spec, outcome in zip(specs, outcomes, strict=True)
+    ]
+
+
+def seed_group(spec: RunSpec) -> str:
+    """Specs with the same key differ only by seed and can be trained together."""
+    fields = spec.to_dict()
+    fields.pop("seed")
+    return json.dumps(fields, sort_keys=True, default=str)
+
+
+def _result(
+    spec: RunSpec,
+    instance: Task,
+    graph: Graph,
+    strategy: strategies.Strategy,
+    outcome: Outcome,
+    train_seconds: float,
+) -> RunResult:
+    began = time.perf_counter()
     test = instance.test_set()
     chance = {p: chance_level(s, test.targets[p]) for p, s in instance.ports.items()}
     output = instance.output
@@ -198,7 +241,7 @@ def execute(
         breakdown=p_value is None or p_value >= BREAKDOWN_ALPHA,
         breakdown_p_value=p_value,
         test_size=len(test),
-        wall_seconds=time.perf_counter() - began,
+        wall_seconds=train_seconds + time.perf_counter() - began,
         memory=outcome.memory,
         phases=[
             {"label": p.label, "share": p.share, "train": sorted(p.train), "seconds": s}

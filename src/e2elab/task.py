@@ -130,6 +130,13 @@ class Batch:
             {k: v[start:stop] for k, v in self.targets.items()},
         )
 
+    def take(self, index: Tensor) -> Batch:
+        """The examples at ``index`` (a 1-D tensor of positions)."""
+        return Batch(
+            {k: v[index] for k, v in self.x.items()},
+            {k: v[index] for k, v in self.targets.items()},
+        )
+
 
 @dataclass(frozen=True)
 class Knob:
@@ -237,6 +244,11 @@ class Task(ABC):
     @abstractmethod
     def test_set(self) -> Batch:
         """The fixed held-out evaluation set, built only from the test pool."""
+
+    def train_set(self) -> Batch | None:
+        """The whole training set, for tasks whose training data is a fixed finite set
+        (``sample`` then draws from it with replacement); None for generated data."""
+        return None
 
     def auxiliary_head(self, in_features: int) -> torch.nn.Module:
         """A small head that predicts the output target from a module's ports (for `local`)."""

@@ -3,7 +3,12 @@ evaluation on a schedule, learning curves per port.
 
 It knows no task and no strategy by name: a phase says which modules train, which
 losses count, which ports are cut or teacher-forced, and the task says how to score a
-port. Read it top to bottom: ``train`` -> ``_run_phase`` -> ``_step``.
+port. It trains one seed, or several seeds of the same spec at once (seed-batched, see
+``replicas``); every seed gets its own Outcome. Read it top to bottom: ``train_seeds``
+-> ``_Loop.run_phase`` -> ``_Loop.check``.
+
+Nothing on the hot path waits for the device: losses are checked for NaN or infinity on
+the device, and the host looks at the flags only at evaluation points and phase ends.
 """
 
 from __future__ import annotations
@@ -14,19 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from e2elab.errors import E2ELabError
-from e2elab.strategy import AUX_PREFIX, Phase, Strategy
+from e2elab.objective import auxiliary_heads, phase_loss
+from e2elab.replicas import OPTIMIZERS, Replicas, make_replicas, step_memory
+from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
 from e2elab.task import Batch, Task
 
-EVAL_CHUNK = 4096
+__all__ = ["OPTIMIZERS", "Outcome", "TrainConfig", "auxiliary_heads", "phase_loss", "train"]
 
-OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
-}
+EVAL_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -56,16 +59,7 @@ class Outcome:
     systems: list[System] = field(default_factory=list)  # the trained members
 
 
-@dataclass
-class _Member:
-    """One independently initialised copy of the system (ensembles have several)."""
-
-    system: System
-    heads: nn.ModuleDict
-
-
-class Diverged(Exception):
-    """The loss stopped being finite; the run ends with status 'diverged'."""
+Boundary = Callable[[int, list[list[System]]], None]
 
 
 def train(
@@ -83,258 +77,173 @@ def train(
     ``on_progress(examples)`` is called after every step; ``on_boundary(k, systems)``
     before phase k starts and, with k = len(phases), after the last one.
     """
-    device = torch.device(config.device)
-    torch.manual_seed(config.seed)
-    members = [_make_member(task, strategy, graph, device) for _ in range(strategy.members)]
-    data_rng = torch.Generator().manual_seed(config.seed)
-    test = task.test_set().to(device)
-    outcome = Outcome()
-    schedule = _Schedule(config.budget, config.evaluations)
-    outcome.curve.append(_evaluate(task, members, test, 0, -1))
+    hook = None if on_boundary is None else (lambda k, systems: on_boundary(k, systems[0]))
+    return train_seeds(task, strategy, graph, config, [config.seed], on_progress, hook)[0]
 
+
+def train_seeds(
+    task: Task,
+    strategy: Strategy,
+    graph: Graph,
+    config: TrainConfig,
+    seeds: list[int],
+    on_progress: Callable[[int], None] | None = None,
+    on_boundary: Boundary | None = None,
+) -> list[Outcome]:
+    """Train ``config`` once per seed in ``seeds``, all seeds at once; one Outcome each.
+
+    Each seed's result matches ``train`` with that seed (within floating-point error).
+    ``on_progress`` counts the examples of all seeds; ``on_boundary(k, systems)`` gets
+    the systems per seed, per member.
+    """
+    loop = _Loop(
+        task, graph, config, seeds, make_replicas(task, strategy, graph, seeds, _dev(config))
+    )
+    loop.evaluate(-1)
     boundaries = [round(config.budget * s) for s in _cumulative(strategy.phases)]
     start = 0
     for index, (phase, stop) in enumerate(zip(strategy.phases, boundaries, strict=True)):
         if on_boundary is not None:
-            on_boundary(index, [m.system for m in members])
+            on_boundary(index, loop.replicas.systems())
         began = time.perf_counter()
-        try:
-            _run_phase(
-                task,
-                members,
-                graph,
-                phase,
-                index,
-                stop - start,
-                config,
-                data_rng,
-                test,
-                schedule,
-                outcome,
-                on_progress,
-                device,
-            )
-        except Diverged as why:
-            outcome.status, outcome.reason = "diverged", str(why)
-            break
-        finally:
-            outcome.phase_seconds.append(time.perf_counter() - began)
+        loop.run_phase(phase, index, stop - start, on_progress)
+        seconds = (time.perf_counter() - began) / len(seeds)
+        for outcome in loop.outcomes:
+            if outcome.status == "ok" or len(outcome.phase_seconds) == index:
+                outcome.phase_seconds.append(seconds)
         start = stop
-        if outcome.curve[-1]["examples"] != outcome.examples:
-            outcome.curve.append(_evaluate(task, members, test, outcome.examples, index))
-    if on_boundary is not None and outcome.status == "ok":
-        on_boundary(len(strategy.phases), [m.system for m in members])
-    outcome.final = dict(outcome.curve[-1]["metrics"])
-    outcome.systems = [m.system for m in members]
-    outcome.memory["model_state_bytes"] = _state_bytes(members)
-    return outcome
+        if not loop.live():
+            break
+        if loop.curve_end() != loop.examples:
+            loop.evaluate(index)
+    if on_boundary is not None and loop.live():
+        on_boundary(len(strategy.phases), loop.replicas.systems())
+    return loop.finish()
 
 
-def _make_member(task: Task, strategy: Strategy, graph: Graph, device: torch.device) -> _Member:
-    system: System = task.build_system()  # type: ignore[assignment]  # checked by run.execute
-    return _Member(system.to(device), auxiliary_heads(task, strategy, graph).to(device))
+def _dev(config: TrainConfig) -> torch.device:
+    return torch.device(config.device)
 
 
-def auxiliary_heads(task: Task, strategy: Strategy, graph: Graph) -> nn.ModuleDict:
-    """A fresh head for every ``aux:MODULE`` loss in the strategy, reading MODULE's ports."""
-    heads = nn.ModuleDict()
-    for phase in strategy.phases:
-        for key in phase.losses:
-            module = key.removeprefix(AUX_PREFIX)
-            if key.startswith(AUX_PREFIX) and module not in heads:
-                heads[module] = task.auxiliary_head(graph.width(graph.ports_of(module)))
-    return heads
+class _Loop:
+    """The state of one (possibly seed-batched) training: replicas, data, outcomes."""
 
+    def __init__(
+        self, task: Task, graph: Graph, config: TrainConfig, seeds: list[int], replicas: Replicas
+    ) -> None:
+        self.task, self.graph, self.config, self.replicas = task, graph, config, replicas
+        self.device = _dev(config)
+        self.rngs = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.test = task.test_set().to(self.device)
+        self.outcomes = [Outcome() for _ in seeds]
+        self.schedule = _Schedule(config.budget, config.evaluations)
+        self.examples = 0
+        self.checked = 0  # examples at the last divergence check
+        self.bad = torch.zeros(len(seeds), dtype=torch.bool, device=self.device)
 
-def _run_phase(
-    task: Task,
-    members: list[_Member],
-    graph: Graph,
-    phase: Phase,
-    index: int,
-    examples: int,
-    config: TrainConfig,
-    data_rng: torch.Generator,
-    test: Batch,
-    schedule: _Schedule,
-    outcome: Outcome,
-    on_progress: Callable[[int], None] | None,
-    device: torch.device,
-) -> None:
-    """Spend ``examples`` training examples on one phase (shared by ensemble members)."""
-    optimizers = [_freeze_all_but(m, phase, config) for m in members]
-    # ensemble members share the phase's examples exactly, and train in lock-step
-    quota = [examples // len(members) + (i < examples % len(members)) for i in range(len(members))]
-    done = [0] * len(members)
-    measured = False
-    while done != quota:
-        for i, (member, optimizer) in enumerate(zip(members, optimizers, strict=True)):
-            size = min(config.batch_size, quota[i] - done[i])
-            if size == 0:
-                continue
-            batch = task.sample(size, data_rng).to(device)
-            if not measured:
-                outcome.memory.setdefault("phases", []).append(
-                    _measure_step(task, member, graph, phase, batch, optimizer, index)
+    def live(self) -> list[int]:
+        return [s for s, o in enumerate(self.outcomes) if o.status == "ok"]
+
+    def curve_end(self) -> int:
+        return max(o.curve[-1]["examples"] for o in self.outcomes if o.curve)
+
+    def run_phase(
+        self, phase: Phase, index: int, examples: int, on_progress: Callable[[int], None] | None
+    ) -> None:
+        """Spend ``examples`` training examples per seed on one phase (ensemble members
+        share them exactly and train in lock-step)."""
+        config, replicas = self.config, self.replicas
+        replicas.begin_phase(phase, config.optimizer, config.lr)
+        members = replicas.members
+        quota = [examples // members + (i < examples % members) for i in range(members)]
+        done = [0] * members
+        measured = False
+        while done != quota:
+            for i in range(members):
+                size = min(config.batch_size, quota[i] - done[i])
+                if size == 0:
+                    continue
+                batches = [self.task.sample(size, rng).to(self.device) for rng in self.rngs]
+                if not measured:
+                    self._measure(phase, index, batches[0])
+                    measured = True
+                losses = replicas.step(i, batches)
+                self.bad |= ~torch.isfinite(losses)
+                done[i] += size
+                self.examples += size
+                if on_progress is not None:
+                    on_progress(size * len(self.rngs))
+            if self.schedule.due(self.examples):
+                if not self.check(phase, index):
+                    return
+                self.evaluate(index)
+        self.check(phase, index)
+
+    def check(self, phase: Phase, index: int) -> bool:
+        """End every seed whose loss became NaN or infinite since the last check (status
+        'diverged'); True while some seed trains on."""
+        flags = self.bad.tolist()  # the one host-device synchronisation, per evaluation
+        for s, bad in enumerate(flags):
+            outcome = self.outcomes[s]
+            if bad and outcome.status == "ok":
+                outcome.status = "diverged"
+                outcome.reason = (
+                    f"loss became NaN or infinite between {self.checked} and {self.examples} "
+                    f"examples, in phase {index + 1} ({phase.label}); lower the learning rate "
+                    "(--lr) or check the inputs"
                 )
-                measured = True
-            else:
-                _step(task, member, graph, phase, batch, optimizer, outcome.examples, index)
-            done[i] += size
-            outcome.examples += size
-            if on_progress is not None:
-                on_progress(size)
-        if schedule.due(outcome.examples):
-            outcome.curve.append(_evaluate(task, members, test, outcome.examples, index))
+                outcome.examples = self.examples
+        self.checked = self.examples
+        return bool(self.live())
 
-
-def _freeze_all_but(
-    member: _Member, phase: Phase, config: TrainConfig
-) -> torch.optim.Optimizer | None:
-    """Frozen = requires_grad off and not in the optimizer. Returns the phase's optimizer."""
-    trainable: list[Tensor] = []
-    for name, module in member.system.named_children():
-        on = name in phase.train
-        module.requires_grad_(on)
-        if on:
-            trainable += list(module.parameters())
-    for name, head in member.heads.items():
-        on = AUX_PREFIX + name in phase.losses
-        head.requires_grad_(on)
-        if on:
-            trainable += list(head.parameters())
-    member.system.train()
-    return OPTIMIZERS[config.optimizer](trainable, config.lr) if trainable else None
-
-
-def _step(
-    task: Task,
-    member: _Member,
-    graph: Graph,
-    phase: Phase,
-    batch: Batch,
-    optimizer: torch.optim.Optimizer | None,
-    seen: int,
-    index: int,
-) -> None:
-    loss = phase_loss(task, member.system, member.heads, graph, phase, batch)
-    if not torch.isfinite(loss):
-        raise Diverged(
-            f"loss became {loss.item()} after {seen} examples in phase {index + 1} "
-            f"({phase.label}); lower the learning rate (--lr) or check the inputs"
+    def _measure(self, phase: Phase, index: int, batch: Batch) -> None:
+        memory = step_memory(
+            self.replicas.unit(0, 0), phase, batch, self.config.optimizer, self.config.lr
         )
-    if optimizer is None:
-        return
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+        for outcome in self.outcomes:
+            outcome.memory.setdefault("phases", []).append({"phase": index, **memory})
 
+    @torch.no_grad()
+    def evaluate(self, phase: int) -> None:
+        """Metrics of every port on the held-out set, with the composed system (no cuts, no
+        forcing), for every seed still training. Ensemble members' values are averaged."""
+        task, test, replicas = self.task, self.test, self.replicas
+        chunk = max(1, EVAL_CHUNK // replicas.eval_chunk_divisor)
+        seeds = len(self.outcomes)
+        chunks: list[dict[str, list[Tensor]]] = [{} for _ in range(seeds)]
+        for start in range(0, len(test), chunk):
+            part = test.slice(start, start + chunk)
+            per_member = [replicas.ports(i, part) for i in range(replicas.members)]
+            for s in range(seeds):
+                for port, spec in task.ports.items():
+                    values = [m[s][port] for m in per_member if port in m[s]]
+                    if values:
+                        merged = spec.average(values) if len(values) > 1 else values[0]
+                        chunks[s].setdefault(port, []).append(merged)
+        for s in self.live():
+            metrics = {
+                port: task.ports[port].metric(torch.cat(values), test.targets[port])
+                for port, values in chunks[s].items()
+            }
+            point = {"examples": self.examples, "phase": phase, "metrics": metrics}
+            self.outcomes[s].curve.append(point)
+            self.outcomes[s].examples = self.examples
 
-def phase_loss(
-    task: Task,
-    system: System,
-    heads: nn.ModuleDict,
-    graph: Graph,
-    phase: Phase,
-    batch: Batch,
-) -> Tensor:
-    """The phase's weighted loss on one batch, with its cuts and teacher forcing applied."""
-
-    def forcer(name: str, value: Tensor) -> Tensor:
-        if name not in batch.targets:
-            raise E2ELabError(f"port {name!r} is teacher-forced but the batch has no target for it")
-        return task.ports[name].forced(batch.targets[name], value)
-
-    ports = system.run_ports(batch, phase.cut, phase.teacher_forced, forcer)
-    total = torch.zeros((), device=next(iter(batch.x.values())).device)
-    output = task.output
-    for key, weight in phase.losses.items():
-        if weight == 0:
-            continue
-        if key.startswith(AUX_PREFIX):
-            module = key.removeprefix(AUX_PREFIX)
-            size = len(batch)
-            features = torch.cat([ports[p].reshape(size, -1) for p in graph.ports_of(module)], -1)
-            value, spec, target = heads[module](features), task.ports[output], output
-        else:
-            if key not in ports:
-                raise E2ELabError(f"phase {phase.label}: the system emitted no port {key!r}")
-            value, spec, target = ports[key], task.ports[key], key
-        total = total + weight * spec.loss(value, batch.targets[target])
-    return total
-
-
-def _measure_step(
-    task: Task,
-    member: _Member,
-    graph: Graph,
-    phase: Phase,
-    batch: Batch,
-    optimizer: torch.optim.Optimizer | None,
-    index: int,
-) -> dict[str, Any]:
-    """Run one step while counting the bytes autograd saves for backward (activations)."""
-    params = {p.data_ptr() for p in member.system.parameters()} | {
-        p.data_ptr() for p in member.heads.parameters()
-    }
-    saved: dict[int, int] = {}
-
-    def pack(t: Tensor) -> Tensor:
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            saved[ptr] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        _step(task, member, graph, phase, batch, optimizer, 0, index)
-    trained = sum(
-        p.numel() * p.element_size()
-        for p in [*member.system.parameters(), *member.heads.parameters()]
-        if p.requires_grad
-    )
-    activations = sum(saved.values())
-    return {
-        "phase": index,
-        "activation_bytes": activations,
-        "trained_parameter_bytes": trained,
-        # parameters + gradients and two Adam moments of what trains + saved activations
-        "step_bytes_estimate": _state_bytes([member]) + 3 * trained + activations,
-    }
-
-
-def _state_bytes(members: list[_Member]) -> int:
-    return sum(
-        p.numel() * p.element_size()
-        for m in members
-        for p in [*m.system.parameters(), *m.heads.parameters()]
-    )
-
-
-@torch.no_grad()
-def _evaluate(
-    task: Task, members: list[_Member], test: Batch, examples: int, phase: int
-) -> dict[str, Any]:
-    """Metrics of every port on the held-out set, with the composed system (no cuts, no
-    forcing). Ensemble members' port values are averaged."""
-    for m in members:
-        m.system.eval()
-    chunks: dict[str, list[Tensor]] = {}
-    for start in range(0, len(test), EVAL_CHUNK):
-        part = test.slice(start, start + EVAL_CHUNK)
-        per_member = [m.system.run_ports(part) for m in members]
-        for port, spec in task.ports.items():
-            values = [ports[port] for ports in per_member if port in ports]
-            if values:
-                chunks.setdefault(port, []).append(
-                    spec.average(values) if len(values) > 1 else values[0]
-                )
-    metrics = {
-        port: task.ports[port].metric(torch.cat(values), test.targets[port])
-        for port, values in chunks.items()
-    }
-    for m in members:
-        m.system.train()
-    return {"examples": examples, "phase": phase, "metrics": metrics}
+    def finish(self) -> list[Outcome]:
+        replicas = self.replicas
+        systems = replicas.systems()
+        state_bytes = sum(
+            p.numel() * p.element_size()
+            for m in range(replicas.members)
+            for p in replicas.unit(0, m).parameters()
+        )
+        for s, outcome in enumerate(self.outcomes):
+            outcome.final = dict(outcome.curve[-1]["metrics"])
+            outcome.systems = systems[s]
+            outcome.memory["model_state_bytes"] = state_bytes
+            if len(self.outcomes) > 1:
+                outcome.memory["seeds_batched"] = len(self.outcomes)
+        return self.outcomes
 
 
 class _Schedule:

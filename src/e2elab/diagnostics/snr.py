@@ -18,11 +18,11 @@ from typing import Any
 import torch
 
 from e2elab import strategy as strategies
+from e2elab.objective import auxiliary_heads, phase_loss
 from e2elab.run import first_batch
 from e2elab.stats import mean_interval
 from e2elab.system import trace
 from e2elab.task import Task
-from e2elab.train import auxiliary_heads, phase_loss
 
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 

@@ -337,6 +337,10 @@ class Pentomino(Task):
         train = self._train
         return train.batch(torch.randint(len(train), (batch_size,), generator=generator))
 
+    def train_set(self) -> Batch:
+        train = self._train
+        return train.batch(torch.arange(len(train)))
+
     @cached_property
     def _test(self) -> Batch:
         s = self.settings

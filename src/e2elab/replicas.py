@@ -1,0 +1,274 @@
+"""Replicas: the copies of a system that one training loop advances in lock-step.
+
+A run has one copy per ensemble member. Seed-batched training runs S seeds of the same
+spec at once: ``Stacked`` keeps each member's S copies as one set of parameters with a
+leading seed dimension and advances them as one vectorised computation
+(``torch.func.vmap`` over ``functional_call``). Every seed keeps its own initialisation,
+its own data (the loop samples each seed's batch from that seed's generator) and its own
+optimiser state: Adam and SGD act element by element, so one optimiser over the stacked
+tensors is S independent optimisers. ``Single`` is the plain, unbatched case.
+"""
+
+from __future__ import annotations
+
+import copy
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from e2elab.objective import auxiliary_heads, phase_loss, trainable_modules
+from e2elab.strategy import Phase, Strategy
+from e2elab.system import Graph, System
+from e2elab.task import Batch, Task
+
+OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+}
+
+
+class Unit(nn.Module):
+    """One member: the system and its auxiliary heads. Its forward returns the loss of
+    ``self.phase`` on a batch, or every port's value when no phase is set."""
+
+    def __init__(self, task: Task, graph: Graph, system: System, heads: nn.ModuleDict) -> None:
+        super().__init__()
+        self.system, self.heads = system, heads
+        self._task, self._graph = task, graph
+        self.phase: Phase | None = None
+
+    def forward(self, x: dict[str, Tensor], targets: dict[str, Tensor]) -> Any:
+        batch = Batch(x, targets)
+        if self.phase is None:
+            return self.system.run_ports(batch)
+        return phase_loss(self._task, self.system, self.heads, self._graph, self.phase, batch)
+
+    def set_phase(self, phase: Phase | None) -> None:
+        self.phase = phase
+
+    def clone(self) -> Unit:
+        """A deep copy that shares (does not copy) the task and its data."""
+        return copy.deepcopy(self, memo={id(self._task): self._task, id(self._graph): self._graph})
+
+
+def make_units(
+    task: Task, strategy: Strategy, graph: Graph, seed: int, device: torch.device
+) -> list[Unit]:
+    """The members of one seed's run, initialised from torch's RNG seeded with ``seed``."""
+    torch.manual_seed(seed)
+    units = []
+    for _ in range(strategy.members):
+        system: System = task.build_system()  # type: ignore[assignment]  # checked by run
+        units.append(Unit(task, graph, system, auxiliary_heads(task, strategy, graph)).to(device))
+    return units
+
+
+def step_memory(unit: Unit, phase: Phase, batch: Batch, optimizer: str, lr: float) -> dict:
+    """Bytes of one training step of ``phase``, measured on a copy of ``unit`` (which is
+    left untouched): the activations autograd saves for backward, and an estimate of the
+    whole step (parameters, plus gradients and two Adam moments of what trains)."""
+    unit = unit.clone()
+    unit.set_phase(phase)
+    trainable = _select(unit, phase)
+    params = {p.untyped_storage().data_ptr() for p in unit.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in params:
+            saved[ptr] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = unit(batch.x, batch.targets)
+    if trainable:
+        loss.backward()
+        OPTIMIZERS[optimizer](trainable, lr).step()
+    state = sum(p.numel() * p.element_size() for p in unit.parameters())
+    trained = sum(p.numel() * p.element_size() for p in trainable)
+    activations = sum(saved.values())
+    return {
+        "activation_bytes": activations,
+        "trained_parameter_bytes": trained,
+        "step_bytes_estimate": state + 3 * trained + activations,
+    }
+
+
+def _select(unit: Unit, phase: Phase) -> list[Tensor]:
+    """Freeze all but the phase's modules (requires_grad off); return what trains."""
+    on = trainable_modules(phase)
+    trainable = []
+    for name, param in unit.named_parameters():
+        keep = ".".join(name.split(".")[:2]) in on
+        param.requires_grad_(keep)
+        if keep:
+            trainable.append(param)
+    return trainable
+
+
+class Replicas(ABC):
+    """``members`` copies of the system for each of ``seeds``, advanced together."""
+
+    def __init__(self, seeds: list[int], members: int) -> None:
+        self.seeds, self.members = seeds, members
+
+    @abstractmethod
+    def begin_phase(self, phase: Phase, optimizer: str, lr: float) -> None:
+        """Freeze all but the phase's modules and give what trains a fresh optimiser."""
+
+    @abstractmethod
+    def step(self, member: int, batches: list[Batch]) -> Tensor:
+        """One optimiser step of ``member`` in every seed, seed s on ``batches[s]``.
+        Returns the losses before the step, shape (seeds,), without synchronising."""
+
+    @abstractmethod
+    def ports(self, member: int, batch: Batch) -> list[dict[str, Tensor]]:
+        """Every port's value on ``batch`` (one batch for all seeds), per seed, in eval mode."""
+
+    @abstractmethod
+    def systems(self) -> list[list[System]]:
+        """Per seed, per member: the trained systems as ordinary modules."""
+
+    @abstractmethod
+    def unit(self, seed_index: int, member: int) -> Unit:
+        """One seed's member as an ordinary module (a copy for stacked replicas)."""
+
+    eval_chunk_divisor: int = 1
+
+
+class Single(Replicas):
+    """One seed: the plain training step on ordinary modules."""
+
+    def __init__(self, units: list[Unit], seed: int) -> None:
+        super().__init__([seed], len(units))
+        self.units = units
+        self.optimizers: list[torch.optim.Optimizer | None] = []
+
+    def begin_phase(self, phase: Phase, optimizer: str, lr: float) -> None:
+        self.optimizers = []
+        for unit in self.units:
+            unit.set_phase(phase)
+            unit.train()
+            trainable = _select(unit, phase)
+            self.optimizers.append(OPTIMIZERS[optimizer](trainable, lr) if trainable else None)
+
+    def step(self, member: int, batches: list[Batch]) -> Tensor:
+        (batch,) = batches
+        unit, optimizer = self.units[member], self.optimizers[member]
+        loss = unit(batch.x, batch.targets)
+        if optimizer is not None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return loss.detach().reshape(1)
+
+    @torch.no_grad()
+    def ports(self, member: int, batch: Batch) -> list[dict[str, Tensor]]:
+        unit = self.units[member]
+        phase, unit.phase = unit.phase, None
+        unit.eval()
+        try:
+            return [unit(batch.x, batch.targets)]
+        finally:
+            unit.train()
+            unit.phase = phase
+
+    def systems(self) -> list[list[System]]:
+        return [[unit.system for unit in self.units]]
+
+    def unit(self, seed_index: int, member: int) -> Unit:
+        return self.units[member]
+
+
+@dataclass
+class _StackedMember:
+    template: Unit  # gives the structure; its own tensors are never used
+    params: dict[str, Tensor]  # (seeds, ...) leaves
+    buffers: dict[str, Tensor]
+    optimizer: torch.optim.Optimizer | None = None
+
+
+class Stacked(Replicas):
+    """S seeds at once: stacked parameters, one vmapped forward and backward per step."""
+
+    def __init__(self, units_per_seed: list[list[Unit]], seeds: list[int]) -> None:
+        super().__init__(seeds, len(units_per_seed[0]))
+        self.stack: list[_StackedMember] = []
+        for member in range(self.members):
+            copies = [units[member] for units in units_per_seed]
+            params, buffers = stack_module_state(copies)  # type: ignore[arg-type]
+            self.stack.append(_StackedMember(copies[0], params, buffers))
+        self.eval_chunk_divisor = len(seeds)
+
+    def begin_phase(self, phase: Phase, optimizer: str, lr: float) -> None:
+        on = trainable_modules(phase)
+        for member in self.stack:
+            member.template.set_phase(phase)
+            member.template.train()
+            trainable = []
+            for name, param in member.params.items():
+                keep = ".".join(name.split(".")[:2]) in on
+                param.requires_grad_(keep)
+                param.grad = None
+                if keep:
+                    trainable.append(param)
+            member.optimizer = OPTIMIZERS[optimizer](trainable, lr) if trainable else None
+
+    def _call(self, member: _StackedMember) -> Callable[..., Any]:
+        def one_seed(params: dict, buffers: dict, x: dict, targets: dict) -> Any:
+            return functional_call(member.template, (params, buffers), (x, targets))
+
+        return one_seed
+
+    def step(self, member: int, batches: list[Batch]) -> Tensor:
+        m = self.stack[member]
+        x = {k: torch.stack([b.x[k] for b in batches]) for k in batches[0].x}
+        targets = {k: torch.stack([b.targets[k] for b in batches]) for k in batches[0].targets}
+        losses = vmap(self._call(m))(m.params, m.buffers, x, targets)
+        if m.optimizer is not None:
+            m.optimizer.zero_grad(set_to_none=True)
+            losses.sum().backward()  # seed s's loss reaches only seed s's slice
+            m.optimizer.step()
+        return losses.detach()
+
+    @torch.no_grad()
+    def ports(self, member: int, batch: Batch) -> list[dict[str, Tensor]]:
+        m = self.stack[member]
+        phase, m.template.phase = m.template.phase, None
+        m.template.eval()
+        try:
+            values = vmap(self._call(m), in_dims=(0, 0, None, None))(
+                m.params, m.buffers, batch.x, batch.targets
+            )
+        finally:
+            m.template.train()
+            m.template.phase = phase
+        return [{k: v[s] for k, v in values.items()} for s in range(len(self.seeds))]
+
+    def unit(self, seed_index: int, member: int) -> Unit:
+        m = self.stack[member]
+        unit = m.template.clone()
+        state = {**m.params, **m.buffers}
+        unit.load_state_dict({k: v[seed_index].detach() for k, v in state.items()})
+        return unit
+
+    def systems(self) -> list[list[System]]:
+        return [
+            [self.unit(s, member).system for member in range(self.members)]
+            for s in range(len(self.seeds))
+        ]
+
+
+def make_replicas(
+    task: Task, strategy: Strategy, graph: Graph, seeds: list[int], device: torch.device
+) -> Replicas:
+    """``Single`` for one seed, ``Stacked`` for several."""
+    units = [make_units(task, strategy, graph, seed, device) for seed in seeds]
+    if len(seeds) == 1:
+        return Single(units[0], seeds[0])
+    return Stacked(units, seeds)
