@@ -31,10 +31,10 @@ from e2elab import strategy as strategies
 from e2elab.claims import Verdict
 from e2elab.diagnostics.snr import SNRResult, gradient_snr
 from e2elab.errors import E2ELabError, choices
-from e2elab.executors import make_executor
+from e2elab.executors import make_executor, seed_batches
 from e2elab.report.build import Part, build_report
 from e2elab.report.snr import snr_figure
-from e2elab.run import RunResult, RunSpec, execute, first_batch
+from e2elab.run import RunResult, RunSpec, execute_seeds, first_batch
 from e2elab.runner import measure_snr, run_experiment
 from e2elab.store import Store, export
 from e2elab.summary import strategy_table, summarize
@@ -67,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+NO_BATCH_HELP = "train each seed alone (default: the seeds of a spec train together, vmapped)"
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(prog="e2elab", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(title="commands", parser_class=_Parser)
@@ -95,6 +98,7 @@ def _build_parser() -> _Parser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for RunResult JSON")
     run.add_argument("--force", action="store_true", help="retrain runs already in --out")
+    run.add_argument("--no-batch-seeds", action="store_true", help=NO_BATCH_HELP)
     run.set_defaults(handler=_cmd_run)
 
     reproduce = commands.add_parser("reproduce", help="run a shipped experiment, then report")
@@ -110,6 +114,7 @@ def _build_parser() -> _Parser:
     reproduce.add_argument("--workers", type=int, help="processes for --executor local")
     reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     reproduce.add_argument("--out", type=Path, help="output folder (default results/NAME)")
+    reproduce.add_argument("--no-batch-seeds", action="store_true", help=NO_BATCH_HELP)
     reproduce.set_defaults(handler=_cmd_reproduce)
 
     report = commands.add_parser("report", help="claims and figures from a results store")
@@ -228,7 +233,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for text in expanded
         for seed in range(args.seeds)
     ]
-    results = run_specs(specs, args.out, force=args.force)
+    results = run_specs(specs, args.out, force=args.force, batch_seeds=not args.no_batch_seeds)
     console = wide_console()
     knob_text = ", ".join(f"{k}={v}" for k, v in task.settings.items())
     title = f"{args.task} ({knob_text}); budget {specs[0].budget} examples; {args.seeds} seeds"
@@ -251,7 +256,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     name, loaded = experiments.load_all(args.experiment)
     parts = [exp.with_profile(profile) for exp in loaded]
     name = f"{name}-{profile}" if profile else name
-    executor = make_executor(args.executor, args.workers, args.address)
+    executor = make_executor(
+        args.executor, args.workers, args.address, batch_seeds=not args.no_batch_seeds
+    )
     device = resolve_device(args.device)
     out = args.out or Path("results") / name
     console = wide_console()
@@ -381,9 +388,17 @@ def wide_console() -> Console:
     return console if console.is_terminal else Console(width=160)
 
 
-def run_specs(specs: list[RunSpec], out: Path, force: bool = False) -> list[RunResult]:
-    """Train each spec in turn with a progress bar; reuse results already in ``out``."""
-    results: list[RunResult] = []
+def run_specs(
+    specs: list[RunSpec], out: Path, force: bool = False, batch_seeds: bool = True
+) -> list[RunResult]:
+    """Train the specs with a progress bar, the seeds of a spec together unless
+    ``batch_seeds`` is off; reuse results already in ``out``. Results in ``specs`` order."""
+    found: dict[str, RunResult] = {}
+    for spec in specs:
+        path = out / f"{spec.id}.json"
+        if path.exists() and not force:
+            found[spec.id] = RunResult.from_dict(json.loads(path.read_text()))
+    todo = [s for s in specs if s.id not in found]
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -393,15 +408,12 @@ def run_specs(specs: list[RunSpec], out: Path, force: bool = False) -> list[RunR
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        bar = progress.add_task("runs", total=sum(s.budget for s in specs))
-        for number, spec in enumerate(specs, 1):
-            path = out / f"{spec.id}.json"
-            label = f"[{number}/{len(specs)}] {spec.strategy} seed {spec.seed}"
+        bar = progress.add_task("runs", total=sum(s.budget for s in todo))
+        batches = seed_batches(todo, batch_seeds)
+        for number, batch in enumerate(batches, 1):
+            seeds = ",".join(str(s.seed) for s in batch)
+            label = f"[{number}/{len(batches)}] {batch[0].strategy} seed {seeds}"
             progress.update(bar, description=label)
-            if path.exists() and not force:
-                results.append(RunResult.from_dict(json.loads(path.read_text())))
-                progress.advance(bar, spec.budget)
-                continue
             done = 0
 
             def advance(size: int) -> None:
@@ -409,11 +421,11 @@ def run_specs(specs: list[RunSpec], out: Path, force: bool = False) -> list[RunR
                 done += size
                 progress.advance(bar, size)
 
-            result = execute(spec, on_progress=advance)
-            progress.advance(bar, max(0, spec.budget - done))
-            result.save(out)
-            results.append(result)
-    return results
+            for result in execute_seeds(batch, on_progress=advance):
+                result.save(out)
+                found[result.id] = result
+            progress.advance(bar, max(0, sum(s.budget for s in batch) - done))
+    return [found[spec.id] for spec in specs]
 
 
 if __name__ == "__main__":

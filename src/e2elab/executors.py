@@ -1,7 +1,10 @@
-"""Executors turn RunSpecs into RunResults: in this process, or in a pool of processes.
+"""Executors turn RunSpecs into RunResults: in this process, in a pool of processes, or
+on a Ray cluster.
 
 Every run trains with one intra-op thread, whichever executor runs it, so the same spec
-gives bit-identical results on both; parallelism comes from running several runs at once.
+gives bit-identical results on all of them; parallelism comes from running several runs
+at once. Specs that differ only by seed are trained together, seed-batched (see
+``replicas``), unless ``batch_seeds`` is off; a batch is the unit of work.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from typing import Any, Protocol
 import torch
 
 from e2elab.errors import E2ELabError, choices
-from e2elab.run import RunResult, RunSpec, execute
+from e2elab.run import RunResult, RunSpec, execute_seeds, seed_group
+
+# The most seeds trained as one batch; a larger group is split into batches of this size.
+MAX_SEEDS_PER_BATCH = 16
 
 
 class Executor(Protocol):
@@ -35,41 +41,66 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def run_payload(spec: dict[str, Any]) -> dict[str, Any]:
-    """Train one spec given as a dict (what crosses a process boundary) with one thread."""
+def seed_batches(specs: list[RunSpec], batch_seeds: bool = True) -> list[list[RunSpec]]:
+    """Group specs that differ only by seed (in order of first appearance), at most
+    MAX_SEEDS_PER_BATCH to a batch; every spec alone when ``batch_seeds`` is off."""
+    if not batch_seeds:
+        return [[spec] for spec in specs]
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(seed_group(spec), []).append(spec)
+    return [
+        group[i : i + MAX_SEEDS_PER_BATCH]
+        for group in groups.values()
+        for i in range(0, len(group), MAX_SEEDS_PER_BATCH)
+    ]
+
+
+def run_payload(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Train a seed batch given as dicts (what crosses a process boundary), one thread."""
     with one_thread():
-        return execute(RunSpec(**spec)).to_dict()
+        return [r.to_dict() for r in execute_seeds([RunSpec(**spec) for spec in specs])]
+
+
+def _payload(batch: list[RunSpec]) -> list[dict[str, Any]]:
+    return [spec.to_dict() for spec in batch]
 
 
 class SerialExecutor:
-    """Runs one spec after another in this process."""
+    """Runs one seed batch after another in this process."""
+
+    def __init__(self, batch_seeds: bool = True) -> None:
+        self.batch_seeds = batch_seeds
 
     def map(self, specs: list[RunSpec]) -> Iterator[RunResult]:
-        for spec in specs:
-            yield RunResult.from_dict(run_payload(spec.to_dict()))
+        for batch in seed_batches(specs, self.batch_seeds):
+            for result in run_payload(_payload(batch)):
+                yield RunResult.from_dict(result)
 
 
 class LocalPoolExecutor:
-    """Runs specs in ``workers`` processes (default: the available cores)."""
+    """Runs seed batches in ``workers`` processes (default: the available cores)."""
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, batch_seeds: bool = True) -> None:
         self.workers = workers or len(os.sched_getaffinity(0))
+        self.batch_seeds = batch_seeds
 
     def map(self, specs: list[RunSpec]) -> Iterator[RunResult]:
-        if not specs:
+        queue = seed_batches(specs, self.batch_seeds)
+        if not queue:
             return
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(specs)), mp_context=context)
-        pending: set[Future[dict[str, Any]]] = set()
-        queue = list(specs)
+        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(queue)), mp_context=context)
+        pending: set[Future[list[dict[str, Any]]]] = set()
         try:
-            # keep at most 2 runs per worker in flight so an interrupt loses little work
+            # keep at most 2 batches per worker in flight so an interrupt loses little work
             while queue or pending:
                 while queue and len(pending) < 2 * self.workers:
-                    pending.add(pool.submit(run_payload, queue.pop(0).to_dict()))
+                    pending.add(pool.submit(run_payload, _payload(queue.pop(0))))
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
-                    yield RunResult.from_dict(future.result())
+                    for result in future.result():
+                        yield RunResult.from_dict(result)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
@@ -79,7 +110,9 @@ class RayExecutor:
     or on a local Ray instance started here when no address is given. Results come back
     to this process, which alone writes the store."""
 
-    def __init__(self, address: str | None = None, workers: int | None = None) -> None:
+    def __init__(
+        self, address: str | None = None, workers: int | None = None, batch_seeds: bool = True
+    ) -> None:
         try:
             import ray
         except ImportError:
@@ -89,6 +122,7 @@ class RayExecutor:
         self._ray = ray
         self.address = address
         self.workers = workers
+        self.batch_seeds = batch_seeds
 
     def _connect(self) -> None:
         ray = self._ray
@@ -114,12 +148,14 @@ class RayExecutor:
         self._connect()
         ray = self._ray
         remote = ray.remote(num_cpus=1)(run_payload)
-        pending = [remote.remote(spec.to_dict()) for spec in specs]
+        batches = seed_batches(specs, self.batch_seeds)
+        pending = [remote.remote(_payload(batch)) for batch in batches]
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 for ref in done:
-                    yield RunResult.from_dict(ray.get(ref))
+                    for result in ray.get(ref):
+                        yield RunResult.from_dict(result)
         finally:
             for ref in pending:
                 ray.cancel(ref)
@@ -129,11 +165,13 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def make_executor(name: str, workers: int | None = None, address: str | None = None) -> Executor:
+def make_executor(
+    name: str, workers: int | None = None, address: str | None = None, batch_seeds: bool = True
+) -> Executor:
     if name == "serial":
-        return SerialExecutor()
+        return SerialExecutor(batch_seeds)
     if name == "local":
-        return LocalPoolExecutor(workers)
+        return LocalPoolExecutor(workers, batch_seeds)
     if name == "ray":
-        return RayExecutor(address, workers)
+        return RayExecutor(address, workers, batch_seeds)
     raise choices("executor", name, ["local", "ray", "serial"])

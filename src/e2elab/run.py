@@ -192,12 +192,26 @@ def execute_seeds(
         device=first.device,
     )
     seeds = [s.seed for s in specs]
-    outcomes = train_seeds(instance, strategy, graph, config, seeds, on_progress)
+    try:
+        outcomes = train_seeds(instance, strategy, graph, config, seeds, on_progress)
+    except RuntimeError as error:
+        if len(seeds) == 1 or not _vmap_refused(error):
+            raise
+        # the system does something vmap cannot batch (data-dependent control flow,
+        # random ops, .item()): train the seeds one at a time instead
+        outcomes = [
+            train_seeds(instance, strategy, graph, config, [seed], on_progress)[0] for seed in seeds
+        ]
     seconds = (time.perf_counter() - began) / len(specs)
     return [
         _result(spec, instance, graph, strategy, outcome, seconds)
         for spec, outcome in zip(specs, outcomes, strict=True)
     ]
+
+
+def _vmap_refused(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return any(word in text for word in ("vmap", "batching rule", "functorch", "batchedtensor"))
 
 
 def seed_group(spec: RunSpec) -> str:

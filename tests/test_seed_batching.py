@@ -1,0 +1,186 @@
+"""Seed-batched training: S seeds trained as one vmapped computation give each seed's
+result alone, for every strategy; executors group seeds; divergence stays per seed."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from e2elab import Batch, Knob, PortSpec, System, Task, TrainingDefaults, make_task, trace
+from e2elab import strategy as strategies
+from e2elab.executors import MAX_SEEDS_PER_BATCH, SerialExecutor, seed_batches
+from e2elab.replicas import Stacked
+from e2elab.run import RunSpec, execute, execute_seeds, first_batch
+from e2elab.train import TrainConfig, train, train_seeds
+
+SEEDS = [0, 1, 2]
+EVERY_STRATEGY = [
+    "e2e",
+    "hinted",
+    "modular",
+    "greedy",
+    "pretrain_finetune",
+    "frozen_others:module=recognizer",
+    "frozen_others:module=adder_2",
+    "local",
+    "ensemble:members=2",
+]
+
+
+def _setup(text, n=2):
+    task = make_task("digit-chain", {"n": n})
+    graph = trace(task.build_system(), first_batch(task), task.ports)
+    return task, graph, strategies.build(text, graph, task.output)
+
+
+def _config(seed=0, **overrides):
+    settings = dict(budget=1500, batch_size=64, lr=3e-3, evaluations=3, seed=seed)
+    return TrainConfig(**{**settings, **overrides})
+
+
+@pytest.mark.parametrize("text", EVERY_STRATEGY)
+def test_each_batched_seed_matches_training_that_seed_alone(text):
+    task, graph, strategy = _setup(text)
+    batched = train_seeds(task, strategy, graph, _config(), SEEDS)
+    assert len(batched) == len(SEEDS)
+    for seed, together in zip(SEEDS, batched, strict=True):
+        alone = train(task, strategy, graph, _config(seed))
+        assert together.status == alone.status == "ok"
+        assert [p["examples"] for p in together.curve] == [p["examples"] for p in alone.curve]
+        for a, b in zip(together.curve, alone.curve, strict=True):
+            assert a["metrics"].keys() == b["metrics"].keys()
+            for port, value in b["metrics"].items():
+                # one test example in 2000 may flip on float rounding, no more
+                assert a["metrics"][port] == pytest.approx(value, abs=1.5e-3), (seed, port)
+        for mine, theirs in zip(together.systems, alone.systems, strict=True):
+            for (name, p), q in zip(mine.named_parameters(), theirs.parameters(), strict=True):
+                assert torch.allclose(p, q, atol=1e-4, rtol=1e-4), (seed, name)
+
+
+def test_batched_seeds_really_differ_from_each_other():
+    task, graph, strategy = _setup("e2e")
+    outcomes = train_seeds(task, strategy, graph, _config(), SEEDS)
+    first = [p for p in outcomes[0].systems[0].parameters()]
+    for other in outcomes[1:]:
+        assert not all(torch.equal(a, b) for a, b in zip(first, other.systems[0].parameters()))
+
+
+def test_run_results_of_a_seed_batch_match_single_runs_and_keep_their_ids():
+    specs = [
+        RunSpec.create("digit-chain", "hinted", seed=s, knobs={"n": 2}, budget=1500) for s in SEEDS
+    ]
+    batched = execute_seeds(specs)
+    for spec, together in zip(specs, batched, strict=True):
+        alone = execute(spec)
+        assert together.id == alone.id == spec.id
+        assert together.final == pytest.approx(alone.final, abs=1.5e-3)
+        assert together.memory["seeds_batched"] == len(SEEDS)
+        assert together.memory["phases"] == alone.memory["phases"]  # one run's step memory
+
+
+def test_blackbox_specs_in_a_batch_run_one_by_one():
+    specs = [
+        RunSpec.create("digit-chain", "blackbox:model=decision_tree", seed=s, budget=500)
+        for s in (0, 1)
+    ]
+    results = execute_seeds(specs)
+    assert [r.id for r in results] == [s.id for s in specs]
+    assert results[0].final == execute(specs[0]).final
+
+
+def test_specs_that_differ_by_more_than_the_seed_are_refused():
+    a = RunSpec.create("digit-chain", "e2e", seed=0, budget=500)
+    b = RunSpec.create("digit-chain", "e2e", seed=1, budget=600)
+    with pytest.raises(Exception, match="differ only by seed"):
+        execute_seeds([a, b])
+
+
+def test_a_diverging_seed_ends_alone_and_the_others_train_on(monkeypatch):
+    step = Stacked.step
+
+    def poisoned(self, member, batches):
+        losses = step(self, member, batches)
+        return torch.where(torch.arange(len(losses)) == 1, torch.nan, losses)
+
+    monkeypatch.setattr(Stacked, "step", poisoned)
+    task, graph, strategy = _setup("e2e")
+    outcomes = train_seeds(task, strategy, graph, _config(), SEEDS)
+    assert [o.status for o in outcomes] == ["ok", "diverged", "ok"]
+    assert "NaN or infinite" in outcomes[1].reason and "phase 1" in outcomes[1].reason
+    assert outcomes[1].curve[-1]["examples"] == 0  # nothing recorded after the divergence
+    assert outcomes[0].curve[-1]["examples"] == outcomes[2].curve[-1]["examples"] == 1500
+
+
+def test_seed_batches_group_by_everything_but_the_seed():
+    specs = [
+        RunSpec.create("digit-chain", text, seed=s, budget=500)
+        for text in ("e2e", "modular")
+        for s in range(MAX_SEEDS_PER_BATCH + 2)
+    ]
+    batches = seed_batches(specs)
+    assert [len(b) for b in batches] == [MAX_SEEDS_PER_BATCH, 2, MAX_SEEDS_PER_BATCH, 2]
+    for batch in batches:
+        assert len({(s.strategy, s.budget) for s in batch}) == 1
+    assert seed_batches(specs, batch_seeds=False) == [[s] for s in specs]
+
+
+def test_executor_with_and_without_seed_batching_store_matching_results():
+    specs = [
+        RunSpec.create("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=1000) for s in (0, 1)
+    ]
+    on = {r.id: r.final for r in SerialExecutor(batch_seeds=True).map(specs)}
+    off = {r.id: r.final for r in SerialExecutor(batch_seeds=False).map(specs)}
+    assert on.keys() == off.keys()
+    for key in on:
+        assert on[key] == pytest.approx(off[key], abs=1.5e-3)
+
+
+class _Branchy(System):
+    """Data-dependent Python control flow: vmap cannot batch it."""
+
+    def __init__(self):
+        super().__init__(first=nn.Linear(4, 3), second=nn.Linear(3, 2))
+
+    def forward(self, batch):
+        hidden = self.port("hidden", self.first(batch.x["x"]))
+        if hidden.abs().max() > 1e6:  # never true, but needs the value
+            hidden = hidden * 0
+        return self.port("y", self.second(hidden))
+
+
+class _BranchyTask(Task):
+    name = "branchy"
+    knobs = {"noise": Knob(0, "unused", minimum=0)}
+    defaults = TrainingDefaults(budget=640, batch_size=32, lr=1e-2, threshold=0.8, evaluations=2)
+
+    @property
+    def ports(self):
+        return {"hidden": PortSpec("class", 3, 1 / 3), "y": PortSpec("class", 2, 0.5)}
+
+    @property
+    def output(self):
+        return "y"
+
+    def build_system(self):
+        return _Branchy()
+
+    def _make(self, size, generator):
+        x = torch.randn(size, 4, generator=generator)
+        return Batch({"x": x}, {"hidden": x[:, :3].argmax(1), "y": (x[:, 0] > 0).long()})
+
+    def sample(self, batch_size, generator):
+        return self._make(batch_size, generator)
+
+    def test_set(self):
+        return self._make(200, torch.Generator().manual_seed(10**6))
+
+
+def test_a_system_vmap_cannot_batch_falls_back_to_one_seed_at_a_time():
+    task = _BranchyTask()
+    specs = [RunSpec.create(task, "e2e", seed=s) for s in (0, 1)]
+    results = execute_seeds(specs, task)
+    alone = [execute(spec, task) for spec in specs]
+    assert [r.final for r in results] == [r.final for r in alone]
+    assert all("seeds_batched" not in r.memory for r in results)
+    assert not math.isnan(results[0].final["y"])
