@@ -26,9 +26,15 @@ from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
 from e2elab.task import Batch, Task
 
+
+def _fused(params: list[Tensor]) -> bool:
+    """Fused optimiser kernels (one per tensor, not a dozen small ops) where torch has them."""
+    return all(p.device.type in ("cpu", "cuda") for p in params)
+
+
 OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
-    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr),
-    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr),
+    "adam": lambda params, lr: torch.optim.Adam(params, lr=lr, fused=_fused(params) or None),
+    "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, fused=_fused(params) or None),
 }
 
 

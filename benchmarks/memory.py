@@ -1,0 +1,70 @@
+"""Peak training-step memory per strategy on a deep system (digit-chain, n = 8).
+
+Module-wise strategies back-propagate through one module at a time, so they need only
+that module's activations; end-to-end keeps the whole chain's. For each strategy, the
+library measures every phase's first step on a copy of the system: the bytes autograd
+saves for backward (activations, counted with saved_tensors_hooks) and an estimate of
+the whole step (parameters, plus gradients and two Adam moments of what trains, plus the
+activations). The table gives the largest phase of each strategy and its ratio to e2e.
+
+    python benchmarks/memory.py [--n 8] [--batch-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import save, show
+
+from e2elab import make_task, trace
+from e2elab import strategy as strategies
+from e2elab.run import RunSpec, execute, first_batch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=64)
+    args = parser.parse_args()
+    task = make_task("digit-chain", {"n": args.n})
+    graph = trace(task.build_system(), first_batch(task), task.ports)
+    names = [
+        s
+        for text in strategies.STRATEGIES
+        if text != "blackbox"
+        for s in strategies.expand(text, list(graph.modules))
+    ]
+    # frozen_others gives one strategy per module: keep the first and the last
+    frozen = [s for s in names if s.startswith("frozen_others")]
+    names = [s for s in names if s not in frozen[1:-1]]
+    measured = {}
+    for name in names:
+        strategy = strategies.build(name, graph, task.output)
+        budget = args.batch_size * len(strategy.phases) * 4  # a few steps per phase
+        spec = RunSpec.create(task, name, budget=budget, batch_size=args.batch_size, evaluations=1)
+        phases = execute(spec).memory["phases"]
+        measured[name] = {
+            "activation_bytes": max(p["activation_bytes"] for p in phases),
+            "step_bytes_estimate": max(p["step_bytes_estimate"] for p in phases),
+            "phases": len(phases),
+        }
+    base = measured["e2e"]
+    rows, records = [], []
+    for name, m in measured.items():
+        act = m["activation_bytes"] / base["activation_bytes"]
+        step = m["step_bytes_estimate"] / base["step_bytes_estimate"]
+        kib = m["activation_bytes"] / 1024
+        rows.append([name, m["phases"], kib, act, m["step_bytes_estimate"] / 1024, step])
+        records.append(
+            {"strategy": name, **m, "activation_ratio_to_e2e": act, "step_ratio_to_e2e": step}
+        )
+    show(
+        f"peak step memory, digit-chain n={args.n}, batch {args.batch_size} (largest phase)",
+        ["strategy", "phases", "activations KiB", "x e2e", "whole step KiB", "x e2e"],
+        rows,
+    )
+    save("memory", {"n": args.n, "batch_size": args.batch_size, "results": records})
+
+
+if __name__ == "__main__":
+    main()
