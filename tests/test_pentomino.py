@@ -298,3 +298,25 @@ def test_train_set_is_the_pool_that_sample_draws_from():
     drawn = task.sample(50, torch.Generator().manual_seed(3)).x["images"]
     rows = {bytes(image.numpy().astype(np.uint8)) for image in pool.x["images"]}
     assert all(bytes(image.numpy().astype(np.uint8)) in rows for image in drawn)
+
+
+def test_skipping_empty_patches_gives_the_dense_values_and_gradients():
+    task = _task()
+    torch.manual_seed(0)
+    system = task.build_system()
+    batch = task.sample(32, torch.Generator().manual_seed(0))
+
+    def values_and_grads():
+        for p in system.parameters():
+            p.grad = None
+        ports = system.run_ports(batch)
+        (ports["same"].logsumexp(-1).sum() + ports["patches"].pow(2).sum()).backward()
+        return ports, [p.grad.clone() for p in system.parameters()]
+
+    sparse, sparse_grads = values_and_grads()
+    system._codes = system.p1nn  # the dense path: p1nn on all 64 patches
+    dense, dense_grads = values_and_grads()
+    for port in ("patches", "same"):
+        assert torch.allclose(sparse[port], dense[port], atol=1e-6)
+    for a, b in zip(sparse_grads, dense_grads, strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())

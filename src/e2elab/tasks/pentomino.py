@@ -289,11 +289,23 @@ class PentominoSystem(System):
         size = images.shape[0]
         grid = images.reshape(size, GRID, CELL, GRID, CELL)  # (B, grid row, row, grid col, col)
         grid = grid.permute(0, 1, 3, 2, 4)  # (B, grid row, grid col, row, col)
-        patches = grid.reshape(size, PATCHES, PATCH_PIXELS)  # (B, 64 patches, 64 pixels)
-        codes = self.p1nn(patches.reshape(size * PATCHES, PATCH_PIXELS))  # (B*64, 11)
+        patches = grid.reshape(size * PATCHES, PATCH_PIXELS)  # (B*64 patches, 64 pixels)
+        codes = self._codes(patches)  # (B*64, 11)
         codes = self.port("patches", codes.reshape(size, PATCHES, HINT_CLASSES))  # (B, 64, 11)
         flat = codes.softmax(-1).reshape(size, PATCHES * HINT_CLASSES)  # (B, 704)
         return self.port("same", self.p2nn(flat))  # (B, 2) logits
+
+    def _codes(self, patches: Tensor) -> Tensor:
+        """p1nn of every patch. On the CPU, 61 of an image's 64 patches are empty (all
+        zeros), so p1nn runs once on the empty patch and on the occupied ones only: the
+        same values and gradients for about a twentieth of the work. On an accelerator,
+        where the data-dependent selection would stall the device, it runs densely."""
+        if patches.device.type != "cpu":
+            return self.p1nn(patches)
+        occupied = patches.any(dim=1).nonzero().squeeze(1)
+        empty = self.p1nn(patches.new_zeros(1, PATCH_PIXELS))  # (1, 11)
+        codes = empty.expand(patches.shape[0], HINT_CLASSES)
+        return codes.index_put((occupied,), self.p1nn(patches[occupied]))
 
 
 class Pentomino(Task):
