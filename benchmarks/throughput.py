@@ -3,7 +3,14 @@
 For digit-chain (n = 3) and line-parity (k = 3, batch 200), end-to-end training:
 - baseline: a plain PyTorch loop written here, the way a researcher would write it (the
   same model and batches, torch.optim.Adam, one seed at a time);
-- e2elab: the library's training loop, for 1 seed and for S seeds trained as one batch.
+- e2elab: the library's training loop, for 1 seed and for S seeds: stacked (one vmapped
+  computation), and as the library chooses by itself (stacked or one by one, timed).
+  Its rate is the steady state; a run's fixed cost (setup, evaluations, memory probe)
+  is given apart, in seconds.
+
+The plain loop runs first, with glibc's default allocator settings, as a script would;
+then e2elab's allocator setting (e2elab/allocator.py) is applied to the process, and the
+plain loop is timed again under it ("allocator kept") before the library's loops.
 
 FLOPs of one training step (forward + backward) are counted with torch's FlopCounterMode
 on the plain model; achieved FLOP/s = FLOPs per example x examples per second. The peak is
@@ -15,14 +22,15 @@ float32 torch.matmul on 1024 x 1024 matrices, measured in the same run.
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 import torch
-from common import matmul_peak_gflops, save, show
+import torch.nn.functional as F
+from common import matmul_peak_gflops, save, show, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from e2elab import make_task, trace
+from e2elab.allocator import keep_freed_memory
 from e2elab import strategy as strategies
 from e2elab.run import first_batch
 from e2elab.train import TrainConfig, train_seeds
@@ -33,37 +41,60 @@ CASES = {
 }
 
 
+def _loss(task: Any, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The loss a researcher would write for the task's output: cross-entropy or hinge."""
+    if task.ports[task.output].kind == "binary":
+        return F.relu(1 - value.reshape(target.shape) * target.to(value.dtype)).mean()
+    return F.cross_entropy(value, target)
+
+
 def baseline_loop(task: Any, batch_size: int, lr: float, steps: int, seed: int = 0) -> float:
     """A researcher's loop: model, Adam, sample, forward, loss, backward, step.
-    Returns examples per second."""
+    Returns examples per second (best of two timings, after 3 warm-up steps)."""
     torch.manual_seed(seed)
     model = task.build_system()
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    output = task.ports[task.output]
     generator = torch.Generator().manual_seed(seed)
-    began = 0.0
-    for step in range(steps + 3):
-        if step == 3:  # warm-up steps excluded
-            began = time.perf_counter()
-        batch = task.sample(batch_size, generator)
-        loss = output.loss(model(batch), batch.targets[task.output])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return steps * batch_size / (time.perf_counter() - began)
+
+    def steps_of(count: int) -> None:
+        for _ in range(count):
+            batch = task.sample(batch_size, generator)
+            loss = _loss(task, model(batch), batch.targets[task.output])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    steps_of(3)
+    return steps * batch_size / timed(lambda: steps_of(steps), repeats=2)
 
 
-def e2elab_loop(task: Any, batch_size: int, lr: float, examples: int, seeds: int) -> float:
-    """The library's loop (strategy e2e), ``seeds`` seeds at once; examples per second
-    over all seeds. One evaluation at the end, as a short run would have."""
+def e2elab_loop(
+    task: Any, batch_size: int, lr: float, examples: int, seeds: int, batch: bool | None
+) -> tuple[float, float, bool]:
+    """The library's loop (strategy e2e) for ``seeds`` seeds, stacked (``batch`` True),
+    one by one (False) or as the library chooses (None).
+
+    Returns the steady-state examples per second over all seeds, the fixed seconds of a
+    run (setup, the evaluations at start and end, the memory probe), and whether the
+    seeds were stacked. Rate and fixed cost come from a short and a long run: the rate
+    is their difference in examples over their difference in time."""
     graph = trace(task.build_system(), first_batch(task), task.ports)
     strategy = strategies.build("e2e", graph, task.output)
-    warm = TrainConfig(budget=3 * batch_size, batch_size=batch_size, lr=lr, evaluations=1, seed=0)
-    train_seeds(task, strategy, graph, warm, list(range(seeds)))
-    config = TrainConfig(budget=examples, batch_size=batch_size, lr=lr, evaluations=1, seed=0)
-    began = time.perf_counter()
-    train_seeds(task, strategy, graph, config, list(range(seeds)))
-    return seeds * examples / (time.perf_counter() - began)
+    stacked = False
+
+    def run(budget: int) -> None:
+        nonlocal stacked
+        config = TrainConfig(budget=budget, batch_size=batch_size, lr=lr, evaluations=1, seed=0)
+        outcomes = train_seeds(task, strategy, graph, config, list(range(seeds)), batch=batch)
+        stacked = "seeds_batched" in outcomes[0].memory
+
+    short = 3 * batch_size
+    run(short)  # warm-up
+    t_short = timed(lambda: run(short), repeats=2)
+    t_long = timed(lambda: run(short + examples), repeats=2)
+    rate = seeds * examples / max(t_long - t_short, 1e-9)
+    fixed = max(0.0, t_short - seeds * short / rate)
+    return rate, fixed, stacked
 
 
 def step_flops(task: Any, batch_size: int) -> int:
@@ -77,6 +108,13 @@ def step_flops(task: Any, batch_size: int) -> int:
     return counter.get_total_flops()
 
 
+def _label(seeds: int, mode: bool | None, stacked: bool) -> str:
+    if seeds == 1:
+        return "e2elab, 1 seed"
+    how = "stacked" if mode else f"auto: {'stacked' if stacked else 'one by one'}"
+    return f"e2elab, {seeds} seeds, {how}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8, 16])
@@ -88,22 +126,32 @@ def main() -> None:
     peak = matmul_peak_gflops()
     print(f"matmul peak: {peak:.1f} GFLOP/s with {torch.get_num_threads()} threads")
     rows, records = [], []
-    for label, (name, knobs, batch_size, lr) in CASES.items():
-        task = make_task(name, knobs)
-        flops_per_example = step_flops(task, batch_size) / batch_size
-        probe = baseline_loop(task, batch_size, lr, steps=5)
+    tasks = {label: make_task(name, knobs) for label, (name, knobs, _, _) in CASES.items()}
+    plain = {}  # the baseline as a plain script runs: glibc's default allocator settings
+    for label, (_, _, batch_size, lr) in CASES.items():
+        probe = baseline_loop(tasks[label], batch_size, lr, steps=5)
         steps = max(10, int(probe * args.seconds / batch_size))
-        base = baseline_loop(task, batch_size, lr, steps)
-        entries = [("baseline (plain loop)", 1, base)]
+        plain[label] = (steps, baseline_loop(tasks[label], batch_size, lr, steps))
+    keep_freed_memory()  # what e2elab does when it trains (see e2elab/allocator.py)
+    for label, (_, _, batch_size, lr) in CASES.items():
+        task = tasks[label]
+        flops_per_example = step_flops(task, batch_size) / batch_size
+        steps, base = plain[label]
+        entries = [
+            ("baseline (plain loop)", 1, base, None),
+            ("baseline, allocator kept", 1, baseline_loop(task, batch_size, lr, steps), None),
+        ]
         for seeds in args.seeds:
             examples = max(
                 batch_size * 10, int(base * args.seconds / seeds) // batch_size * batch_size
             )
-            rate = e2elab_loop(task, batch_size, lr, examples, seeds)
-            entries.append((f"e2elab, {seeds} seed{'s' if seeds > 1 else ''}", seeds, rate))
-        for what, seeds, rate in entries:
+            for mode in [None] if seeds == 1 else [True, None]:
+                rate, fixed, stacked = e2elab_loop(task, batch_size, lr, examples, seeds, mode)
+                entries.append((_label(seeds, mode, stacked), seeds, rate, fixed))
+        for what, seeds, rate, fixed in entries:
             gflops = rate * flops_per_example / 1e9
-            rows.append([label, what, rate, rate / base, gflops, gflops / peak])
+            fixed_text = "-" if fixed is None else f"{fixed:.2f}"
+            rows.append([label, what, rate, rate / base, gflops, gflops / peak, fixed_text])
             records.append(
                 {
                     "case": label,
@@ -113,12 +161,13 @@ def main() -> None:
                     "speedup_vs_baseline": rate / base,
                     "gflops": gflops,
                     "fraction_of_matmul_peak": gflops / peak,
+                    "fixed_seconds_per_run": fixed,
                 }
             )
         print(f"{label}: {flops_per_example / 1e6:.3f} MFLOP per training example")
     show(
         f"training throughput (matmul peak {peak:.1f} GFLOP/s)",
-        ["case", "loop", "examples/s", "x baseline", "GFLOP/s", "of peak"],
+        ["case", "loop", "examples/s", "x baseline", "GFLOP/s", "of peak", "fixed s/run"],
         rows,
     )
     save("throughput", {"matmul_peak_gflops": peak, "results": records})

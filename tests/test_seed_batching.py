@@ -10,7 +10,7 @@ from torch import nn
 from e2elab import Batch, Knob, PortSpec, System, Task, TrainingDefaults, make_task, trace
 from e2elab import strategy as strategies
 from e2elab.executors import MAX_SEEDS_PER_BATCH, SerialExecutor, seed_batches
-from e2elab.replicas import Stacked
+from e2elab.replicas import Stacked, batching_pays
 from e2elab.run import RunSpec, execute, execute_seeds, first_batch
 from e2elab.train import TrainConfig, train, train_seeds
 
@@ -42,7 +42,7 @@ def _config(seed=0, **overrides):
 @pytest.mark.parametrize("text", EVERY_STRATEGY)
 def test_each_batched_seed_matches_training_that_seed_alone(text):
     task, graph, strategy = _setup(text)
-    batched = train_seeds(task, strategy, graph, _config(), SEEDS)
+    batched = train_seeds(task, strategy, graph, _config(), SEEDS, batch=True)
     assert len(batched) == len(SEEDS)
     for seed, together in zip(SEEDS, batched, strict=True):
         alone = train(task, strategy, graph, _config(seed))
@@ -60,7 +60,7 @@ def test_each_batched_seed_matches_training_that_seed_alone(text):
 
 def test_batched_seeds_really_differ_from_each_other():
     task, graph, strategy = _setup("e2e")
-    outcomes = train_seeds(task, strategy, graph, _config(), SEEDS)
+    outcomes = train_seeds(task, strategy, graph, _config(), SEEDS, batch=True)
     first = [p for p in outcomes[0].systems[0].parameters()]
     for other in outcomes[1:]:
         assert not all(torch.equal(a, b) for a, b in zip(first, other.systems[0].parameters()))
@@ -70,7 +70,7 @@ def test_run_results_of_a_seed_batch_match_single_runs_and_keep_their_ids():
     specs = [
         RunSpec.create("digit-chain", "hinted", seed=s, knobs={"n": 2}, budget=1500) for s in SEEDS
     ]
-    batched = execute_seeds(specs)
+    batched = execute_seeds(specs, batch=True)
     for spec, together in zip(specs, batched, strict=True):
         alone = execute(spec)
         assert together.id == alone.id == spec.id
@@ -105,7 +105,7 @@ def test_a_diverging_seed_ends_alone_and_the_others_train_on(monkeypatch):
 
     monkeypatch.setattr(Stacked, "step", poisoned)
     task, graph, strategy = _setup("e2e")
-    outcomes = train_seeds(task, strategy, graph, _config(), SEEDS)
+    outcomes = train_seeds(task, strategy, graph, _config(), SEEDS, batch=True)
     assert [o.status for o in outcomes] == ["ok", "diverged", "ok"]
     assert "NaN or infinite" in outcomes[1].reason and "phase 1" in outcomes[1].reason
     assert outcomes[1].curve[-1]["examples"] == 0  # nothing recorded after the divergence
@@ -178,9 +178,44 @@ class _BranchyTask(Task):
 
 def test_a_system_vmap_cannot_batch_falls_back_to_one_seed_at_a_time():
     task = _BranchyTask()
+    graph = trace(task.build_system(), first_batch(task), task.ports)
+    strategy = strategies.build("e2e", graph, task.output)
+    pays = batching_pays(task, strategy, graph, [0, 1], "adam", 1e-2, torch.device("cpu"))
+    assert pays is False
     specs = [RunSpec.create(task, "e2e", seed=s) for s in (0, 1)]
     results = execute_seeds(specs, task)
     alone = [execute(spec, task) for spec in specs]
     assert [r.final for r in results] == [r.final for r in alone]
     assert all("seeds_batched" not in r.memory for r in results)
     assert not math.isnan(results[0].final["y"])
+
+
+@pytest.mark.parametrize(
+    "name, knobs",
+    [
+        ("digit-chain", {"n": 3}),
+        ("line-parity", {"k": 2, "test_size": 200}),
+        ("parity", {}),
+        ("stocks", {"k": 10}),
+    ],
+)
+def test_sample_seeds_draws_what_each_generator_would_alone(name, knobs):
+    task = make_task(name, knobs)
+    stacked = task.sample_seeds(16, [torch.Generator().manual_seed(s) for s in (4, 5, 6)])
+    for i, seed in enumerate((4, 5, 6)):
+        alone = task.sample(16, torch.Generator().manual_seed(seed))
+        part = stacked.part(i)
+        for key in alone.x:
+            assert torch.equal(part.x[key], alone.x[key])
+        for key in alone.targets:
+            assert torch.equal(part.targets[key], alone.targets[key])
+
+
+def test_the_automatic_choice_gives_the_same_results_either_way():
+    specs = [
+        RunSpec.create("digit-chain", "modular", seed=s, knobs={"n": 2}, budget=1000)
+        for s in (0, 1)
+    ]
+    auto = execute_seeds(specs)  # stacked or one by one, whichever is faster here
+    for spec, result in zip(specs, auto, strict=True):
+        assert result.final == pytest.approx(execute(spec).final, abs=1.5e-3)

@@ -12,6 +12,7 @@ tensors is S independent optimisers. ``Single`` is the plain, unbatched case.
 from __future__ import annotations
 
 import copy
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,8 +129,18 @@ class Replicas(ABC):
         """Freeze all but the phase's modules and give what trains a fresh optimiser."""
 
     @abstractmethod
-    def step(self, member: int, batches: list[Batch]) -> Tensor:
-        """One optimiser step of ``member`` in every seed, seed s on ``batches[s]``.
+    def draw(
+        self, task: Task, size: int, rngs: list[torch.Generator], device: torch.device
+    ) -> Batch:
+        """A training batch for every seed, seed s's from ``rngs[s]``, on ``device``."""
+
+    @abstractmethod
+    def first(self, batch: Batch) -> Batch:
+        """The first seed's part of a batch from ``draw``."""
+
+    @abstractmethod
+    def step(self, member: int, batch: Batch) -> Tensor:
+        """One optimiser step of ``member`` in every seed on a batch from ``draw``.
         Returns the losses before the step, shape (seeds,), without synchronising."""
 
     @abstractmethod
@@ -163,8 +174,15 @@ class Single(Replicas):
             trainable = _select(unit, phase)
             self.optimizers.append(OPTIMIZERS[optimizer](trainable, lr) if trainable else None)
 
-    def step(self, member: int, batches: list[Batch]) -> Tensor:
-        (batch,) = batches
+    def draw(
+        self, task: Task, size: int, rngs: list[torch.Generator], device: torch.device
+    ) -> Batch:
+        return task.sample(size, rngs[0]).to(device)
+
+    def first(self, batch: Batch) -> Batch:
+        return batch
+
+    def step(self, member: int, batch: Batch) -> Tensor:
         unit, optimizer = self.units[member], self.optimizers[member]
         loss = unit(batch.x, batch.targets)
         if optimizer is not None:
@@ -231,11 +249,21 @@ class Stacked(Replicas):
 
         return one_seed
 
-    def step(self, member: int, batches: list[Batch]) -> Tensor:
+    def draw(
+        self, task: Task, size: int, rngs: list[torch.Generator], device: torch.device
+    ) -> Batch:
+        return task.sample_seeds(size, rngs).to(device)
+
+    def first(self, batch: Batch) -> Batch:
+        part = batch.part(0)  # a copy, so memory is measured on this seed's data alone
+        return Batch(
+            {k: v.clone() for k, v in part.x.items()},
+            {k: v.clone() for k, v in part.targets.items()},
+        )
+
+    def step(self, member: int, batch: Batch) -> Tensor:
         m = self.stack[member]
-        x = {k: torch.stack([b.x[k] for b in batches]) for k in batches[0].x}
-        targets = {k: torch.stack([b.targets[k] for b in batches]) for k in batches[0].targets}
-        losses = vmap(self._call(m))(m.params, m.buffers, x, targets)
+        losses = vmap(self._call(m))(m.params, m.buffers, batch.x, batch.targets)
         if m.optimizer is not None:
             m.optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()  # seed s's loss reaches only seed s's slice
@@ -278,3 +306,51 @@ def make_replicas(
     if len(seeds) == 1:
         return Single(units[0], seeds[0])
     return Stacked(units, seeds)
+
+
+# Seed batching must beat one seed at a time by this factor to be chosen.
+BATCHING_MARGIN = 0.9
+
+
+def batching_pays(
+    task: Task,
+    strategy: Strategy,
+    graph: Graph,
+    seeds: list[int],
+    optimizer: str,
+    lr: float,
+    device: torch.device,
+    steps: int = 3,
+) -> bool:
+    """Whether training ``seeds`` stacked is faster than one after another, here.
+
+    Times ``steps`` steps of the first phase both ways, on throwaway copies and data
+    (after one warm-up step each). Stacking pays for small, overhead-bound systems and
+    may not for compute-bound ones (a convnet under vmap becomes a grouped convolution,
+    which CPUs run slowly); a system vmap cannot batch (data-dependent control flow,
+    ``.item()``, random ops) never pays."""
+    phase = strategy.phases[0]
+    size = 64
+    rngs = [torch.Generator().manual_seed(2**31 - 1 - s) for s in seeds]
+    timings = []
+    for chosen in (seeds[:1], seeds):
+        replicas = make_replicas(task, strategy, graph, chosen, device)
+        replicas.begin_phase(phase, optimizer, lr)
+        batches = [replicas.draw(task, size, rngs[: len(chosen)], device) for _ in range(steps + 1)]
+        try:
+            replicas.step(0, batches[0])
+            began = time.perf_counter()
+            for batch in batches[1:]:
+                replicas.step(0, batch)
+            timings.append(time.perf_counter() - began)
+        except RuntimeError as error:
+            if not _vmap_refused(error):
+                raise
+            return False
+    single, stacked = timings
+    return stacked < BATCHING_MARGIN * len(seeds) * single
+
+
+def _vmap_refused(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return any(word in text for word in ("vmap", "batching rule", "functorch", "batchedtensor"))

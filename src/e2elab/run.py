@@ -164,10 +164,12 @@ def execute_seeds(
     specs: list[RunSpec],
     task: Task | None = None,
     on_progress: Callable[[int], None] | None = None,
+    batch: bool | None = None,
 ) -> list[RunResult]:
-    """Train runs that differ only by seed, all seeds at once (seed-batched training);
-    one result per spec, in order. Each matches ``execute`` of that spec within
-    floating-point error, and its ``wall_seconds`` is the batch's time divided evenly."""
+    """Train runs that differ only by seed; one result per spec, in order. The seeds
+    train at once (seed-batched) when that is faster, or as ``batch`` says (see
+    ``train.train_seeds``). Each result matches ``execute`` of its spec within
+    floating-point error; ``wall_seconds`` divides the group's time evenly."""
     if not specs:
         return []
     first = specs[0]
@@ -192,26 +194,12 @@ def execute_seeds(
         device=first.device,
     )
     seeds = [s.seed for s in specs]
-    try:
-        outcomes = train_seeds(instance, strategy, graph, config, seeds, on_progress)
-    except RuntimeError as error:
-        if len(seeds) == 1 or not _vmap_refused(error):
-            raise
-        # the system does something vmap cannot batch (data-dependent control flow,
-        # random ops, .item()): train the seeds one at a time instead
-        outcomes = [
-            train_seeds(instance, strategy, graph, config, [seed], on_progress)[0] for seed in seeds
-        ]
+    outcomes = train_seeds(instance, strategy, graph, config, seeds, on_progress, batch=batch)
     seconds = (time.perf_counter() - began) / len(specs)
     return [
         _result(spec, instance, graph, strategy, outcome, seconds)
         for spec, outcome in zip(specs, outcomes, strict=True)
     ]
-
-
-def _vmap_refused(error: RuntimeError) -> bool:
-    text = str(error).lower()
-    return any(word in text for word in ("vmap", "batching rule", "functorch", "batchedtensor"))
 
 
 def seed_group(spec: RunSpec) -> str:

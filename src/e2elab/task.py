@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from e2elab.errors import E2ELabError, choices
+from e2elab.ops import log_softmax, softmax
 
 PortKind = Literal["class", "binary", "regression", "reward"]
 
@@ -29,7 +30,7 @@ _FORCED_MARGIN = 6.0
 
 def _class_loss(value: Tensor, target: Tensor) -> Tensor:
     # any leading shape: (B, C) or (B, P, C) logits with (B,) or (B, P) targets
-    return F.cross_entropy(value.reshape(-1, value.shape[-1]), target.reshape(-1))
+    return F.nll_loss(log_softmax(value.reshape(-1, value.shape[-1])), target.reshape(-1))
 
 
 def _hinge(value: Tensor, target: Tensor) -> Tensor:
@@ -38,7 +39,7 @@ def _hinge(value: Tensor, target: Tensor) -> Tensor:
 
 def _reward_loss(value: Tensor, target: Tensor) -> Tensor:
     # expected reward of the softmax policy, negated: -z . p
-    return -(value.softmax(-1) * target.to(value.dtype)).sum(-1).mean()
+    return -(softmax(value) * target.to(value.dtype)).sum(-1).mean()
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class PortSpec:
     def average(self, values: list[Tensor]) -> Tensor:
         """Combine ensemble members' values: mean probability for classes, mean value else."""
         if self.kind in ("class", "reward"):
-            return torch.stack([v.softmax(-1) for v in values]).mean(0).clamp_min(1e-12).log()
+            return torch.stack([softmax(v) for v in values]).mean(0).clamp_min(1e-12).log()
         return torch.stack(values).mean(0)
 
 
@@ -128,6 +129,12 @@ class Batch:
         return Batch(
             {k: v[start:stop] for k, v in self.x.items()},
             {k: v[start:stop] for k, v in self.targets.items()},
+        )
+
+    def part(self, i: int) -> Batch:
+        """Batch ``i`` of a stack of batches (tensors shaped (batches, examples, ...))."""
+        return Batch(
+            {k: v[i] for k, v in self.x.items()}, {k: v[i] for k, v in self.targets.items()}
         )
 
     def take(self, index: Tensor) -> Batch:
@@ -240,6 +247,16 @@ class Task(ABC):
     @abstractmethod
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """A training batch drawn from the training pool only."""
+
+    def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
+        """One batch per generator, stacked along a new first dimension: the same examples
+        as ``self.sample(batch_size, g)`` for each ``g`` (seed-batched training draws its
+        data here). Override it to draw all batches in one vectorised pass."""
+        batches = [self.sample(batch_size, g) for g in generators]
+        return Batch(
+            {k: torch.stack([b.x[k] for b in batches]) for k in batches[0].x},
+            {k: torch.stack([b.targets[k] for b in batches]) for k in batches[0].targets},
+        )
 
     @abstractmethod
     def test_set(self) -> Batch:

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from e2elab.allocator import keep_freed_memory
 from e2elab.objective import auxiliary_heads, phase_loss
-from e2elab.replicas import OPTIMIZERS, Replicas, make_replicas, step_memory
+from e2elab.replicas import OPTIMIZERS, Replicas, batching_pays, make_replicas, step_memory
 from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
 from e2elab.task import Batch, Task
@@ -89,16 +90,26 @@ def train_seeds(
     seeds: list[int],
     on_progress: Callable[[int], None] | None = None,
     on_boundary: Boundary | None = None,
+    batch: bool | None = None,
 ) -> list[Outcome]:
-    """Train ``config`` once per seed in ``seeds``, all seeds at once; one Outcome each.
+    """Train ``config`` once per seed in ``seeds``; one Outcome each, in order.
 
-    Each seed's result matches ``train`` with that seed (within floating-point error).
-    ``on_progress`` counts the examples of all seeds; ``on_boundary(k, systems)`` gets
-    the systems per seed, per member.
+    With ``batch`` the seeds train at once, as one vectorised computation; without, one
+    after another; ``None`` (the default) times a few steps both ways and takes the
+    faster (see ``replicas.batching_pays``). Each seed's result matches ``train`` with
+    that seed within floating-point error. ``on_progress`` counts the examples of all
+    seeds; ``on_boundary(k, systems)`` gets the systems per seed, per member.
     """
-    loop = _Loop(
-        task, graph, config, seeds, make_replicas(task, strategy, graph, seeds, _dev(config))
-    )
+    keep_freed_memory()
+    device = _dev(config)
+    if len(seeds) > 1 and batch is None:
+        batch = batching_pays(task, strategy, graph, seeds, config.optimizer, config.lr, device)
+    if len(seeds) > 1 and not batch:
+        return [
+            train_seeds(task, strategy, graph, config, [seed], on_progress, on_boundary)[0]
+            for seed in seeds
+        ]
+    loop = _Loop(task, graph, config, seeds, make_replicas(task, strategy, graph, seeds, device))
     loop.evaluate(-1)
     boundaries = [round(config.budget * s) for s in _cumulative(strategy.phases)]
     start = 0
@@ -163,11 +174,11 @@ class _Loop:
                 size = min(config.batch_size, quota[i] - done[i])
                 if size == 0:
                     continue
-                batches = [self.task.sample(size, rng).to(self.device) for rng in self.rngs]
+                batch = replicas.draw(self.task, size, self.rngs, self.device)
                 if not measured:
-                    self._measure(phase, index, batches[0])
+                    self._measure(phase, index, replicas.first(batch))
                     measured = True
-                losses = replicas.step(i, batches)
+                losses = replicas.step(i, batch)
                 self.bad |= ~torch.isfinite(losses)
                 done[i] += size
                 self.examples += size

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from e2elab.data.digits import CLASSES, IMAGE_PIXELS, digit_pools
 from e2elab.modules import mlp
+from e2elab.ops import softmax
 from e2elab.system import System
 from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
 
@@ -49,9 +50,9 @@ class DigitChainSystem(System):
         total = state
         for i in range(self.n):
             digit = self.port(f"digit_{i + 1}", codes[:, i])  # (B, 10) logits
-            adder_in = torch.cat([state, digit.softmax(-1)], dim=-1)  # (B, m + 10)
+            adder_in = torch.cat([state, softmax(digit)], dim=-1)  # (B, m + 10)
             total = self.port(f"sum_{i + 1}", self.adder_at(i)(adder_in))  # (B, m) logits
-            state = total.softmax(-1)
+            state = softmax(total)
         return total
 
 
@@ -106,6 +107,12 @@ class DigitChain(Task):
         index = torch.randint(len(pools.train_labels), (batch_size, self.n), generator=generator)
         return self._tuples(pools.train_images, pools.train_labels, index)
 
+    def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
+        pools = self._pools
+        shape = (batch_size, self.n)
+        index = [torch.randint(len(pools.train_labels), shape, generator=g) for g in generators]
+        return self._tuples(pools.train_images, pools.train_labels, torch.stack(index))
+
     @cached_property
     def _test(self) -> Batch:
         pools = self._pools
@@ -118,8 +125,8 @@ class DigitChain(Task):
         return self._test
 
     def _tuples(self, images: Tensor, labels: Tensor, index: Tensor) -> Batch:
-        digits = labels[index]  # (B, n)
-        partial = digits.cumsum(dim=1) % self.m  # (B, n)
-        targets = {f"digit_{i + 1}": digits[:, i] for i in range(self.n)}
-        targets |= {f"sum_{i + 1}": partial[:, i] for i in range(self.n)}
-        return Batch({"images": images[index]}, targets)  # images: (B, n, 64)
+        digits = labels[index]  # (..., B, n): index may have leading (seed) dimensions
+        partial = digits.cumsum(dim=-1) % self.m  # (..., B, n)
+        targets = {f"digit_{i + 1}": digits[..., i] for i in range(self.n)}
+        targets |= {f"sum_{i + 1}": partial[..., i] for i in range(self.n)}
+        return Batch({"images": images[index]}, targets)  # images: (..., B, n, 64)

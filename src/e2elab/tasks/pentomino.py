@@ -41,6 +41,7 @@ from torch import Tensor
 
 from e2elab.errors import choices
 from e2elab.modules import mlp
+from e2elab.ops import softmax
 from e2elab.system import System
 from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
 
@@ -292,7 +293,7 @@ class PentominoSystem(System):
         patches = grid.reshape(size * PATCHES, PATCH_PIXELS)  # (B*64 patches, 64 pixels)
         codes = self._codes(patches)  # (B*64, 11)
         codes = self.port("patches", codes.reshape(size, PATCHES, HINT_CLASSES))  # (B, 64, 11)
-        flat = codes.softmax(-1).reshape(size, PATCHES * HINT_CLASSES)  # (B, 704)
+        flat = softmax(codes).reshape(size, PATCHES * HINT_CLASSES)  # (B, 704)
         return self.port("same", self.p2nn(flat))  # (B, 2) logits
 
     def _codes(self, patches: Tensor) -> Tensor:
