@@ -30,8 +30,8 @@ from common import matmul_peak_gflops, save, show, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from e2elab import make_task, trace
-from e2elab.allocator import keep_freed_memory
 from e2elab import strategy as strategies
+from e2elab.allocator import keep_freed_memory
 from e2elab.run import first_batch
 from e2elab.train import TrainConfig, train_seeds
 
