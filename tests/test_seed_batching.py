@@ -211,11 +211,24 @@ def test_sample_seeds_draws_what_each_generator_would_alone(name, knobs):
             assert torch.equal(part.targets[key], alone.targets[key])
 
 
+def test_stacking_is_chosen_for_mlps_and_not_for_convnets_on_the_cpu():
+    cpu = torch.device("cpu")
+    for name, knobs, expected in [
+        ("digit-chain", {"n": 2}, True),
+        ("line-parity", {"k": 2}, False),
+    ]:
+        task = make_task(name, knobs)
+        graph = trace(task.build_system(), first_batch(task), task.ports)
+        strategy = strategies.build("e2e", graph, task.output)
+        assert batching_pays(task, strategy, graph, [0, 1, 2], "adam", 1e-3, cpu) is expected
+
+
 def test_the_automatic_choice_gives_the_same_results_either_way():
     specs = [
         RunSpec.create("digit-chain", "modular", seed=s, knobs={"n": 2}, budget=1000)
         for s in (0, 1)
     ]
-    auto = execute_seeds(specs)  # stacked or one by one, whichever is faster here
+    auto = execute_seeds(specs)  # stacked: an MLP system on the CPU
+    assert all(r.memory.get("seeds_batched") == 2 for r in auto)
     for spec, result in zip(specs, auto, strict=True):
         assert result.final == pytest.approx(execute(spec).final, abs=1.5e-3)
