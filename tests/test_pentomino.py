@@ -231,7 +231,13 @@ def test_p1nn_sees_each_patch_in_grid_order():
     task = _task(p1_width=16, p2_width=16)
     system, batch = task.build_system(), task.test_set().slice(0, 4)
     seen = {}
-    system.p1nn.register_forward_hook(lambda mod, inputs, out: seen.update(x=inputs[0]))
+    codes = system._codes
+
+    def spy(patches):
+        seen["x"] = patches
+        return codes(patches)
+
+    system._codes = spy  # what p1nn is applied to, patch by patch
     ports = system.run_ports(batch)
     assert ports["patches"].shape == (4, 64, 11) and ports["same"].shape == (4, 2)
     patches = seen["x"].reshape(4, 64, 8, 8)

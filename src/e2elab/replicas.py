@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -80,7 +80,7 @@ def step_memory(unit: Unit, phase: Phase, batch: Batch, optimizer: str, lr: floa
     whole step (parameters, plus gradients and two Adam moments of what trains)."""
     unit = unit.clone()
     unit.set_phase(phase)
-    trainable = _select(unit, phase)
+    trainable = _select(unit.named_parameters(), phase)
     params = {p.untyped_storage().data_ptr() for p in unit.parameters()}
     saved: dict[int, int] = {}
 
@@ -105,11 +105,13 @@ def step_memory(unit: Unit, phase: Phase, batch: Batch, optimizer: str, lr: floa
     }
 
 
-def _select(unit: Unit, phase: Phase) -> list[Tensor]:
-    """Freeze all but the phase's modules (requires_grad off); return what trains."""
+def _select(named: Iterable[tuple[str, Tensor]], phase: Phase) -> list[Tensor]:
+    """Freeze all but the phase's modules (requires_grad off); return what trains.
+    ``named`` gives (name, parameter) pairs named as in a Unit: ``system.MODULE.*``."""
     on = trainable_modules(phase)
     trainable = []
-    for name, param in unit.named_parameters():
+    for name, param in named:
+        param.grad = None
         keep = ".".join(name.split(".")[:2]) in on
         param.requires_grad_(keep)
         if keep:
@@ -170,7 +172,7 @@ class Single(Replicas):
         for unit in self.units:
             unit.set_phase(phase)
             unit.train()
-            trainable = _select(unit, phase)
+            trainable = _select(unit.named_parameters(), phase)
             self.optimizers.append(OPTIMIZERS[optimizer](trainable, lr) if trainable else None)
 
     def draw(
@@ -229,17 +231,10 @@ class Stacked(Replicas):
         self.eval_chunk_divisor = len(seeds)
 
     def begin_phase(self, phase: Phase, optimizer: str, lr: float) -> None:
-        on = trainable_modules(phase)
         for member in self.stack:
             member.template.set_phase(phase)
             member.template.train()
-            trainable = []
-            for name, param in member.params.items():
-                keep = ".".join(name.split(".")[:2]) in on
-                param.requires_grad_(keep)
-                param.grad = None
-                if keep:
-                    trainable.append(param)
+            trainable = _select(member.params.items(), phase)
             member.optimizer = OPTIMIZERS[optimizer](trainable, lr) if trainable else None
 
     def _call(self, member: _StackedMember) -> Callable[..., Any]:

@@ -120,9 +120,10 @@ class Batch:
         return next(iter(self.x.values())).shape[0]
 
     def to(self, device: torch.device | str) -> Batch:
+        """On ``device``; copies to an accelerator do not wait (``non_blocking``)."""
         return Batch(
-            {k: v.to(device) for k, v in self.x.items()},
-            {k: v.to(device) for k, v in self.targets.items()},
+            {k: v.to(device, non_blocking=True) for k, v in self.x.items()},
+            {k: v.to(device, non_blocking=True) for k, v in self.targets.items()},
         )
 
     def slice(self, start: int, stop: int) -> Batch:

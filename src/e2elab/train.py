@@ -95,9 +95,10 @@ def train_seeds(
     """Train ``config`` once per seed in ``seeds``; one Outcome each, in order.
 
     With ``batch`` the seeds train at once, as one vectorised computation; without, one
-    after another; ``None`` (the default) follows ``replicas.batching_pays``. Each seed's result matches ``train`` with
-    that seed within floating-point error. ``on_progress`` counts the examples of all
-    seeds; ``on_boundary(k, systems)`` gets the systems per seed, per member.
+    after another; ``None`` (the default) follows ``replicas.batching_pays``. Each
+    seed's result matches ``train`` with that seed within floating-point error.
+    ``on_progress`` counts the examples of all seeds; ``on_boundary(k, systems)`` gets
+    the systems per seed, per member.
     """
     keep_freed_memory()
     device = _dev(config)
