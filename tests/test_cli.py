@@ -108,3 +108,12 @@ def test_a_diverging_run_is_reported_and_the_others_go_on(capsys, tmp_path):
     assert {r["status"] for r in results} <= {"ok", "diverged"}
     assert any(r["status"] == "diverged" for r in results)
     assert "diverged" in out
+
+
+@pytest.mark.parametrize("flag, stacked", [([], True), (["--no-batch-seeds"], False)])
+def test_run_trains_seeds_together_unless_told_not_to(flag, stacked, tmp_path):
+    argv = ["run", "--knob", "n=1", "--strategy", "e2e", "--seeds", "2", "--budget", "640"]
+    assert main([*argv, *flag, "--out", str(tmp_path)]) == 0
+    results = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*.json"))]
+    assert sorted(r["spec"]["seed"] for r in results) == [0, 1]
+    assert all(("seeds_batched" in r["memory"]) is stacked for r in results)
