@@ -146,3 +146,15 @@ def test_blackbox_rejects_an_unknown_model():
 
     with pytest.raises(E2ELabError, match="unknown model for blackbox: 'gbm'"):
         run("digit-chain", "blackbox:model=gbm", knobs={"n": 1}, budget=100)
+
+
+def test_training_flops_are_counted_per_phase():
+    e2e = run("digit-chain", "e2e", knobs={"n": 2}, budget=1280, evaluations=1)
+    (phase,) = e2e.memory["phases"]
+    assert phase["flops_per_example"] > 0
+    assert e2e.memory["training_flops"] == pytest.approx(phase["flops_per_example"] * 1280)
+    modular = run("digit-chain", "modular", knobs={"n": 2}, budget=1280, evaluations=1)
+    # training one module at a time back-propagates through less of the network
+    per_phase = [p["flops_per_example"] for p in modular.memory["phases"]]
+    assert len(per_phase) == 3 and max(per_phase) < phase["flops_per_example"]
+    assert modular.memory["training_flops"] < e2e.memory["training_flops"]

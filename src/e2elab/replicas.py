@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
+from torch.utils.flop_counter import FlopCounterMode
 
 from e2elab.objective import auxiliary_heads, phase_loss, trainable_modules
 from e2elab.strategy import Phase, Strategy
@@ -75,9 +76,10 @@ def make_units(
 
 
 def step_memory(unit: Unit, phase: Phase, batch: Batch, optimizer: str, lr: float) -> dict:
-    """Bytes of one training step of ``phase``, measured on a copy of ``unit`` (which is
-    left untouched): the activations autograd saves for backward, and an estimate of the
-    whole step (parameters, plus gradients and two Adam moments of what trains)."""
+    """Bytes and FLOPs of one training step of ``phase``, measured on a copy of ``unit``
+    (which is left untouched): the activations autograd saves for backward, an estimate
+    of the whole step's memory (parameters, plus gradients and two Adam moments of what
+    trains), and the forward + backward FLOPs per example (torch's FlopCounterMode)."""
     unit = unit.clone()
     unit.set_phase(phase)
     trainable = _select(unit.named_parameters(), phase)
@@ -90,10 +92,12 @@ def step_memory(unit: Unit, phase: Phase, batch: Batch, optimizer: str, lr: floa
             saved[ptr] = t.untyped_storage().nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = unit(batch.x, batch.targets)
+    with FlopCounterMode(display=False) as flops:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = unit(batch.x, batch.targets)
+        if trainable:
+            loss.backward()
     if trainable:
-        loss.backward()
         OPTIMIZERS[optimizer](trainable, lr).step()
     state = sum(p.numel() * p.element_size() for p in unit.parameters())
     trained = sum(p.numel() * p.element_size() for p in trainable)
@@ -102,6 +106,7 @@ def step_memory(unit: Unit, phase: Phase, batch: Batch, optimizer: str, lr: floa
         "activation_bytes": activations,
         "trained_parameter_bytes": trained,
         "step_bytes_estimate": state + 3 * trained + activations,
+        "flops_per_example": flops.get_total_flops() / len(batch),
     }
 
 

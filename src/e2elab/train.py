@@ -109,9 +109,10 @@ def train_seeds(
             train_seeds(task, strategy, graph, config, [seed], on_progress, on_boundary)[0]
             for seed in seeds
         ]
-    loop = _Loop(task, graph, config, seeds, make_replicas(task, strategy, graph, seeds, device))
-    loop.evaluate(-1)
+    replicas = make_replicas(task, strategy, graph, seeds, device)
     boundaries = [round(config.budget * s) for s in _cumulative(strategy.phases)]
+    loop = _Loop(task, graph, config, seeds, replicas, boundaries)
+    loop.evaluate(-1)
     start = 0
     for index, (phase, stop) in enumerate(zip(strategy.phases, boundaries, strict=True)):
         if on_boundary is not None:
@@ -140,9 +141,16 @@ class _Loop:
     """The state of one (possibly seed-batched) training: replicas, data, outcomes."""
 
     def __init__(
-        self, task: Task, graph: Graph, config: TrainConfig, seeds: list[int], replicas: Replicas
+        self,
+        task: Task,
+        graph: Graph,
+        config: TrainConfig,
+        seeds: list[int],
+        replicas: Replicas,
+        boundaries: list[int],
     ) -> None:
         self.task, self.graph, self.config, self.replicas = task, graph, config, replicas
+        self.boundaries = boundaries  # cumulative examples at the end of each phase
         self.device = _dev(config)
         self.rngs = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.test = task.test_set().to(self.device)
@@ -240,6 +248,15 @@ class _Loop:
             self.outcomes[s].curve.append(point)
             self.outcomes[s].examples = self.examples
 
+    def _flops(self, outcome: Outcome) -> float:
+        """Forward + backward FLOPs of the examples this run trained on, phase by phase."""
+        per_example = {p["phase"]: p["flops_per_example"] for p in outcome.memory.get("phases", [])}
+        total, start = 0.0, 0
+        for phase, stop in enumerate(self.boundaries):
+            total += per_example.get(phase, 0.0) * max(0, min(stop, outcome.examples) - start)
+            start = stop
+        return total
+
     def finish(self) -> list[Outcome]:
         replicas = self.replicas
         systems = replicas.systems()
@@ -252,6 +269,7 @@ class _Loop:
             outcome.final = dict(outcome.curve[-1]["metrics"])
             outcome.systems = systems[s]
             outcome.memory["model_state_bytes"] = state_bytes
+            outcome.memory["training_flops"] = self._flops(outcome)
             if len(self.outcomes) > 1:
                 outcome.memory["seeds_batched"] = len(self.outcomes)
         return self.outcomes
