@@ -576,7 +576,7 @@ def _heatmap(
     ax.set_yticks(range(len(modules)), list(modules))
     ax.set_xlabel(knob)
     ax.set_ylabel("module")
-    fig.colorbar(image, ax=ax, label="linear probe accuracy")
+    fig.colorbar(image, ax=ax, label="linear probe balanced accuracy (R^2 for regression)")
     return fig
 
 
