@@ -301,4 +301,4 @@ def test_probe_heatmap_shows_the_initialisation_baseline(tmp_path: Path, monkeyp
     texts = [t.get_text() for t in seen[0].axes[0].texts]
     assert "0.50\n(0.25)" in texts  # n=2: after training, then at initialisation
     assert "0.50" in texts  # n=1: no baseline recorded
-    assert seen[0].axes[1].get_ylabel() == "linear probe accuracy"
+    assert seen[0].axes[1].get_ylabel() == "linear probe balanced accuracy (R^2 for regression)"
