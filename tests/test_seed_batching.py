@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from strategies import every_strategy
 from torch import nn
 
 from e2elab import Batch, Knob, PortSpec, System, Task, TrainingDefaults, make_task, trace
@@ -15,17 +16,7 @@ from e2elab.run import RunSpec, execute, execute_seeds, first_batch
 from e2elab.train import TrainConfig, train, train_seeds
 
 SEEDS = [0, 1, 2]
-EVERY_STRATEGY = [
-    "e2e",
-    "hinted",
-    "modular",
-    "greedy",
-    "pretrain_finetune",
-    "frozen_others:module=recognizer",
-    "frozen_others:module=adder_2",
-    "local",
-    "ensemble:members=2",
-]
+EVERY_STRATEGY = every_strategy(n=2, members=2)
 
 
 def _setup(text, n=2):

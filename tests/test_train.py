@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from strategies import every_strategy
 
 from e2elab import RunSpec, execute, make_task, run, trace
 from e2elab import strategy as strategies
@@ -104,17 +105,7 @@ def test_local_gives_every_non_output_module_an_auxiliary_head():
     assert phase.cut == frozenset(graph.ports) - {"sum_3"}
 
 
-ALL = [
-    "e2e",
-    "hinted",
-    "modular",
-    "greedy",
-    "pretrain_finetune",
-    "frozen_others:module=recognizer",
-    "frozen_others:module=adder_1",
-    "local",
-    "ensemble",
-]
+ALL = every_strategy(n=1)
 
 
 @pytest.mark.parametrize("text", ALL)
