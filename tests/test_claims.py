@@ -135,11 +135,20 @@ def test_ratio_cells_where_neither_side_reached_are_left_out_and_named():
     assert ratio_grows_with_knob(only_one, "e2e", ["modular"], "n").verdict == INCONCLUSIVE
 
 
-def _snr(strategy, k, log10_value):
+def _snr(strategy, k, log10_value, resolved=True):
     from e2elab.diagnostics.snr import SNRResult
 
     value = 10.0**log10_value
-    return SNRResult("line-parity", {"k": k}, strategy, "p", 200, 10, {"scorer": [value, value]})
+    return SNRResult(
+        "line-parity",
+        {"k": k},
+        strategy,
+        "p",
+        200,
+        10,
+        {"scorer": [value, value]},
+        {"scorer": [True, resolved]},
+    )
 
 
 def test_snr_contrast_passes_when_e2e_falls_and_hinted_stays_flat():
@@ -159,6 +168,25 @@ def test_snr_contrast_fails_when_both_fall_or_lacks_data():
     snr = [_snr(s, k, -1 - 2 * k) for s in ("e2e", "hinted") for k in (1, 2, 3)]
     assert snr_contrast([], snr, module="scorer", knob="k").verdict == FAIL
     assert snr_contrast([], snr[:1], module="scorer", knob="k").verdict == INCONCLUSIVE
+
+
+def test_snr_contrast_takes_a_bound_only_at_the_low_end_of_a_drop():
+    from e2elab.claims import snr_contrast
+
+    flat = [_snr("hinted", k, -1) for k in (1, 2, 3)]
+    # e2e below resolution at k = 3: its true SNR is lower still, so the drop stands
+    low_end = [_snr("e2e", 1, -1), _snr("e2e", 2, -2), _snr("e2e", 3, -4, resolved=False)]
+    verdict = snr_contrast([], low_end + flat, module="scorer", knob="k")
+    assert verdict.verdict == PASS, verdict.details
+    assert "k=3: <= -4.00" in verdict.details and "drop >= 3.00" in verdict.details
+    # a bound at the start of the drop decides nothing
+    start = [_snr("e2e", 1, -1, resolved=False), _snr("e2e", 2, -3), _snr("e2e", 3, -4)]
+    verdict = snr_contrast([], start + flat, module="scorer", knob="k")
+    assert verdict.verdict == FAIL and "below resolution (e2e at k=1)" in verdict.details
+    # nor can a bound show that the other strategy stays flat
+    unflat = [*flat[:2], _snr("hinted", 3, -1.5, resolved=False)]
+    verdict = snr_contrast([], low_end + unflat, module="scorer", knob="k")
+    assert verdict.verdict == FAIL and "hinted at k=3" in verdict.details
 
 
 def test_examples_grow_with_knob():

@@ -389,30 +389,42 @@ def snr_contrast(
 ) -> Verdict:
     """Gradient SNR of ``module`` (at initialisation, mean log10 over inits) falls by at
     least ``min_drop`` decades from the smallest to the largest knob value under
-    ``falling``, and by at most ``max_flat_drop`` decades under ``flat``."""
-    series: dict[str, list[tuple[Any, float]]] = {falling: [], flat: []}
+    ``falling``, and by at most ``max_flat_drop`` decades under ``flat``.
+
+    An SNR below the estimator's resolution is an upper bound. It may stand at the low end
+    of a drop (the true drop is then at least as large), but nowhere else: a drop cannot be
+    shown from a bound at its start, nor flatness from any bound."""
+    series: dict[str, list[tuple[Any, float, bool]]] = {falling: [], flat: []}
     for r in snr:
         if r.strategy in series and module in r.per_init:
-            series[r.strategy].append((r.knobs[knob], r.log10_summary(module)[0]))
+            series[r.strategy].append(
+                (r.knobs[knob], r.log10_summary(module)[0], r.is_bound(module))
+            )
     if any(len(v) < 2 for v in series.values()):
         return _no_data(f"gradient SNR of {module} under {falling} and {flat} at two {knob} values")
-    drops, parts = {}, []
+    drops, parts, unresolved = {}, [], []
     for name, points in series.items():
         points.sort()
         drops[name] = points[0][1] - points[-1][1]
-        listed = ", ".join(f"{knob}={k}: {v:.2f}" for k, v in points)
-        below = [str(k) for k, v in points if v < math.log10(_FLOAT32_EPS)]
+        listed = ", ".join(f"{knob}={k}: {'<= ' if b else ''}{v:.2f}" for k, v, b in points)
+        below = [str(k) for k, v, _ in points if v < math.log10(_FLOAT32_EPS)]
         parts.append(
-            f"{name}: log10 SNR {listed} (drop {drops[name]:.2f} decades"
+            f"{name}: log10 SNR {listed} (drop {'>= ' if points[-1][2] else ''}"
+            f"{drops[name]:.2f} decades"
             + (f"; below float32 eps at {knob} = {', '.join(below)}" if below else "")
             + ")"
         )
-    ok = drops[falling] >= min_drop and drops[flat] <= max_flat_drop
-    why = (
-        ""
-        if ok
-        else (f" -- needs a drop >= {min_drop} under {falling} and <= {max_flat_drop} under {flat}")
-    )
+        bounds = points if name == flat else points[:-1]
+        unresolved += [f"{name} at {knob}={k}" for k, _, b in bounds if b]
+    ok = drops[falling] >= min_drop and drops[flat] <= max_flat_drop and not unresolved
+    why = ""
+    if unresolved:
+        why = (
+            f" -- SNR below resolution ({', '.join(unresolved)}); "
+            "measure with more batches (snr: batches) to decide"
+        )
+    elif not ok:
+        why = f" -- needs a drop >= {min_drop} under {falling} and <= {max_flat_drop} under {flat}"
     return Verdict(PASS if ok else FAIL, "; ".join(parts) + why, {"drops": drops})
 
 

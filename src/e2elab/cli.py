@@ -334,8 +334,10 @@ def _cmd_snr(args: argparse.Namespace) -> int:
         raise E2ELabError(
             f"--sweep expects NAME=V1,V2,..., got {args.sweep!r}; e.g. --sweep n=1,2,3"
         )
-    if args.inits < 2 or args.batches < 2:
-        raise E2ELabError("--inits and --batches must be at least 2 to estimate a mean and spread")
+    if args.inits < 2 or args.batches < 3:
+        raise E2ELabError(
+            "--inits must be at least 2 and --batches at least 3 to estimate a mean and spread"
+        )
     fixed = parse_knobs(args.knob, args.task)
     names = args.strategy or ["e2e", "hinted"]
     results = []
@@ -356,12 +358,17 @@ def _cmd_snr(args: argparse.Namespace) -> int:
         table.add_column(column)
     for r in results:
         for module in r.per_init:
-            mean, lo, hi = r.log10_summary(module)
+            _, lo, hi = r.log10_summary(module)
             table.add_row(
-                r.strategy, str(r.knobs[knob]), module, f"{mean:.2f} [{lo:.2f}, {hi:.2f}]"
+                r.strategy, str(r.knobs[knob]), module, f"{r.describe(module)} [{lo:.2f}, {hi:.2f}]"
             )
     console = wide_console()
     console.print(table)
+    if any(r.is_bound(m) for r in results for m in r.per_init):
+        console.print(
+            "<= : below the resolution of --batches at some init (an upper bound); "
+            "more batches resolve smaller SNRs"
+        )
     console.print(f"wrote {args.out / 'snr.json'} and {figure}")
     return 0
 

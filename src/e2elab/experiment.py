@@ -49,7 +49,7 @@ class SNRSpec(_Strict):
 
     strategies: list[str] = Field(["e2e", "hinted"], min_length=1)
     inits: int = Field(3, ge=2)
-    batches: int = Field(20, ge=2)
+    batches: int = Field(20, ge=3)
     batch_size: int | None = Field(None, ge=1)
 
 

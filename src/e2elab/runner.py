@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from e2elab.diagnostics.snr import SNRResult, gradient_snr
+from e2elab.diagnostics.snr import ESTIMATOR, SNRResult, gradient_snr
 from e2elab.executors import Executor, one_thread
 from e2elab.experiment import Experiment
 from e2elab.run import RunResult
@@ -74,6 +74,7 @@ def measure_snr(
                     settings.inits,
                     settings.batches,
                     settings.batch_size,
+                    ESTIMATOR,
                 ],
                 sort_keys=True,
             )

@@ -1,12 +1,22 @@
 """Gradient signal-to-noise ratio per module (Shalev-Shwartz et al. 2017, section 3.1).
 
-For one initialisation, the gradient g of a module's parameters is a random vector over
-mini-batches. Its SNR is ||E[g]||^2 / E[||g - E[g]||^2]: the squared norm of the mean
-gradient over the mean squared deviation from it. It is estimated from ``batches``
-mini-batches at each of ``inits`` random initialisations and summarised over them
-(mean and 95% interval of log10 SNR). A low SNR means the loss gives the module almost
-no usable direction; below float32's relative precision (about 1.2e-7) the signal is
-lost in rounding.
+For one initialisation, the mini-batch gradient g of a module's parameters is a random
+vector with mean mu and total variance V = E||g - mu||^2. Its SNR is ||mu||^2 / V.
+
+Both are estimated without bias from ``batches`` gradients g_1..g_B through their Gram
+matrix: ||mu||^2 by the mean of the products <g_i, g_j> over pairs i != j, and V by the
+sample variance. The plug-in estimate ||mean g||^2 / V would be biased upwards by 1/B,
+because the mean of B noisy gradients keeps V/B of noise. It could then never show an
+SNR below about 1/B, however weak the signal.
+
+A jackknife over the batches gives the standard error of the signal estimate. When the
+estimate is less than two standard errors above zero, the SNR is not resolved: we then
+record the upper bound (estimate + 2 SE) / V instead. More batches resolve smaller SNRs.
+
+This is done at each of ``inits`` random initialisations and summarised over them as the
+mean and 95% interval of log10 SNR. A low SNR means the loss gives the module almost no
+usable direction. Below float32's relative precision (about 1.2e-7) the signal is lost
+in rounding.
 """
 
 from __future__ import annotations
@@ -25,11 +35,14 @@ from e2elab.system import trace
 from e2elab.task import Task
 
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
+# Part of every stored measurement's key: measurements by an earlier estimator are redone.
+ESTIMATOR = "pairwise-unbiased-jackknife-v1"
 
 
 @dataclass
 class SNRResult:
-    """Per module: SNR at each initialisation, and their log10 summary."""
+    """Per module and initialisation: the SNR estimate, and whether it is resolved (if not,
+    ``per_init`` holds its upper bound); their log10 summary over initialisations."""
 
     task: str
     knobs: dict[str, Any]
@@ -38,11 +51,74 @@ class SNRResult:
     batch_size: int
     batches: int
     per_init: dict[str, list[float]] = field(default_factory=dict)
+    resolved: dict[str, list[bool]] = field(default_factory=dict)
 
     def log10_summary(self, module: str) -> tuple[float, float, float]:
+        """Mean and 95% interval of log10 SNR over initialisations. Where an init's SNR is
+        not resolved its upper bound enters, so the mean is then itself an upper bound
+        (see ``is_bound``)."""
         logs = [math.log10(max(v, 1e-300)) for v in self.per_init[module]]
         ci = mean_interval(logs)
         return ci.mean, ci.lo, ci.hi
+
+    def is_bound(self, module: str) -> bool:
+        """True if some initialisation's SNR was below resolution (an upper bound)."""
+        return not all(self.resolved.get(module, [True]))
+
+    def describe(self, module: str) -> str:
+        """log10 SNR as text, e.g. '-2.31' or '<= -4.02' (an upper bound)."""
+        mean = self.log10_summary(module)[0]
+        return f"<= {mean:.2f}" if self.is_bound(module) else f"{mean:.2f}"
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One SNR estimate from B gradients: signal ||mu||^2, noise E||g - mu||^2, the
+    signal's standard error, and the SNR (an upper bound when not ``resolved``)."""
+
+    signal: float
+    noise: float
+    signal_se: float
+
+    @property
+    def resolved(self) -> bool:
+        return self.noise == 0.0 or self.signal > 2.0 * self.signal_se
+
+    @property
+    def snr(self) -> float:
+        if self.noise == 0.0:
+            return math.inf
+        if self.resolved:
+            return self.signal / self.noise
+        return (max(self.signal, 0.0) + 2.0 * self.signal_se) / self.noise
+
+
+def snr_estimate(gradients: torch.Tensor) -> Estimate:
+    """Unbiased signal and noise of the rows of ``gradients`` (B x P, B >= 3), with a
+    jackknife standard error of the signal (see the module docstring)."""
+    b = gradients.shape[0]
+    if b < 3:
+        raise ValueError(f"need at least 3 gradients to estimate the SNR, got {b}")
+    gram = _gram(gradients)
+    total, diag = gram.sum(), gram.diagonal()
+    trace = diag.sum()
+    signal = float((total - trace) / (b * (b - 1)))
+    noise = float((trace - total / b) / (b - 1))
+    # leave-one-out signal estimates: drop row and column i of the Gram matrix
+    rows = gram.sum(dim=1)
+    loo = ((total - 2 * rows + diag) - (trace - diag)) / ((b - 1) * (b - 2))
+    se = float(((b - 1) / b * (loo - loo.mean()).pow(2).sum()).sqrt())
+    return Estimate(signal, max(noise, 0.0), se)
+
+
+def _gram(vectors: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
+    """Gram matrix of the rows in float64, a column chunk at a time."""
+    b, p = vectors.shape
+    gram = torch.zeros(b, b, dtype=torch.float64)
+    for start in range(0, p, chunk):
+        part = vectors[:, start : start + chunk].double()
+        gram += part @ part.T
+    return gram
 
 
 def gradient_snr(
@@ -69,21 +145,17 @@ def gradient_snr(
             out = SNRResult(task.name, dict(task.settings), strategy, chosen.label, size, batches)
         modules = [m for m in graph.modules if m in chosen.train]
         params = {m: [p for p in getattr(system, m).parameters()] for m in modules}
-        sums = {m: None for m in modules}
-        squares = {m: 0.0 for m in modules}
+        grads: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
         generator = torch.Generator().manual_seed(10_000 * (seed + init) + 1)
         for _ in range(batches):
             batch = task.sample(size, generator)
             loss = phase_loss(task, system, heads, graph, chosen, batch)
-            flat = _module_gradients(loss, params)
-            for m, g in flat.items():
-                sums[m] = g.clone() if sums[m] is None else sums[m] + g
-                squares[m] += float(g.double().pow(2).sum())
+            for m, g in _module_gradients(loss, params).items():
+                grads[m].append(g.cpu())
         for m in modules:
-            mean = sums[m].double() / batches
-            signal = float(mean.pow(2).sum())
-            noise = squares[m] / batches - signal  # E||g||^2 - ||E g||^2
-            out.per_init.setdefault(m, []).append(signal / noise if noise > 0 else math.inf)
+            estimate = snr_estimate(torch.stack(grads[m]))
+            out.per_init.setdefault(m, []).append(estimate.snr)
+            out.resolved.setdefault(m, []).append(estimate.resolved)
     assert out is not None
     return out
 

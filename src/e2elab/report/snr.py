@@ -16,7 +16,8 @@ from e2elab.diagnostics.snr import FLOAT32_EPS, SNRResult
 
 def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
     """One panel per module, one line per strategy;
-    mean log10 SNR over initialisations with its 95% interval as a band."""
+    mean log10 SNR over initialisations with its 95% interval as a band. An open
+    downward triangle marks an upper bound (the SNR was below resolution)."""
     modules = list(dict.fromkeys(m for r in results for m in r.per_init))
     strategies = list(dict.fromkeys(r.strategy for r in results))
     columns = min(3, len(modules))
@@ -31,14 +32,16 @@ def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
     for ax, module in zip(axes, modules, strict=False):
         for i, strategy in enumerate(strategies):
             rows = sorted(
-                (r.knobs[knob], *r.log10_summary(module))
+                (r.knobs[knob], *r.log10_summary(module), r.is_bound(module))
                 for r in results
                 if r.strategy == strategy and module in r.per_init
             )
             if not rows:
                 continue
-            xs, means, los, his = zip(*rows, strict=True)
-            ax.plot(xs, means, "o-", color=colors(i), label=strategy)
+            xs, means, los, his, bounds = zip(*rows, strict=True)
+            ax.plot(xs, means, "-", color=colors(i), label=strategy)
+            for x, y, bound in zip(xs, means, bounds, strict=True):
+                ax.plot(x, y, "v" if bound else "o", color=colors(i), mfc="none" if bound else None)
             ax.fill_between(xs, los, his, color=colors(i), alpha=0.2)
         ax.axhline(
             math.log10(FLOAT32_EPS),
@@ -56,6 +59,9 @@ def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
         pad = 0.05 * (values[-1] - values[0] or 1)
         ax.set_xlim(values[0] - pad, values[-1] + pad)
     handles, labels = axes[0].get_legend_handles_labels()
+    if any(r.is_bound(m) for r in results for m in r.per_init):
+        handles.append(plt.Line2D([], [], ls="none", marker="v", mfc="none", color="black"))
+        labels.append("upper bound (SNR below resolution)")
     fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
     task = results[0].task if results else ""
     fig.suptitle(f"{task}: gradient signal-to-noise at initialisation")
