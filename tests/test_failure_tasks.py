@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from e2elab.errors import E2ELabError
-from e2elab.run import first_batch, run
+from e2elab.run import at_chance, first_batch, run
 from e2elab.system import trace
+from e2elab.task import PortSpec
 from e2elab.tasks.line_parity import (
     LineParity,
     draw_images,
@@ -232,6 +233,15 @@ def test_hinted_runs(task):
 def test_stocks_learns_the_choice_from_rewards():
     result = run(Stocks(d=100, k=10, test_size=100), "e2e", budget=5000, evaluations=2)
     assert result.final["reward"] > 0.9 and result.final["choice"] > 0.9
+    # a reward metric is tested against chance too (it once counted as at chance always)
+    assert not result.breakdown and result.breakdown_p_value < 1e-6
+
+
+def test_stocks_without_training_is_at_chance():
+    # one Adam step on 100 of 1000 inputs: the policy has barely moved
+    result = run(Stocks(d=1000, k=10, test_size=400), "e2e", budget=100, evaluations=1)
+    assert abs(result.final["reward"] - 0.1) < 0.2
+    assert result.breakdown and result.breakdown_p_value > 0.01
 
 
 def test_modular_on_stocks_is_the_decomposition():
@@ -239,3 +249,21 @@ def test_modular_on_stocks_is_the_decomposition():
     result = run(Stocks(d=100, k=10, test_size=100), "modular", budget=5000, evaluations=2)
     assert [p["label"] for p in result.phases] == ["modular:policy"]
     assert result.final["choice"] > 0.9 and result.final["reward"] > 0.9
+
+
+# ---------------------------------------------------------------- at chance
+
+
+def test_at_chance_for_each_kind_of_metric():
+    rate = PortSpec("binary", 1, 0.5)
+    assert at_chance(rate, 0.52, 0.5, 2000)[0]  # p ~ 0.04
+    assert not at_chance(rate, 0.56, 0.5, 2000)[0]
+    reward = PortSpec("reward", 10, 0.1)
+    # Hoeffding: exp(-n t^2 / 2)
+    assert at_chance(reward, 0.15, 0.1, 2000) == (True, pytest.approx(math.exp(-2.5)))
+    assert at_chance(reward, 0.05, 0.1, 2000) == (True, 1.0)
+    assert not at_chance(reward, 0.2, 0.1, 2000)[0]
+    regression = PortSpec("regression", 1, 0.0)
+    assert at_chance(regression, -1.0, -0.9, 100) == (True, None)
+    assert at_chance(regression, -0.5, -0.9, 100) == (False, None)
+    assert at_chance(rate, float("nan"), 0.5, 100) == (True, None)

@@ -3,7 +3,8 @@
 Each check is a small function ``check(results, **params) -> Verdict``. Results are
 grouped into cells (one grid point x one strategy, over seeds). Uncertainty is explicit:
 means carry 95% Student-t intervals over seeds, and "at chance" is the per-run one-sided
-binomial test against the chance rate on the test-set size (``RunResult.breakdown``).
+test against chance on the test-set size (``RunResult.breakdown``; binomial for success
+rates, Hoeffding for rewards).
 A check never adapts its thresholds to the data: if the data disagree, it says FAIL.
 """
 

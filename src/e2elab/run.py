@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import resource
 import sys
 import time
@@ -222,7 +223,7 @@ def _result(
     chance = {p: chance_level(s, test.targets[p]) for p, s in instance.ports.items()}
     output = instance.output
     final_metric = outcome.final.get(output, float("nan"))
-    p_value = chance_p_value(instance.ports[output], final_metric, chance[output], len(test))
+    broken, p_value = at_chance(instance.ports[output], final_metric, chance[output], len(test))
     outcome.memory["max_rss_bytes"] = _max_rss_bytes()
     probes = (
         linear_probes(instance, outcome.systems[0], device=spec.device)
@@ -240,7 +241,7 @@ def _result(
         final=outcome.final,
         chance=chance,
         examples_to_threshold=examples_to_threshold(outcome.curve, output, spec.threshold),
-        breakdown=p_value is None or p_value >= BREAKDOWN_ALPHA,
+        breakdown=broken,
         breakdown_p_value=p_value,
         test_size=len(test),
         wall_seconds=train_seconds + time.perf_counter() - began,
@@ -262,7 +263,7 @@ def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> Ru
     output = task.output
     chance = chance_level(task.ports[output], test.targets[output])
     metric = fit["test_accuracy"]
-    p_value = chance_p_value(task.ports[output], metric, chance, len(test))
+    broken, p_value = at_chance(task.ports[output], metric, chance, len(test))
     curve = [
         {"examples": 0, "phase": -1, "metrics": {output: chance}},
         {"examples": fit["examples_used"], "phase": 0, "metrics": {output: metric}},
@@ -277,7 +278,7 @@ def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> Ru
         final={output: metric},
         chance={output: chance},
         examples_to_threshold=examples_to_threshold(curve, output, spec.threshold),
-        breakdown=p_value is None or p_value >= BREAKDOWN_ALPHA,
+        breakdown=broken,
         breakdown_p_value=p_value,
         test_size=len(test),
         wall_seconds=time.perf_counter() - began,
@@ -350,11 +351,30 @@ def chance_level(spec: PortSpec, targets: torch.Tensor) -> float:
 
 
 def chance_p_value(spec: PortSpec, metric: float, chance: float, n: int) -> float | None:
-    """P(a chance-level learner scores at least ``metric`` on ``n`` test examples)."""
-    if not spec.accuracy_like or metric != metric:  # NaN: no result
+    """P(a learner that ignores its input scores at least ``metric`` on ``n`` test
+    examples), or None where no test applies (regression, or no result).
+
+    Success rates: the exact binomial tail. Rewards: each example's reward lies in
+    [-1, 1], so Hoeffding's inequality bounds the tail by exp(-n t^2 / 2), t the excess
+    over chance (a conservative p-value)."""
+    if metric != metric:  # NaN: no result
         return None
-    correct = round(metric * n)
-    return float(binom.sf(correct - 1, n, chance))
+    if spec.accuracy_like:
+        correct = round(metric * n)
+        return float(binom.sf(correct - 1, n, chance))
+    if spec.kind == "reward":
+        excess = metric - chance
+        return 1.0 if excess <= 0 else float(math.exp(-n * excess * excess / 2))
+    return None
+
+
+def at_chance(spec: PortSpec, metric: float, chance: float, n: int) -> tuple[bool, float | None]:
+    """Whether a run's output ended at chance, and the test's p-value. Where no test
+    applies, at chance means no better than chance (a NaN result counts as at chance)."""
+    p_value = chance_p_value(spec, metric, chance, n)
+    if p_value is None:
+        return not metric > chance, None
+    return p_value >= BREAKDOWN_ALPHA, p_value
 
 
 def examples_to_threshold(curve: list[dict[str, Any]], port: str, threshold: float) -> int | None:
