@@ -13,11 +13,15 @@ from matplotlib.ticker import MaxNLocator
 
 from e2elab.diagnostics.snr import FLOAT32_EPS, SNRResult
 
+# knob values spanning this factor or more go on a log axis
+LOG_SPAN = 20
+
 
 def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
     """One panel per module, one line per strategy;
     mean log10 SNR over initialisations with its 95% interval as a band. An open
-    downward triangle marks an upper bound (the SNR was below resolution)."""
+    downward triangle marks an upper bound (the SNR was below resolution); the band
+    leaves bounds out."""
     modules = list(dict.fromkeys(m for r in results for m in r.per_init))
     strategies = list(dict.fromkeys(r.strategy for r in results))
     columns = min(3, len(modules))
@@ -42,7 +46,9 @@ def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
             ax.plot(xs, means, "-", color=colors(i), label=strategy)
             for x, y, bound in zip(xs, means, bounds, strict=True):
                 ax.plot(x, y, "v" if bound else "o", color=colors(i), mfc="none" if bound else None)
-            ax.fill_between(xs, los, his, color=colors(i), alpha=0.2)
+            # the band only spans resolved points: an interval around an upper bound means nothing
+            resolved = [not b for b in bounds]
+            ax.fill_between(xs, los, his, where=resolved, color=colors(i), alpha=0.2)
         ax.axhline(
             math.log10(FLOAT32_EPS),
             color="grey",
@@ -54,18 +60,27 @@ def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
         ax.set_xlabel(knob)
         ax.set_ylabel("log10 gradient SNR")
         ax.grid(alpha=0.3)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         values = sorted({r.knobs[knob] for r in results})
-        pad = 0.05 * (values[-1] - values[0] or 1)
-        ax.set_xlim(values[0] - pad, values[-1] + pad)
+        if values[0] > 0 and values[-1] / values[0] >= LOG_SPAN:
+            ax.set_xscale("log")  # e.g. stocks' k = 10, 1000, 2000
+            ax.set_xticks(values, [str(v) for v in values])
+            ax.set_xlim(values[0] / 1.5, values[-1] * 1.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            pad = 0.05 * (values[-1] - values[0] or 1)
+            ax.set_xlim(values[0] - pad, values[-1] + pad)
     handles, labels = axes[0].get_legend_handles_labels()
     if any(r.is_bound(m) for r in results for m in r.per_init):
         handles.append(plt.Line2D([], [], ls="none", marker="v", mfc="none", color="black"))
         labels.append("upper bound (SNR below resolution)")
-    fig.legend(handles, labels, loc="lower center", ncol=len(labels), frameon=False)
+    # at most two legend entries a row on a one-panel figure, so that none is cut off
+    ncol = len(labels) if columns > 1 else min(2, len(labels))
+    legend_rows = math.ceil(len(labels) / ncol)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False)
     task = results[0].task if results else ""
     fig.suptitle(f"{task}: gradient signal-to-noise at initialisation")
-    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+    fig.set_figheight(fig.get_figheight() + 0.25 * (legend_rows - 1))
+    fig.tight_layout(rect=(0, (0.35 + 0.25 * legend_rows) / fig.get_figheight(), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
