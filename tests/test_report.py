@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from synthetic import result
 
 from e2elab.errors import E2ELabError
 from e2elab.report import figures, page
@@ -20,6 +21,7 @@ from e2elab.report.figures import (
 )
 from e2elab.report.page import write_report
 from e2elab.run import RunResult
+from e2elab.summary import summarize
 
 BUDGET = 10_000
 STRATEGIES = ("e2e", "modular", "frozen_others:module=adder_1")
@@ -302,3 +304,10 @@ def test_probe_heatmap_shows_the_initialisation_baseline(tmp_path: Path, monkeyp
     assert "0.50\n(0.25)" in texts  # n=2: after training, then at initialisation
     assert "0.50" in texts  # n=1: no baseline recorded
     assert seen[0].axes[1].get_ylabel() == "linear probe balanced accuracy (R^2 for regression)"
+
+
+def test_summary_interval_of_accuracy_stays_within_0_and_1() -> None:
+    # two seeds far apart: the Student-t interval would reach below 0 and above 1
+    (row,) = summarize([result("hinted", 2, 0, 0.75, None), result("hinted", 2, 1, 0.93, None)])
+    assert row.accuracy.lo == 0.0 and row.accuracy.hi == 1.0
+    assert row.accuracy.mean == pytest.approx(0.84)
