@@ -21,7 +21,7 @@ from itertools import pairwise
 from typing import Any
 
 from e2elab.run import RunResult
-from e2elab.stats import mean_interval
+from e2elab.stats import mean_interval, metric_interval
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
@@ -131,7 +131,7 @@ def reaches_threshold(
     for key, runs in sorted(groups.items()):
         level = threshold if threshold is not None else runs[0].spec["threshold"]
         values = [r.output_metric if r.status == "ok" else 0.0 for r in runs]
-        ci = mean_interval(values, lower=min(0.0, *values), upper=1.0)
+        ci = metric_interval(values)
         ok = ci.mean >= level
         label = f"{key[1]} @ {_short(key[0])}"
         lines.append(f"{label}: {ci.format(3)} {'>=' if ok else '<'} {level:g}")
@@ -156,7 +156,7 @@ def at_chance(
     for key, runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
         broken = sum(r.breakdown for r in _ok(runs))
         values = [r.output_metric for r in _ok(runs)]
-        accuracy = mean_interval(values, lower=min([0.0, *values]), upper=1.0)
+        accuracy = metric_interval(values)
         name = f"{key[1]} @ " if several else ""
         lines.append(
             f"{name}{_short(key[0])}: {broken}/{len(runs)} at chance, acc {accuracy.format(3)}"

@@ -45,3 +45,9 @@ def mean_interval(
     var = sum((v - mean) ** 2 for v in clean) / (n - 1)
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * math.sqrt(var / n)
     return Interval(mean, max(lower, mean - half), min(upper, mean + half), n)
+
+
+def metric_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """``mean_interval`` of a run's output metric: clipped to [0, 1] (an accuracy), or
+    down to its lowest value where the metric can go below 0 (a reward)."""
+    return mean_interval(values, level, lower=min([0.0, *values]), upper=1.0)

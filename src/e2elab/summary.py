@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from rich.table import Table
 
 from e2elab.run import RunResult
-from e2elab.stats import Interval, mean_interval
+from e2elab.stats import Interval, mean_interval, metric_interval
 
 
 @dataclass(frozen=True)
@@ -33,13 +33,11 @@ def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
     for name, runs in groups.items():
         ok = [r for r in runs if r.status == "ok"]
         reached = [r.examples_to_threshold for r in ok if r.examples_to_threshold is not None]
-        metrics = [r.output_metric for r in ok]
         rows.append(
             StrategyRow(
                 strategy=name,
                 runs=len(runs),
-                # clipped like the claims' intervals: [0, 1] unless a metric lies below 0
-                accuracy=mean_interval(metrics, lower=min([0.0, *metrics]), upper=1.0),
+                accuracy=metric_interval([r.output_metric for r in ok]),
                 chance=runs[0].chance[runs[0].output],
                 examples_to_threshold=mean_interval([float(x) for x in reached], lower=0.0),
                 reached=len(reached),

@@ -30,7 +30,7 @@ from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
 from e2elab.errors import E2ELabError
 from e2elab.run import RunResult
-from e2elab.stats import mean_interval
+from e2elab.stats import mean_interval, metric_interval
 
 DPI = 120
 # Fixed colour slots (tab10) for the shipped strategies; grey (slot 7) is kept for chance.
@@ -125,7 +125,9 @@ def accuracy_vs_knob(
         strategies = _ordered(group, styles)
         for i, strategy in enumerate(strategies):
             cells = _cells(group, knob, values, strategy)
-            stats = [mean_interval([r.output_metric for r in c if r.status == "ok"]) for c in cells]
+            stats = [
+                metric_interval([r.output_metric for r in c if r.status == "ok"]) for c in cells
+            ]
             mean = np.array([s.mean for s in stats])
             err = np.array([[s.mean - s.lo for s in stats], [s.hi - s.mean for s in stats]])
             x = xs + _dodge(i, len(strategies), step, 0.5)
