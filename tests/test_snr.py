@@ -39,6 +39,22 @@ def test_snr_below_resolution_is_an_upper_bound():
     assert with_more.snr < estimate.snr  # more batches, tighter bound
 
 
+def test_noise_along_one_direction_sets_the_resolution():
+    # isotropic noise: no direction stands out (each of the B - 1 directions holds ~1/(B-1))
+    spread = snr_estimate(_gradients(0.0, batches=40))
+    assert spread.noise_top_share < 0.1
+    # the same total noise along one direction: the share is ~1 and the bound ~2.8/B,
+    # far above the isotropic case's
+    gen = torch.Generator().manual_seed(2)
+    direction = torch.randn(20_000, generator=gen)
+    direction *= math.sqrt(20_000) / direction.norm()
+    along = torch.randn(40, 1, generator=gen) * direction
+    one = snr_estimate(along)
+    assert one.noise_top_share > 0.99
+    assert not one.resolved and 0.02 < one.snr < 0.2
+    assert one.snr > 20 * spread.snr
+
+
 def test_snr_estimate_needs_three_gradients():
     import pytest
 

@@ -354,13 +354,20 @@ def _cmd_snr(args: argparse.Namespace) -> int:
     )
     figure = snr_figure(results, knob, args.out / "snr.png")
     table = Table(title=f"log10 gradient SNR at initialisation, {args.task}", title_justify="left")
-    for column in ("strategy", knob, "module", "log10 SNR, mean [95% CI] over inits"):
+    columns = ("strategy", knob, "module", "log10 SNR, mean [95% CI] over inits", "noise top dir.")
+    for column in columns:
         table.add_column(column)
     for r in results:
         for module in r.per_init:
             _, lo, hi = r.log10_summary(module)
+            shares = r.noise_top_share.get(module, [])
+            share = f"{sum(shares) / len(shares):.0%}" if shares else "-"
             table.add_row(
-                r.strategy, str(r.knobs[knob]), module, f"{r.describe(module)} [{lo:.2f}, {hi:.2f}]"
+                r.strategy,
+                str(r.knobs[knob]),
+                module,
+                f"{r.describe(module)} [{lo:.2f}, {hi:.2f}]",
+                share,
             )
     console = wide_console()
     console.print(table)

@@ -13,6 +13,12 @@ A jackknife over the batches gives the standard error of the signal estimate. Wh
 estimate is less than two standard errors above zero, the SNR is not resolved: we then
 record the upper bound (estimate + 2 SE) / V instead. More batches resolve smaller SNRs.
 
+How much smaller depends on how the noise spreads over the parameters, which the share of
+V along its top principal direction tells (``noise_top_share``, from the centred Gram
+matrix). Noise spread over many directions averages out in the pairwise products; noise
+along one direction (a share near 1, e.g. line-parity's convnet at initialisation) leaves
+a floor of about 2 sqrt(2) / B on the resolvable SNR.
+
 This is done at each of ``inits`` random initialisations and summarised over them as the
 mean and 95% interval of log10 SNR. A low SNR means the loss gives the module almost no
 usable direction. Below float32's relative precision (about 1.2e-7) the signal is lost
@@ -52,6 +58,7 @@ class SNRResult:
     batches: int
     per_init: dict[str, list[float]] = field(default_factory=dict)
     resolved: dict[str, list[bool]] = field(default_factory=dict)
+    noise_top_share: dict[str, list[float]] = field(default_factory=dict)
 
     def log10_summary(self, module: str) -> tuple[float, float, float]:
         """Mean and 95% interval of log10 SNR over initialisations. Where an init's SNR is
@@ -74,11 +81,13 @@ class SNRResult:
 @dataclass(frozen=True)
 class Estimate:
     """One SNR estimate from B gradients: signal ||mu||^2, noise E||g - mu||^2, the
-    signal's standard error, and the SNR (an upper bound when not ``resolved``)."""
+    signal's standard error, the share of the noise along its top principal direction,
+    and the SNR (an upper bound when not ``resolved``)."""
 
     signal: float
     noise: float
     signal_se: float
+    noise_top_share: float = math.nan
 
     @property
     def resolved(self) -> bool:
@@ -108,7 +117,11 @@ def snr_estimate(gradients: torch.Tensor) -> Estimate:
     rows = gram.sum(dim=1)
     loo = ((total - 2 * rows + diag) - (trace - diag)) / ((b - 1) * (b - 2))
     se = float(((b - 1) / b * (loo - loo.mean()).pow(2).sum()).sqrt())
-    return Estimate(signal, max(noise, 0.0), se)
+    # the centred Gram matrix has the squared singular values of the centred gradients
+    centred = gram - rows[:, None] / b - rows[None, :] / b + total / (b * b)
+    spread = float(centred.trace())
+    top = float(torch.linalg.eigvalsh(centred)[-1]) / spread if spread > 0 else math.nan
+    return Estimate(signal, max(noise, 0.0), se, top)
 
 
 def _gram(vectors: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
@@ -156,6 +169,7 @@ def gradient_snr(
             estimate = snr_estimate(torch.stack(grads[m]))
             out.per_init.setdefault(m, []).append(estimate.snr)
             out.resolved.setdefault(m, []).append(estimate.resolved)
+            out.noise_top_share.setdefault(m, []).append(estimate.noise_top_share)
     assert out is not None
     return out
 
