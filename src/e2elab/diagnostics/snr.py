@@ -162,7 +162,7 @@ def gradient_snr(
         # own small tensor pinned the freed activations' memory around it (glibc heap
         # fragmentation: line-parity k = 4 grew by ~15 MB a batch, 15.8 GB at 1000 batches)
         grads = {
-            m: torch.empty(batches, sum(p.numel() for p in params[m]), dtype=torch.float32)
+            m: torch.empty(batches, sum(p.numel() for p in params[m]), dtype=params[m][0].dtype)
             for m in modules
         }
         generator = torch.Generator().manual_seed(10_000 * (seed + init) + 1)
@@ -171,7 +171,6 @@ def gradient_snr(
             loss = phase_loss(task, system, heads, graph, chosen, batch)
             for m, g in _module_gradients(loss, params).items():
                 grads[m][i].copy_(g)
-            del loss, batch
         for m in modules:
             estimate = snr_estimate(grads[m])
             out.per_init.setdefault(m, []).append(estimate.snr)
