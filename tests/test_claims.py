@@ -11,6 +11,7 @@ from e2elab.claims import (
     breakdown,
     ratio_grows_with_knob,
     reaches_threshold,
+    seeds_learn,
 )
 
 SEEDS = (0, 1, 2)
@@ -200,3 +201,23 @@ def test_examples_grow_with_knob():
     assert "n=3: never (0/3 reached)" in verdict.details
     speeding = [result("e2e", n, s, 0.9, ett) for n, ett in ((1, 5000), (2, 1000)) for s in SEEDS]
     assert examples_grow_with_knob(speeding, "e2e", "n").verdict == FAIL
+
+
+def test_seeds_learn_names_the_seeds_that_learned_with_an_interval():
+    # near the edge: 3 of 10 seeds learn (accuracy 0.9), 7 stay at chance (0.1)
+    runs = [result("e2e", 2, s, 0.9 if s in (1, 4, 8) else 0.1, None) for s in range(10)]
+    verdict = seeds_learn(runs, "e2e")
+    assert verdict.verdict == PASS, verdict.details
+    assert "3/10 seeds learned" in verdict.details and "seeds 1, 4, 8" in verdict.details
+    (cell,) = verdict.numbers.values()
+    low, high = cell["interval"]
+    assert 0.06 < low < 0.07 and 0.65 < high < 0.66  # Clopper-Pearson for 3 of 10
+
+
+def test_seeds_learn_fails_when_no_seed_learns_or_too_few_do():
+    at_chance_only = [result("e2e", 2, s, 0.1, None) for s in range(10)]
+    verdict = seeds_learn(at_chance_only, "e2e")
+    assert verdict.verdict == FAIL and "0/10 seeds learned" in verdict.details
+    some = [result("e2e", 2, s, 0.9 if s < 3 else 0.1, None) for s in range(10)]
+    assert seeds_learn(some, "e2e", min_fraction=0.5).verdict == FAIL
+    assert seeds_learn(some, "modular").verdict == INCONCLUSIVE

@@ -60,6 +60,18 @@ def test_missing_store_and_newer_schema(tmp_path):
         Store(path)
 
 
+def test_a_store_of_the_old_schema_is_refused_and_left_as_it_was(tmp_path):
+    # schema 1 held runs whose result depended on the command that trained them
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        db.execute("INSERT INTO meta VALUES ('schema', '1')")
+    before = path.read_bytes()
+    with pytest.raises(E2ELabError, match="has store schema 1, this e2elab reads 2"):
+        Store(path)
+    assert path.read_bytes() == before  # no table was added
+
+
 def test_export_csv_and_parquet_and_frame_agree(tmp_path):
     path = tmp_path / "s.sqlite"
     with Store(path) as store:

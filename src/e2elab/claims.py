@@ -20,6 +20,8 @@ from fnmatch import fnmatchcase
 from itertools import pairwise
 from typing import Any
 
+from scipy.stats import binomtest
+
 from e2elab.run import RunResult
 from e2elab.stats import mean_interval, metric_interval
 
@@ -163,6 +165,39 @@ def at_chance(
         )
         bad += broken != len(runs)
     return Verdict(PASS if bad == 0 else FAIL, "; ".join(lines))
+
+
+def seeds_learn(
+    results: list[RunResult],
+    strategy: str,
+    where: dict[str, Any] | None = None,
+    min_fraction: float = 0.0,
+) -> Verdict:
+    """Near the edge of learnability one seed decides nothing: in some initialisations a
+    strategy learns, in others it does not. Per matching cell, the fraction of seeds whose
+    output beats chance (the per-run test), with a 95% Clopper-Pearson interval, and which
+    seeds learned. PASS when every cell's interval lies above ``min_fraction`` (0: at
+    least one seed learned)."""
+    groups = cells(results, strategy, where)
+    if not groups:
+        return _no_data(f"strategy {strategy} where {where}")
+    lines, numbers, bad = [], {}, 0
+    for key, runs in sorted(groups.items()):
+        ok = sorted(_ok(runs), key=lambda r: r.spec["seed"])
+        learned = [r.spec["seed"] for r in ok if not r.breakdown]
+        if not ok:
+            lines.append(f"{_short(key[0])}: no finished run")
+            bad += 1
+            continue
+        low, high = binomtest(len(learned), len(ok)).proportion_ci(method="exact")
+        seeds = ", ".join(str(s) for s in learned) or "none"
+        lines.append(
+            f"{_short(key[0])}: {len(learned)}/{len(ok)} seeds learned "
+            f"({len(learned) / len(ok):.2f} [{low:.2f}, {high:.2f}]; seeds {seeds})"
+        )
+        numbers[key[0]] = {"learned": learned, "seeds": len(ok), "interval": [low, high]}
+        bad += not low > min_fraction
+    return Verdict(PASS if bad == 0 else FAIL, "; ".join(lines), numbers)
 
 
 def breakdown(
@@ -434,6 +469,7 @@ _FLOAT32_EPS = 2.0**-23
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,
+    "seeds_learn": seeds_learn,
     "breakdown": breakdown,
     "beats_by_ratio": beats_by_ratio,
     "ratio_grows_with_knob": ratio_grows_with_knob,

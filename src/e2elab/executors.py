@@ -1,10 +1,11 @@
 """Executors turn RunSpecs into RunResults: in this process, in a pool of processes, or
 on a Ray cluster.
 
-Every run trains with one intra-op thread, whichever executor runs it, so the same spec
-gives bit-identical results on all of them; parallelism comes from running several runs
-at once. Specs that differ only by seed are trained together, seed-batched (see
-``replicas``), unless ``batch_seeds`` is off; a batch is the unit of work.
+Every run trains under ``numerics.fixed_numerics`` (one intra-op thread, fixed backend
+flags), whichever executor runs it, so the same spec gives bit-identical results on all
+of them; parallelism comes from running several runs at once. Specs that differ only by
+seed are trained together, seed-batched (see ``replicas``), unless ``batch_seeds`` is
+off; a batch is the unit of work, and a spec's result does not depend on its batch.
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import multiprocessing
 import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from typing import Any, Protocol
-
-import torch
 
 from e2elab.errors import E2ELabError, choices
 from e2elab.run import RunResult, RunSpec, execute_seeds, seed_group
@@ -29,16 +27,6 @@ class Executor(Protocol):
     def map(self, specs: list[RunSpec]) -> Iterator[RunResult]:
         """Yield one result per spec, in order of completion."""
         ...
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def seed_batches(specs: list[RunSpec], batch_seeds: bool = True) -> list[list[RunSpec]]:
@@ -57,9 +45,8 @@ def seed_batches(specs: list[RunSpec], batch_seeds: bool = True) -> list[list[Ru
 
 
 def run_payload(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Train a seed batch given as dicts (what crosses a process boundary), one thread."""
-    with one_thread():
-        return [r.to_dict() for r in execute_seeds([RunSpec(**spec) for spec in specs])]
+    """Train a seed batch given as dicts (what crosses a process boundary)."""
+    return [r.to_dict() for r in execute_seeds([RunSpec(**spec) for spec in specs])]
 
 
 def _payload(batch: list[RunSpec]) -> list[dict[str, Any]]:

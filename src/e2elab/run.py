@@ -21,6 +21,7 @@ from e2elab import strategy as strategies
 from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError, choices
+from e2elab.numerics import describe, fixed_numerics
 from e2elab.replicas import OPTIMIZERS
 from e2elab.system import Graph, System, trace
 from e2elab.task import Batch, PortSpec, Task
@@ -28,7 +29,10 @@ from e2elab.tasks import make_task
 from e2elab.train import Outcome, TrainConfig, train_seeds
 
 # Bump when a change to the code changes what a stored spec would produce.
-SPEC_VERSION = 2
+SPEC_VERSION = 3
+# 3: every run trains under numerics.fixed_numerics (one thread, fixed backend flags) and
+#    with position-independent Adam/SGD kernels on the CPU, so a spec gives one result
+#    whichever command trains it and whichever seeds share its batch.
 # A final metric is "indistinguishable from chance" when a one-sided binomial test
 # against the chance rate cannot reject it at this level, given the test-set size.
 BREAKDOWN_ALPHA = 0.01
@@ -131,6 +135,10 @@ class RunResult:
     probes: dict[str, float] = field(default_factory=dict)
     probes_at_init: dict[str, float] = field(default_factory=dict)
     modules: dict[str, list[str]] = field(default_factory=dict)
+    # what the numbers depend on besides the spec (see numerics.describe); not in the id
+    numerics: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the trained parameters: the same spec gives the same hash, bit for bit
+    weights_sha256: str | None = None
 
     @property
     def output_metric(self) -> float:
@@ -169,10 +177,23 @@ def execute_seeds(
 ) -> list[RunResult]:
     """Train runs that differ only by seed; one result per spec, in order. The seeds
     train at once (seed-batched) when that is faster, or as ``batch`` says (see
-    ``train.train_seeds``). Each result matches ``execute`` of its spec within
-    floating-point error; ``wall_seconds`` divides the group's time evenly."""
+    ``train.train_seeds``). Each result equals ``execute`` of its spec bit for bit on
+    the CPU; ``wall_seconds`` divides the group's time evenly.
+
+    Every run trains under ``numerics.fixed_numerics`` (one thread, fixed backend flags),
+    so a spec's result does not depend on the caller's torch settings."""
     if not specs:
         return []
+    with fixed_numerics():
+        return _execute_seeds(specs, task, on_progress, batch)
+
+
+def _execute_seeds(
+    specs: list[RunSpec],
+    task: Task | None,
+    on_progress: Callable[[int], None] | None,
+    batch: bool | None,
+) -> list[RunResult]:
     first = specs[0]
     if any(seed_group(s) != seed_group(first) for s in specs):
         raise E2ELabError("execute_seeds: the specs must differ only by seed")
@@ -253,7 +274,19 @@ def _result(
         probes=probes,
         probes_at_init=probes_at_init,
         modules={m: list(graph.ports_of(m)) for m in graph.modules},
+        numerics=describe(spec.device),
+        weights_sha256=weights_hash(outcome.systems),
     )
+
+
+def weights_hash(systems: list[System]) -> str:
+    """SHA-256 over every member's parameters and buffers, by name, in float32 bytes."""
+    digest = hashlib.sha256()
+    for member, system in enumerate(systems):
+        for name, tensor in sorted(system.state_dict().items()):
+            digest.update(f"{member}.{name}{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> RunResult:
@@ -292,6 +325,7 @@ def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> Ru
                 "train_accuracy": fit["train_accuracy"],
             }
         ],
+        numerics=describe(spec.device),
     )
 
 

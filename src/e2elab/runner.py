@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from e2elab.diagnostics.snr import ESTIMATOR, SNRResult, gradient_snr
-from e2elab.executors import Executor, one_thread
+from e2elab.executors import Executor
 from e2elab.experiment import Experiment
 from e2elab.run import RunResult
 from e2elab.store import Store
@@ -79,10 +79,9 @@ def measure_snr(
                 sort_keys=True,
             )
             if key not in stored:
-                with one_thread():
-                    result = gradient_snr(
-                        task, strategy, settings.inits, settings.batches, settings.batch_size
-                    )
+                result = gradient_snr(
+                    task, strategy, settings.inits, settings.batches, settings.batch_size
+                )
                 stored[key] = dataclasses.asdict(result)
                 store.put_snr(experiment.name, key, stored[key])
             out.append(SNRResult(**stored[key]))

@@ -18,7 +18,10 @@ import pandas as pd
 from e2elab.errors import E2ELabError
 from e2elab.run import RunResult
 
-SCHEMA_VERSION = 1
+# 2: results of spec version 3 (see run.SPEC_VERSION): trained under fixed numerics, with
+#    the numeric environment and a hash of the trained weights. A store of schema 1 mixes
+#    runs whose result depended on the command that trained them, so it is refused.
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,8 +81,9 @@ class Store:
         try:
             self._db = sqlite3.connect(self.path)
             with self._db:
+                self._check_version()  # before creating anything in another version's file
                 self._db.executescript(_SCHEMA)
-                self._check_version()
+                self._stamp_version()
         except sqlite3.DatabaseError as error:
             raise E2ELabError(
                 f"{self.path} is not a readable e2elab results store ({error}); "
@@ -87,14 +91,20 @@ class Store:
             ) from None
 
     def _check_version(self) -> None:
+        has_meta = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if not has_meta:
+            return
         row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
+        if row is not None and str(row[0]) != str(SCHEMA_VERSION):
             raise E2ELabError(
                 f"{self.path} has store schema {row[0]}, this e2elab reads {SCHEMA_VERSION}; "
                 "use a new --out folder"
             )
+
+    def _stamp_version(self) -> None:
+        self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def close(self) -> None:
         self._db.close()

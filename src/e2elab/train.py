@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from e2elab.allocator import keep_freed_memory
+from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
 from e2elab.replicas import OPTIMIZERS, Replicas, batching_pays, make_replicas, step_memory
 from e2elab.strategy import Phase, Strategy
@@ -82,6 +83,7 @@ def train(
     return train_seeds(task, strategy, graph, config, [config.seed], on_progress, hook)[0]
 
 
+@fixed_numerics()
 def train_seeds(
     task: Task,
     strategy: Strategy,
@@ -96,9 +98,9 @@ def train_seeds(
 
     With ``batch`` the seeds train at once, as one vectorised computation; without, one
     after another; ``None`` (the default) follows ``replicas.batching_pays``. Each
-    seed's result matches ``train`` with that seed within floating-point error.
+    seed's result matches ``train`` with that seed bit for bit (on the CPU).
     ``on_progress`` counts the examples of all seeds; ``on_boundary(k, systems)`` gets
-    the systems per seed, per member.
+    the systems per seed, per member. Trains under ``numerics.fixed_numerics``.
     """
     keep_freed_memory()
     device = _dev(config)

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from e2elab import strategy as strategies
+from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
 from e2elab.run import first_batch
 from e2elab.stats import mean_interval
@@ -134,6 +135,7 @@ def _gram(vectors: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
     return gram
 
 
+@fixed_numerics()
 def gradient_snr(
     task: Task,
     strategy: str,
@@ -144,7 +146,8 @@ def gradient_snr(
     phase: int = 0,
 ) -> SNRResult:
     """SNR of each trainable module's gradient under one phase of ``strategy`` (default:
-    its first), at the initialisation (no training), over ``inits`` random inits."""
+    its first), at the initialisation (no training), over ``inits`` random inits, under
+    ``numerics.fixed_numerics`` like every run."""
     size = batch_size or type(task).defaults.batch_size
     out: SNRResult | None = None
     for init in range(inits):

@@ -14,6 +14,7 @@ from e2elab.report.page import write_report
 from e2elab.report.snr import snr_figure
 from e2elab.run import RunResult
 from e2elab.summary import summarize
+from e2elab.tasks import task_class
 
 
 @dataclass
@@ -33,10 +34,13 @@ class Report:
 
 
 def sweep_knob(experiment: Experiment) -> str:
-    """The knob on the figures' x-axis: ``sweep``, else the last grid knob."""
+    """The knob on the figures' x-axis: ``sweep``, else the last grid knob, else (an
+    experiment of one cell) the task's first knob."""
     if experiment.sweep:
         return experiment.sweep
-    return list(experiment.grid)[-1] if experiment.grid else "n"
+    if experiment.grid:
+        return list(experiment.grid)[-1]
+    return next(iter(task_class(experiment.task).knobs), "n")
 
 
 def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
