@@ -32,8 +32,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from e2elab import make_task, trace
 from e2elab import strategy as strategies
 from e2elab.allocator import keep_freed_memory
+from e2elab.records import Settings
 from e2elab.run import first_batch
-from e2elab.train import TrainConfig, train_seeds
+from e2elab.train import train_seeds
 
 CASES = {
     "digit-chain n=3": ("digit-chain", {"n": 3}, 64, 3e-3),
@@ -84,7 +85,7 @@ def e2elab_loop(
 
     def run(budget: int) -> None:
         nonlocal stacked
-        config = TrainConfig(budget=budget, batch_size=batch_size, lr=lr, evaluations=1, seed=0)
+        config = Settings(budget=budget, batch_size=batch_size, lr=lr, evaluations=1)
         outcomes = train_seeds(task, strategy, graph, config, list(range(seeds)), batch=batch)
         stacked = "seeds_batched" in outcomes[0].memory
 

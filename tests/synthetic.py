@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from e2elab.run import RunResult
+from e2elab.records import RunResult
 
 
 def result(

@@ -1,10 +1,9 @@
 """The command line: list, run, and one-line errors with exit code 2."""
 
-import json
-
 import pytest
 
 from e2elab.cli import main
+from e2elab.store import Store
 
 
 @pytest.mark.parametrize(
@@ -50,7 +49,12 @@ def test_list_shows_tasks_strategies_and_knob_defaults(capsys):
         assert word in out
 
 
-def test_run_prints_a_table_and_writes_one_json_per_run(capsys, tmp_path):
+def _stored(out):
+    """Every result in OUT/results.sqlite, as dicts."""
+    return [r.to_dict() for r in Store(out / "results.sqlite", readonly=True).results()]
+
+
+def test_run_prints_a_table_and_stores_every_run(capsys, tmp_path):
     argv = [
         "run",
         "--knob",
@@ -65,22 +69,41 @@ def test_run_prints_a_table_and_writes_one_json_per_run(capsys, tmp_path):
         "2",
         "--budget",
         "2000",
+        "--executor",
+        "serial",
         "--out",
         str(tmp_path),
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    files = sorted(tmp_path.glob("*.json"))
+    results = _stored(tmp_path)
     # frozen_others without a module expands to one strategy per module (2 modules here)
-    assert len(files) == 3 * 2
-    strategies = {json.loads(f.read_text())["spec"]["strategy"] for f in files}
+    assert len(results) == 3 * 2
+    strategies = {r["spec"]["strategy"] for r in results}
     assert strategies == {"e2e", "frozen_others:module=recognizer", "frozen_others:module=adder_1"}
     for name in ["e2e", "frozen_others:module=recognizer", "output accuracy", "95% CI"]:
         assert name in out
-    # a rerun recognises the stored runs and trains nothing
-    stamps = {f: f.stat().st_mtime_ns for f in files}
+    assert "6 runs (0 already stored, 6 trained)" in out
+    # a rerun recognises the stored runs and trains nothing; --force retrains them
     assert main(argv) == 0
-    assert {f: f.stat().st_mtime_ns for f in files} == stamps
+    assert "6 runs (6 already stored, 0 trained)" in capsys.readouterr().out
+    assert main([*argv, "--force"]) == 0
+    assert "6 runs (0 already stored, 6 trained)" in capsys.readouterr().out
+    assert len(_stored(tmp_path)) == 6
+
+
+def test_a_changed_threshold_rescores_stored_runs_without_training(capsys, tmp_path):
+    argv = ["run", "--knob", "n=1", "--strategy", "hinted", "--seeds", "1", "--budget", "6000"]
+    argv += ["--executor", "serial", "--out", str(tmp_path)]
+    assert main([*argv, "--threshold", "0.2"]) == 0
+    (before,) = _stored(tmp_path)
+    assert main([*argv, "--threshold", "0.99"]) == 0
+    assert "1 runs (1 already stored, 0 trained)" in capsys.readouterr().out
+    (after,) = _stored(tmp_path)
+    assert after["id"] == before["id"] and after["curve"] == before["curve"]
+    assert after["spec"]["threshold"] == 0.99
+    assert before["examples_to_threshold"] is not None
+    assert after["examples_to_threshold"] is None  # 0.99 is never reached in 6000 examples
 
 
 def test_a_diverging_run_is_reported_and_the_others_go_on(capsys, tmp_path):
@@ -98,12 +121,14 @@ def test_a_diverging_run_is_reported_and_the_others_go_on(capsys, tmp_path):
         "1000",
         "--lr",
         "1e12",
+        "--executor",
+        "serial",
         "--out",
         str(tmp_path),
     ]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    results = [json.loads(f.read_text()) for f in tmp_path.glob("*.json")]
+    results = _stored(tmp_path)
     assert len(results) == 2
     assert {r["status"] for r in results} <= {"ok", "diverged"}
     assert any(r["status"] == "diverged" for r in results)
@@ -113,7 +138,7 @@ def test_a_diverging_run_is_reported_and_the_others_go_on(capsys, tmp_path):
 @pytest.mark.parametrize("flag, stacked", [([], True), (["--no-batch-seeds"], False)])
 def test_run_trains_seeds_together_unless_told_not_to(flag, stacked, tmp_path):
     argv = ["run", "--knob", "n=1", "--strategy", "e2e", "--seeds", "2", "--budget", "640"]
-    assert main([*argv, *flag, "--out", str(tmp_path)]) == 0
-    results = [json.loads(path.read_text()) for path in sorted(tmp_path.glob("*.json"))]
+    assert main([*argv, *flag, "--executor", "serial", "--out", str(tmp_path)]) == 0
+    results = _stored(tmp_path)
     assert sorted(r["spec"]["seed"] for r in results) == [0, 1]
     assert all(("seeds_batched" in r["memory"]) is stacked for r in results)

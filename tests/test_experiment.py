@@ -5,6 +5,7 @@ import yaml
 
 from e2elab import experiment as experiments
 from e2elab.errors import E2ELabError
+from e2elab.runner import experiment_specs
 
 VALID = {
     "name": "tiny",
@@ -34,7 +35,7 @@ def _write(tmp_path, data, text=None):
 
 def test_valid_file_expands_to_grid_times_strategies_times_seeds(tmp_path):
     exp = experiments.load(_write(tmp_path, VALID))
-    specs = exp.specs()
+    specs = experiment_specs(exp)
     # n=1: e2e + frozen_others x 2 modules; n=2: e2e + 3 modules; 2 seeds each
     assert len(specs) == (3 + 4) * 2
     assert len({s.id for s in specs}) == len(specs)
@@ -44,7 +45,7 @@ def test_valid_file_expands_to_grid_times_strategies_times_seeds(tmp_path):
 def test_profile_overrides_fields_and_renames(tmp_path):
     quick = experiments.load(_write(tmp_path, VALID)).with_profile("quick")
     assert quick.name == "tiny-quick" and quick.seeds == 1 and quick.grid == {"n": [1]}
-    assert len(quick.specs()) == 3
+    assert len(experiment_specs(quick)) == 3
 
 
 def _error(tmp_path, data=None, text=None):
@@ -101,7 +102,7 @@ def test_shipped_glasmachers_has_quick_and_full_profiles():
     quick = full.with_profile("quick")
     assert full.seeds >= 5
     assert set(full.grid["m"]) == {10, 2} and max(full.grid["n"]) >= 6
-    assert len(quick.specs()) < len(full.specs())
+    assert len(experiment_specs(quick)) < len(experiment_specs(full))
     assert {c.check for c in full.claims} >= {
         "ratio_grows_with_knob",
         "breakdown",

@@ -10,6 +10,7 @@ import pytest
 from synthetic import result
 
 from e2elab.errors import E2ELabError
+from e2elab.records import RunResult
 from e2elab.report import figures, page
 from e2elab.report.figures import (
     all_figures,
@@ -20,7 +21,6 @@ from e2elab.report.figures import (
     threshold_cell,
 )
 from e2elab.report.page import write_report
-from e2elab.run import RunResult
 from e2elab.summary import summarize
 
 BUDGET = 10_000
@@ -167,11 +167,29 @@ def test_probe_heatmap_skipped_without_probes(tmp_path: Path) -> None:
 def test_probe_heatmap_values_average_module_ports_then_seeds() -> None:
     results = [make_result("e2e", 2, seed=s) for s in range(3)]
     results[0].probes["digit_1"] = 0.0  # recognizer ports of seed 0: mean (0.0 + 0.5) / 2
-    value = figures._probe_value(results, "n", 2, "recognizer")
+    row = ("recognizer", "balanced accuracy")
+    value = figures._probe_value(results, "n", 2, row)
     assert value == pytest.approx((0.25 + 0.6 + 0.7) / 3)
-    assert figures._probe_value(results, "n", 2, "adder_3") != figures._probe_value(
-        results, "n", 2, "adder_3"
+    missing = ("adder_3", "balanced accuracy")
+    assert figures._probe_value(results, "n", 2, missing) != figures._probe_value(
+        results, "n", 2, missing
     )  # NaN: no such module at n=2
+
+
+def test_probe_heatmap_never_averages_balanced_accuracy_with_r2(tmp_path: Path, monkeypatch):
+    seen = []
+    save = figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, path: seen.append(fig) or save(fig, path))
+    results = [make_result("e2e", 2, seed=s) for s in range(2)]
+    for r in results:  # the recognizer's second port is a regression port, scored by R^2
+        r.probe_metric = {p: "balanced accuracy" for p in r.probes} | {"digit_2": "R2"}
+        r.probes["digit_2"] = -3.0
+    assert len(probe_heatmap(results, "n", tmp_path)) == 1
+    rows = [t.get_text() for t in seen[0].axes[0].get_yticklabels()]
+    assert "recognizer [balanced accuracy]" in rows and "recognizer [R2]" in rows
+    value = figures._probe_value(results, "n", 2, ("recognizer", "balanced accuracy"))
+    assert value == pytest.approx((0.5 + 0.6) / 2)  # digit_1 over seeds; R^2 left out
+    assert seen[0].axes[1].get_ylabel() == "linear probe balanced accuracy / R2"
 
 
 def test_threshold_cell_counts_seeds_that_never_reached() -> None:
@@ -303,7 +321,7 @@ def test_probe_heatmap_shows_the_initialisation_baseline(tmp_path: Path, monkeyp
     texts = [t.get_text() for t in seen[0].axes[0].texts]
     assert "0.50\n(0.25)" in texts  # n=2: after training, then at initialisation
     assert "0.50" in texts  # n=1: no baseline recorded
-    assert seen[0].axes[1].get_ylabel() == "linear probe balanced accuracy (R^2 for regression)"
+    assert seen[0].axes[1].get_ylabel() == "linear probe balanced accuracy"
 
 
 def test_summary_interval_of_accuracy_stays_within_0_and_1() -> None:

@@ -112,8 +112,9 @@ def test_every_path_that_trains_stores_the_same_result(name, tmp_path, two_threa
     run_out = tmp_path / "run"
     common = ["--task", case["task"], *knobs, "--strategy", case["strategy"]]
     budget = ["--budget", str(case["budget"]), "--device", "cpu"]
-    assert main(["run", *common, "--seeds", "1", *budget, "--out", str(run_out)]) == 0
-    results["cli run"] = _comparable(json.loads((run_out / f"{spec.id}.json").read_text()))
+    argv = ["run", *common, "--seeds", "1", *budget, "--executor", "serial"]
+    assert main([*argv, "--out", str(run_out)]) == 0
+    results["cli run"] = _comparable(_stored(run_out / "results.sqlite", spec.id))
 
     experiment = str(_experiment(tmp_path, case))
     executors = [("serial", []), ("local", ["--workers", "2"])]

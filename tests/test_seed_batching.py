@@ -11,9 +11,10 @@ from torch import nn
 from e2elab import Batch, Knob, PortSpec, System, Task, TrainingDefaults, make_task, trace
 from e2elab import strategy as strategies
 from e2elab.executors import MAX_SEEDS_PER_BATCH, SerialExecutor, seed_batches
+from e2elab.records import Settings
 from e2elab.replicas import Stacked, batching_pays
 from e2elab.run import RunSpec, execute, execute_seeds, first_batch
-from e2elab.train import TrainConfig, train, train_seeds
+from e2elab.train import train, train_seeds
 
 SEEDS = [0, 1, 2]
 EVERY_STRATEGY = every_strategy(n=2, members=2)
@@ -25,9 +26,9 @@ def _setup(text, n=2):
     return task, graph, strategies.build(text, graph, task.output)
 
 
-def _config(seed=0, **overrides):
-    settings = dict(budget=1500, batch_size=64, lr=3e-3, evaluations=3, seed=seed)
-    return TrainConfig(**{**settings, **overrides})
+def _config(**overrides):
+    settings = dict(budget=1500, batch_size=64, lr=3e-3, evaluations=3)
+    return Settings(**{**settings, **overrides})
 
 
 @pytest.mark.parametrize("text", EVERY_STRATEGY)
@@ -36,7 +37,7 @@ def test_each_batched_seed_matches_training_that_seed_alone(text):
     batched = train_seeds(task, strategy, graph, _config(), SEEDS, batch=True)
     assert len(batched) == len(SEEDS)
     for seed, together in zip(SEEDS, batched, strict=True):
-        alone = train(task, strategy, graph, _config(seed))
+        alone = train(task, strategy, graph, _config(), seed)
         assert together.status == alone.status == "ok"
         assert [p["examples"] for p in together.curve] == [p["examples"] for p in alone.curve]
         # bit for bit: a seed's result does not depend on the seeds stacked beside it
@@ -111,7 +112,7 @@ def test_seed_batches_group_by_everything_but_the_seed():
     batches = seed_batches(specs)
     assert [len(b) for b in batches] == [MAX_SEEDS_PER_BATCH, 2, MAX_SEEDS_PER_BATCH, 2]
     for batch in batches:
-        assert len({(s.strategy, s.budget) for s in batch}) == 1
+        assert len({(s.strategy, s.settings.budget) for s in batch}) == 1
     assert seed_batches(specs, batch_seeds=False) == [[s] for s in specs]
 
 

@@ -7,7 +7,8 @@ import pytest
 from synthetic import result
 
 from e2elab.errors import E2ELabError
-from e2elab.store import Store, export, load_frame
+from e2elab.query import export, load_frame
+from e2elab.store import Store
 
 
 def test_put_and_read_back_with_curves(tmp_path):

@@ -14,7 +14,7 @@ import yaml
 from e2elab import experiment as experiments
 from e2elab.cli import main
 from e2elab.executors import LocalPoolExecutor, SerialExecutor
-from e2elab.runner import run_experiment
+from e2elab.runner import experiment_specs, run_experiment
 from e2elab.store import Store
 
 TINY = {
@@ -79,7 +79,7 @@ def test_killed_sweep_resumes_and_stores_each_run_exactly_once(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     before = _stored_ids(store_path)
-    total = len(experiments.load(spec_path).specs())
+    total = len(experiment_specs(experiments.load(spec_path)))
     assert 2 <= len(before) < total, "the sweep should have been killed part-way"
 
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300)

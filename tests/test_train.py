@@ -6,8 +6,9 @@ from strategies import every_strategy
 
 from e2elab import RunSpec, execute, make_task, run, trace
 from e2elab import strategy as strategies
+from e2elab.records import Settings
 from e2elab.run import first_batch
-from e2elab.train import TrainConfig, train
+from e2elab.train import train
 
 
 def _snapshot(systems):
@@ -34,7 +35,7 @@ def test_frozen_modules_are_bit_for_bit_unchanged_after_each_phase(text):
     graph = trace(task.build_system(), first_batch(task), task.ports)
     strategy = strategies.build(text, graph, task.output)
     snapshots = []
-    config = TrainConfig(budget=3000, batch_size=64, lr=3e-3, evaluations=2, seed=0)
+    config = Settings(budget=3000, batch_size=64, lr=3e-3, evaluations=2)
     train(
         task,
         strategy,
@@ -58,7 +59,7 @@ def test_frozen_others_module_starts_from_its_initialisation():
     graph = trace(task.build_system(), first_batch(task), task.ports)
     strategy = strategies.build("frozen_others:module=adder_1", graph, task.output)
     snapshots = []
-    config = TrainConfig(budget=3000, batch_size=64, lr=3e-3, evaluations=2, seed=0)
+    config = Settings(budget=3000, batch_size=64, lr=3e-3, evaluations=2)
     train(task, strategy, graph, config, on_boundary=lambda k, s: snapshots.append(_snapshot(s)))
     last = len(strategy.phases) - 1
     assert all(

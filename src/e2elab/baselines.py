@@ -71,10 +71,10 @@ def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1
     if examples < 1:
         raise E2ELabError(f"examples must be a positive integer, got {examples}")
     spec = task.ports[task.output]
-    if spec.kind not in ("class", "binary"):
+    if not spec.port_kind.one_label:
         raise E2ELabError(
             f"black-box baselines fit classifiers; task {task.name}'s output port "
-            f"{task.output!r} is of kind {spec.kind!r}"
+            f"{task.output!r} is of kind {spec.port_kind.name!r}"
         )
     make, cap = MODELS[model]
     used = examples if cap is None else min(examples, cap)

@@ -22,7 +22,8 @@ from typing import Any
 
 from scipy.stats import binomtest
 
-from e2elab.run import RunResult
+from e2elab.query import group
+from e2elab.records import RunResult
 from e2elab.stats import mean_interval, metric_interval
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
@@ -79,12 +80,11 @@ def cells(
     results: Iterable[RunResult], strategies: str | list[str], where: dict[str, Any] | None = None
 ) -> dict[tuple[str, str], list[RunResult]]:
     """Group runs into (knobs as JSON, strategy) cells; strategies may use * patterns."""
-    out: dict[tuple[str, str], list[RunResult]] = {}
-    for r in results:
-        if _strategy_matches(r.spec["strategy"], strategies) and _matches(r, where or {}):
-            key = (json.dumps(r.spec["knobs"], sort_keys=True), r.spec["strategy"])
-            out.setdefault(key, []).append(r)
-    return out
+
+    def chosen(r: RunResult) -> bool:
+        return _strategy_matches(r.spec["strategy"], strategies) and _matches(r, where or {})
+
+    return group(results, "knobs", "strategy", where=chosen)  # type: ignore[return-value]
 
 
 def _knob(key: tuple[str, str], name: str) -> Any:
@@ -109,10 +109,7 @@ def _no_data(what: str) -> Verdict:
 
 
 def _by_knob(results: list[RunResult], knob: str) -> dict[Any, list[RunResult]]:
-    groups: dict[Any, list[RunResult]] = {}
-    for r in results:
-        groups.setdefault(r.spec["knobs"][knob], []).append(r)
-    return dict(sorted(groups.items()))
+    return {key[0]: runs for key, runs in sorted(group(results, knob).items())}
 
 
 # ---------------------------------------------------------------- checks

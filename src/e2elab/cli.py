@@ -1,4 +1,4 @@
-"""The command line: ``e2elab list`` and ``e2elab run``.
+"""The command line: list, run, reproduce, report, export, diagnose snr.
 
 Every user error becomes one line on stderr, ``e2elab: error: ...``, and exit code 2.
 """
@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -14,7 +15,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-import torch
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,19 +27,11 @@ from rich.progress import (
 from rich.table import Table
 
 from e2elab import experiment as experiments
-from e2elab import strategy as strategies
 from e2elab.claims import Verdict
-from e2elab.diagnostics.snr import SNRResult, gradient_snr
 from e2elab.errors import E2ELabError, choices
-from e2elab.executors import make_executor, seed_batches
-from e2elab.report.build import Part, build_report
-from e2elab.report.snr import snr_figure
-from e2elab.run import RunResult, RunSpec, execute_seeds, first_batch
-from e2elab.runner import measure_snr, run_experiment
-from e2elab.store import Store, export
-from e2elab.summary import strategy_table, summarize
-from e2elab.system import trace
-from e2elab.tasks import TASKS, make_task, task_class
+
+# The training half (torch) is imported inside the commands that train: ``report``,
+# ``export`` and ``list --help`` start without it.
 
 DEFAULT_OUT = Path("runs")
 
@@ -68,6 +60,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 NO_BATCH_HELP = "train each seed alone (default: the seeds of a spec train together, vmapped)"
+EXECUTOR_HELP = "local (default: a process pool, one process per core), serial or ray"
+
+
+def _executor_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--executor", default="local", help=EXECUTOR_HELP)
+    command.add_argument(
+        "--address", help="Ray cluster address HOST:PORT (with --executor ray; default: local)"
+    )
+    command.add_argument("--workers", type=int, help="processes for --executor local")
+    command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    command.add_argument("--no-batch-seeds", action="store_true", help=NO_BATCH_HELP)
+    command.add_argument("--force", action="store_true", help="retrain runs already stored")
 
 
 def _build_parser() -> _Parser:
@@ -78,7 +82,12 @@ def _build_parser() -> _Parser:
     listing.set_defaults(handler=_cmd_list)
 
     run = commands.add_parser("run", help="train a task under strategies and seeds")
-    run.add_argument("--task", default="digit-chain", help="task family (default: digit-chain)")
+    run.add_argument(
+        "--task",
+        default="digit-chain",
+        help="task: a shipped name, module:Class, or a published entry point "
+        "(default: digit-chain)",
+    )
     run.add_argument(
         "--knob", action="append", default=[], metavar="NAME=VALUE", help="set a task knob"
     )
@@ -93,28 +102,21 @@ def _build_parser() -> _Parser:
     run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     run.add_argument("--budget", type=int, help="training examples per run (default: task's)")
     run.add_argument("--batch-size", type=int, help="examples per step (default: task's)")
-    run.add_argument("--lr", type=float, help="Adam learning rate (default: task's)")
+    run.add_argument("--lr", type=float, help="learning rate (default: task's)")
+    run.add_argument("--optimizer", help="adam or sgd (default: task's)")
     run.add_argument("--threshold", type=float, help="accuracy for examples-to-threshold")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for RunResult JSON")
-    run.add_argument("--force", action="store_true", help="retrain runs already in --out")
-    run.add_argument("--no-batch-seeds", action="store_true", help=NO_BATCH_HELP)
+    run.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="folder of the store (OUT/results.sqlite)"
+    )
+    _executor_flags(run)
     run.set_defaults(handler=_cmd_run)
 
     reproduce = commands.add_parser("reproduce", help="run a shipped experiment, then report")
     reproduce.add_argument("experiment", help="shipped experiment name or path to a YAML file")
     reproduce.add_argument("--quick", action="store_true", help="the quick profile")
     reproduce.add_argument("--profile", help="a named profile of the experiment")
-    reproduce.add_argument(
-        "--executor", default="local", help="local (default: a process pool), serial or ray"
-    )
-    reproduce.add_argument(
-        "--address", help="Ray cluster address HOST:PORT (with --executor ray; default: local)"
-    )
-    reproduce.add_argument("--workers", type=int, help="processes for --executor local")
-    reproduce.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     reproduce.add_argument("--out", type=Path, help="output folder (default results/NAME)")
-    reproduce.add_argument("--no-batch-seeds", action="store_true", help=NO_BATCH_HELP)
+    _executor_flags(reproduce)
     reproduce.set_defaults(handler=_cmd_reproduce)
 
     report = commands.add_parser("report", help="claims and figures from a results store")
@@ -126,7 +128,7 @@ def _build_parser() -> _Parser:
     diagnose = commands.add_parser("diagnose", help="diagnostics: gradient SNR per module")
     which = diagnose.add_subparsers(title="diagnostics", parser_class=_Parser)
     snr = which.add_parser("snr", help="gradient signal-to-noise per module against a knob")
-    snr.add_argument("--task", default="digit-chain", help="task family (default digit-chain)")
+    snr.add_argument("--task", default="digit-chain", help="task (default digit-chain)")
     snr.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE")
     snr.add_argument(
         "--sweep", required=True, metavar="NAME=V1,V2,...", help="the knob to vary, e.g. n=1,2,3"
@@ -135,18 +137,28 @@ def _build_parser() -> _Parser:
     snr.add_argument("--inits", type=int, default=3, help="random initialisations (default 3)")
     snr.add_argument("--batches", type=int, default=32, help="mini-batches per init (default 32)")
     snr.add_argument("--batch-size", type=int, help="examples per batch (default: task's)")
-    snr.add_argument("--out", type=Path, default=Path("results/snr"), help="output folder")
+    snr.add_argument(
+        "--out", type=Path, default=Path("results/snr"), help="folder of the store and figure"
+    )
+    snr.add_argument("--force", action="store_true", help="measure again what is stored")
     snr.set_defaults(handler=_cmd_snr)
 
-    export = commands.add_parser("export", help="write a store's runs as CSV or Parquet")
+    export = commands.add_parser("export", help="write a store's runs or curves as a table")
     export.add_argument("store", type=Path, help="a results.sqlite file")
-    export.add_argument("--format", default="csv", help="csv (default) or parquet")
+    export.add_argument("--format", default="csv", help="csv (default), parquet or json")
+    export.add_argument(
+        "--table", default="runs", help="runs (one row per run, default) or curves (long form)"
+    )
+    export.add_argument("--experiment", help="only this experiment's runs")
     export.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     export.set_defaults(handler=_cmd_export)
     return parser
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from e2elab import strategy as strategies
+    from e2elab.tasks import TASKS, published
+
     console = wide_console()
     tasks = Table(title="tasks", title_justify="left")
     for column in ("task", "knob", "default", "meaning"):
@@ -162,6 +174,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
         )
         for knob_name, knob in cls.knobs.items():
             tasks.add_row("", knob_name, str(knob.default), knob.help)
+    for name, ref in published().items():
+        if name not in TASKS:
+            tasks.add_row(name, "", "", f"published by an installed package: {ref}")
     console.print(tasks)
     table = Table(title="strategies", title_justify="left")
     for column in ("strategy", "parameters (defaults)", "what it does"):
@@ -178,6 +193,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 def parse_knobs(pairs: list[str], task: str) -> dict[str, Any]:
     """``["n=3", "m=2"]`` -> ``{"n": "3", "m": "2"}``; types are checked by the task."""
+    from e2elab.tasks import task_class
+
     knobs: dict[str, Any] = {}
     for pair in pairs:
         name, eq, value = pair.partition("=")
@@ -188,89 +205,114 @@ def parse_knobs(pairs: list[str], task: str) -> dict[str, Any]:
     return knobs
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` picks an accelerator when one is present."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if name not in {"cpu", "cuda", "mps"} and not name.startswith("cuda:"):
-        raise E2ELabError(f"unknown device {name!r}; choose one of: auto, cpu, cuda, mps")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise E2ELabError(
-            "--device cuda asked for, but torch sees no CUDA device; use --device cpu"
-        )
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise E2ELabError("--device mps asked for, but MPS is not available; use --device cpu")
-    return name
+def _one_cell(args: argparse.Namespace) -> experiments.Experiment:
+    """``e2elab run``'s arguments as an experiment of one grid point."""
+    from e2elab import strategy as strategies
+    from e2elab.run import first_batch
+    from e2elab.system import trace
+    from e2elab.tasks import make_task
 
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    knobs = parse_knobs(args.knob, args.task)
-    task = make_task(args.task, knobs)
     if args.seeds < 1:
         raise E2ELabError(f"--seeds must be at least 1, got {args.seeds}")
+    knobs = parse_knobs(args.knob, args.task)
+    task = make_task(args.task, knobs)
+    training = {
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "threshold": args.threshold,
+        "optimizer": args.optimizer,
+    }
+    # every setting checked here, once, with the task's defaults under it
+    type(task).defaults.override(budget=args.budget, device=args.device, **training).validate()
     graph = trace(task.build_system(), first_batch(task), task.ports)
     names = args.strategy or list(strategies.STRATEGIES)
     expanded = [s for text in names for s in strategies.expand(text, list(graph.modules))]
-    for text in expanded:
-        strategies.build(text, graph, task.output)  # fail fast on a bad module name
-    device = resolve_device(args.device)
-    specs = [
-        RunSpec.create(
-            args.task,
-            text,
-            seed=seed,
-            knobs=knobs,
-            budget=args.budget,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            threshold=args.threshold,
-            device=device,
-        )
-        for text in expanded
-        for seed in range(args.seeds)
-    ]
-    results = run_specs(specs, args.out, force=args.force, batch_seeds=not args.no_batch_seeds)
+    definition = {
+        "task": args.task,
+        "knobs": {**task.settings},
+        "strategies": expanded,
+        "seeds": args.seeds,
+        "budget": args.budget,
+        "training": {k: v for k, v in training.items() if v is not None},
+    }
+    text = json.dumps(definition, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    name = f"run-{args.task.replace(':', '.')}-{digest}"
+    return experiments.Experiment.model_validate({"name": name, **definition})
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from e2elab.store import Store
+    from e2elab.summary import strategy_table, summarize
+
+    experiment = _one_cell(args)
+    executor, overrides = _executor(args), {"device": args.device}
+    specs = _specs(experiment, overrides)  # every check, before the store is touched
+    with Store(args.out / "results.sqlite") as store:
+        counts = _sweep(experiment, store, executor, overrides, args.force)
+        results = store.results_by_id([s.id for s in specs])
+    by_id = {r.id: r for r in results}
+    results = [by_id[s.id] for s in specs if s.id in by_id]
     console = wide_console()
-    knob_text = ", ".join(f"{k}={v}" for k, v in task.settings.items())
-    title = f"{args.task} ({knob_text}); budget {specs[0].budget} examples; {args.seeds} seeds"
-    console.print(strategy_table(summarize(results), title, specs[0].threshold))
+    knob_text = ", ".join(f"{k}={v}" for k, v in specs[0].knobs.items())
+    budget = specs[0].settings.budget
+    title = f"{specs[0].task} ({knob_text}); budget {budget} examples; {args.seeds} seeds"
+    console.print(strategy_table(summarize(results), title, specs[0].settings.threshold))
     for r in results:
         if r.status != "ok":
             console.print(f"[red]{r.spec['strategy']} seed {r.spec['seed']}: {r.reason}[/red]")
-    console.print(f"results: {args.out}/<run id>.json ({len(results)} runs)")
+    console.print(
+        f"{counts.total} runs ({counts.skipped} already stored, {counts.trained} trained); "
+        f"store {args.out / 'results.sqlite'} (experiment {experiment.name})"
+    )
     return 0
 
 
-def _cmd_reproduce(args: argparse.Namespace) -> int:
-    if args.quick and args.profile:
-        raise E2ELabError("give either --quick or --profile, not both")
+def _specs(experiment: experiments.Experiment, overrides: dict[str, Any]) -> list[Any]:
+    from e2elab.runner import experiment_specs
+
+    return experiment_specs(experiment, overrides)
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    from e2elab.executors import make_executor
+
     if args.workers is not None and args.workers < 1:
         raise E2ELabError(f"--workers must be at least 1, got {args.workers}")
     if args.address and args.executor != "ray":
         raise E2ELabError("--address is for --executor ray; add --executor ray")
+    return make_executor(
+        args.executor, args.workers, args.address, batch_seeds=not args.no_batch_seeds
+    )
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    from e2elab.report.build import Part, build_report
+    from e2elab.runner import measure_snr
+    from e2elab.store import Store
+
+    if args.quick and args.profile:
+        raise E2ELabError("give either --quick or --profile, not both")
     profile = "quick" if args.quick else args.profile
     name, loaded = experiments.load_all(args.experiment)
     parts = [exp.with_profile(profile) for exp in loaded]
     name = f"{name}-{profile}" if profile else name
-    executor = make_executor(
-        args.executor, args.workers, args.address, batch_seeds=not args.no_batch_seeds
-    )
-    device = resolve_device(args.device)
+    executor, overrides = _executor(args), {"device": args.device}
+    for experiment in parts:
+        _specs(experiment, overrides)  # every check, before the store is touched
     out = args.out or Path("results") / name
     console = wide_console()
     began = time.perf_counter()
     with Store(out / "results.sqlite") as store:
         done = []
         for experiment in parts:
-            counts = _sweep(experiment, store, executor, device)
+            counts = _sweep(experiment, store, executor, overrides, args.force)
             snr = measure_snr(experiment, store)
+            rescored = f", {counts.rescored} re-scored" if counts.rescored else ""
             console.print(
                 f"{experiment.name}: {counts.total} runs, {counts.skipped} already stored, "
-                f"{counts.trained} trained" + (f", {len(snr)} SNR measurements" if snr else "")
+                f"{counts.trained} trained{rescored}"
+                + (f", {len(snr)} SNR measurements" if snr else "")
             )
             done.append(Part(experiment, store.results(experiment.name), snr))
         report = build_report(done, out / "report", f"e2elab report: {name}")
@@ -283,7 +325,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(experiment: experiments.Experiment, store: Store, executor: Any, device: str) -> Any:
+def _sweep(
+    experiment: experiments.Experiment,
+    store: Any,
+    executor: Any,
+    overrides: dict[str, Any],
+    force: bool = False,
+) -> Any:
+    from e2elab.runner import run_experiment
+
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -299,16 +349,20 @@ def _sweep(experiment: experiments.Experiment, store: Store, executor: Any, devi
         def start(total: int, stored: int) -> None:
             progress.update(bar, total=total - stored)
 
-        def finished(result: RunResult) -> None:
+        def finished(result: Any) -> None:
             label = f"{experiment.name}: {result.spec['strategy']}"
             progress.update(bar, advance=1, description=label)
 
-        return run_experiment(experiment, store, executor, device, start, finished)
+        return run_experiment(experiment, store, executor, overrides, start, finished, force=force)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from e2elab.records import SNRResult
+    from e2elab.report.build import Part, build_report
+    from e2elab.store import Store
+
     console = wide_console()
-    with Store(args.store, create=False) as store:
+    with Store(args.store, readonly=True) as store:
         stored = store.experiments()
         if not stored:
             raise E2ELabError(f"{args.store} holds no experiment; run 'e2elab reproduce' first")
@@ -320,14 +374,19 @@ def _cmd_report(args: argparse.Namespace) -> int:
             experiment = experiments.Experiment.model_validate(stored[name])
             snr = [SNRResult(**r) for r in store.snr(name).values()]
             parts.append(Part(experiment, store.results(name), snr))
-        title = f"e2elab report: {', '.join(names)}"
-        report = build_report(parts, args.out, title)
+    title = f"e2elab report: {', '.join(names)}"
+    report = build_report(parts, args.out, title)
     console.print(claims_table(report.verdicts, ", ".join(names)))
     console.print(f"report: {report.markdown} ({len(report.figures)} figures)")
     return 0
 
 
 def _cmd_snr(args: argparse.Namespace) -> int:
+    from e2elab import strategy as strategies
+    from e2elab.report.snr import snr_figure
+    from e2elab.runner import measure_snr
+    from e2elab.store import Store
+
     knob, eq, raw = args.sweep.partition("=")
     values = [v.strip() for v in raw.split(",") if v.strip()]
     if not eq or not values:
@@ -339,16 +398,34 @@ def _cmd_snr(args: argparse.Namespace) -> int:
             "--inits must be at least 2 and --batches at least 3 to estimate a mean and spread"
         )
     fixed = parse_knobs(args.knob, args.task)
+    for value in values:
+        parse_knobs([*args.knob, f"{knob}={value}"], args.task)
     names = args.strategy or ["e2e", "hinted"]
-    results = []
+    for name in names:
+        strategies.parse_strategy(name)
+    definition = {
+        "task": args.task,
+        "sweep": knob,
+        "knobs": fixed,
+        "grid": {knob: values},
+        "strategies": names,
+        "snr": {
+            "strategies": names,
+            "inits": args.inits,
+            "batches": args.batches,
+            "batch_size": args.batch_size,
+        },
+    }
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:8]
+    name = f"snr-{args.task.replace(':', '.')}-{digest}"
+    experiment = experiments.Experiment.model_validate({"name": name, **definition})
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("gradient SNR", total=len(values) * len(names))
-        for value in values:
-            task = make_task(args.task, {**fixed, knob: value})
-            for name in names:
-                results.append(gradient_snr(task, name, args.inits, args.batches, args.batch_size))
-                progress.advance(bar)
-    args.out.mkdir(parents=True, exist_ok=True)
+        with Store(args.out / "results.sqlite") as store:
+            store.put_experiment(experiment.name, experiment.model_dump())
+            results = measure_snr(
+                experiment, store, lambda: progress.advance(bar), force=args.force
+            )
     (args.out / "snr.json").write_text(
         json.dumps([dataclasses.asdict(r) for r in results], indent=1)
     )
@@ -376,13 +453,15 @@ def _cmd_snr(args: argparse.Namespace) -> int:
             "<= : below the resolution of --batches at some init (an upper bound); "
             "more batches resolve smaller SNRs"
         )
-    console.print(f"wrote {args.out / 'snr.json'} and {figure}")
+    console.print(f"wrote {args.out / 'results.sqlite'}, {args.out / 'snr.json'} and {figure}")
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    rows = export(args.store, args.format, args.output)
-    print(f"wrote {rows} runs to {args.output}")
+    from e2elab.query import export
+
+    rows = export(args.store, args.format, args.output, args.table, args.experiment)
+    print(f"wrote {rows} {args.table} rows to {args.output}")
     return 0
 
 
@@ -400,46 +479,6 @@ def wide_console() -> Console:
     """A console that does not squeeze tables to 80 columns when writing to a pipe."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
-
-
-def run_specs(
-    specs: list[RunSpec], out: Path, force: bool = False, batch_seeds: bool = True
-) -> list[RunResult]:
-    """Train the specs with a progress bar, the seeds of a spec together unless
-    ``batch_seeds`` is off; reuse results already in ``out``. Results in ``specs`` order."""
-    found: dict[str, RunResult] = {}
-    for spec in specs:
-        path = out / f"{spec.id}.json"
-        if path.exists() and not force:
-            found[spec.id] = RunResult.from_dict(json.loads(path.read_text()))
-    todo = [s for s in specs if s.id not in found]
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("examples"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=Console(stderr=True), transient=False) as progress:
-        bar = progress.add_task("runs", total=sum(s.budget for s in todo))
-        batches = seed_batches(todo, batch_seeds)
-        for number, batch in enumerate(batches, 1):
-            seeds = ",".join(str(s.seed) for s in batch)
-            label = f"[{number}/{len(batches)}] {batch[0].strategy} seed {seeds}"
-            progress.update(bar, description=label)
-            done = 0
-
-            def advance(size: int) -> None:
-                nonlocal done
-                done += size
-                progress.advance(bar, size)
-
-            for result in execute_seeds(batch, on_progress=advance):
-                result.save(out)
-                found[result.id] = result
-            progress.advance(bar, max(0, sum(s.budget for s in batch) - done))
-    return [found[spec.id] for spec in specs]
 
 
 if __name__ == "__main__":

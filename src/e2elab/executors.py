@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sys
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol
 
 from e2elab.errors import E2ELabError, choices
-from e2elab.run import RunResult, RunSpec, execute_seeds, seed_group
+from e2elab.records import RunResult, RunSpec
+from e2elab.run import execute_seeds
 
 # The most seeds trained as one batch; a larger group is split into batches of this size.
 MAX_SEEDS_PER_BATCH = 16
@@ -36,7 +38,7 @@ def seed_batches(specs: list[RunSpec], batch_seeds: bool = True) -> list[list[Ru
         return [[spec] for spec in specs]
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
-        groups.setdefault(seed_group(spec), []).append(spec)
+        groups.setdefault(spec.seed_group(), []).append(spec)
     return [
         group[i : i + MAX_SEEDS_PER_BATCH]
         for group in groups.values()
@@ -46,7 +48,7 @@ def seed_batches(specs: list[RunSpec], batch_seeds: bool = True) -> list[list[Ru
 
 def run_payload(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Train a seed batch given as dicts (what crosses a process boundary)."""
-    return [r.to_dict() for r in execute_seeds([RunSpec(**spec) for spec in specs])]
+    return [r.to_dict() for r in execute_seeds([RunSpec.from_dict(spec) for spec in specs])]
 
 
 def _payload(batch: list[RunSpec]) -> list[dict[str, Any]]:
@@ -95,7 +97,8 @@ class LocalPoolExecutor:
 class RayExecutor:
     """Runs specs as Ray tasks: on the cluster at ``address`` (``HOST:PORT`` or ``auto``),
     or on a local Ray instance started here when no address is given. Results come back
-    to this process, which alone writes the store."""
+    to this process, which alone writes the store. On a cluster, every node needs e2elab
+    and the packages of the user's tasks installed."""
 
     def __init__(
         self, address: str | None = None, workers: int | None = None, batch_seeds: bool = True
@@ -118,8 +121,13 @@ class RayExecutor:
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if self.address:
             options["address"] = self.address
-        elif self.workers:
-            options["num_cpus"] = self.workers
+        else:
+            if self.workers:
+                options["num_cpus"] = self.workers
+            # a local instance's workers import what this process can: a user's task given
+            # as module:Class from the current folder, or from a test package, included
+            path = [p for p in sys.path if p and os.path.isdir(p)]
+            options["runtime_env"] = {"env_vars": {"PYTHONPATH": os.pathsep.join(path)}}
         try:
             ray.init(**options)
         except (ConnectionError, RuntimeError, ValueError) as error:

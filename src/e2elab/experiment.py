@@ -1,9 +1,11 @@
 """Experiments: a YAML file naming a grid of runs and the claims to check on them.
 
-A file holds the task, fixed knobs, a grid of swept knobs (every combination runs), the
-strategies, the number of seeds, the budget, optional training overrides, named
-profiles (``quick``) that override any of those fields, and the claims. It is validated
-on load; each error names the file, the field and the fix.
+A file holds the task (a shipped name, ``module:Class`` or a published entry point),
+fixed knobs, a grid of swept knobs (every combination runs), the strategies, the number
+of seeds, the budget, optional training overrides, named profiles (``quick``) that
+override any of those fields, and the claims. It is validated on load; each error names
+the file, the field and the fix. Nothing here needs torch: reading a stored experiment
+back (for a report) must not load the training code.
 """
 
 from __future__ import annotations
@@ -17,12 +19,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from e2elab import strategy as strategies
 from e2elab.claims import CHECKS
 from e2elab.errors import E2ELabError
-from e2elab.run import RunSpec, first_batch
-from e2elab.system import trace
-from e2elab.tasks import make_task, task_class
 
 
 class _Strict(BaseModel):
@@ -99,29 +97,9 @@ class Experiment(_Strict):
         combos = itertools.product(*(self.grid[n] for n in names)) if names else [()]
         return [{**self.knobs, **dict(zip(names, values, strict=True))} for values in combos]
 
-    def specs(self, device: str = "cpu") -> list[RunSpec]:
-        """The runs of this experiment: grid points x strategies x seeds."""
-        specs: dict[str, RunSpec] = {}
-        for knobs in self.grid_points():
-            task = make_task(self.task, knobs)
-            graph = trace(task.build_system(), first_batch(task), task.ports)
-            names = [
-                s for text in self.strategies for s in strategies.expand(text, list(graph.modules))
-            ]
-            for text in names:
-                strategies.build(text, graph, task.output)
-                for seed in range(self.seeds):
-                    spec = RunSpec.create(
-                        self.task,
-                        text,
-                        seed=seed,
-                        knobs=knobs,
-                        budget=self.budget,
-                        device=device,
-                        **self.training.model_dump(),
-                    )
-                    specs.setdefault(spec.id, spec)
-        return list(specs.values())
+    def overrides(self) -> dict[str, Any]:
+        """The training settings this experiment sets (over the task's defaults)."""
+        return {"budget": self.budget, **self.training.model_dump(exclude_none=True)}
 
 
 def _where(error: dict[str, Any]) -> str:
@@ -147,6 +125,10 @@ def parse(data: Any, source: str) -> Experiment:
 
 
 def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
+    # the training half, imported here only: reading a stored experiment needs no torch
+    from e2elab import strategy as strategies
+    from e2elab.tasks import task_class
+
     where = f"{source}" + (f" (profile {profile})" if profile else "")
     try:
         cls = task_class(exp.task)

@@ -53,7 +53,8 @@ def phase_loss(
             if key not in ports:
                 raise E2ELabError(f"phase {phase.label}: the system emitted no port {key!r}")
             value, spec, target = ports[key], task.ports[key], key
-        total = total + weight * spec.loss(value, batch.targets[target])
+        # the phase weighs the loss, and so does the port itself (PortSpec.weight)
+        total = total + weight * spec.weight * spec.loss(value, batch.targets[target])
     return total
 
 

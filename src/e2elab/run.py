@@ -1,163 +1,116 @@
-"""A run: (task, knobs, strategy, seed, budget) -> result. Its id is a hash of the spec."""
+"""A run: (task, knobs, strategy, seed, settings) -> result. The records (RunSpec,
+RunResult) live in ``records``; this module makes specs from tasks and trains them."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 import resource
 import sys
 import time
+import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
-from scipy.stats import binom
 
 from e2elab import strategy as strategies
 from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
-from e2elab.errors import E2ELabError, choices
+from e2elab.errors import E2ELabError
 from e2elab.numerics import describe, fixed_numerics
-from e2elab.replicas import OPTIMIZERS
+from e2elab.records import (
+    SPEC_VERSION,
+    RunResult,
+    RunSpec,
+    Settings,
+    examples_to_threshold,
+)
 from e2elab.system import Graph, System, trace
 from e2elab.task import Batch, PortSpec, Task
-from e2elab.tasks import make_task
-from e2elab.train import Outcome, TrainConfig, train_seeds
+from e2elab.tasks import fingerprint, make_task, reference, task_class
+from e2elab.train import Outcome, train_seeds
+from e2elab.validate import check_task
 
-# Bump when a change to the code changes what a stored spec would produce.
-SPEC_VERSION = 3
-# 3: every run trains under numerics.fixed_numerics (one thread, fixed backend flags) and
-#    with position-independent Adam/SGD kernels on the CPU, so a spec gives one result
-#    whichever command trains it and whichever seeds share its batch.
+__all__ = [
+    "SPEC_VERSION",
+    "RunResult",
+    "RunSpec",
+    "Settings",
+    "at_chance",
+    "chance_level",
+    "examples_to_threshold",
+    "execute",
+    "execute_seeds",
+    "make_spec",
+    "run",
+]
+
 # A final metric is "indistinguishable from chance" when a one-sided binomial test
 # against the chance rate cannot reject it at this level, given the test-set size.
 BREAKDOWN_ALPHA = 0.01
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that determines a run's result. Build with ``RunSpec.create``."""
-
-    task: str
-    knobs: dict[str, Any]
-    strategy: str
-    seed: int
-    budget: int
-    batch_size: int
-    lr: float
-    evaluations: int
-    threshold: float
-    optimizer: str = "adam"
-    device: str = "cpu"
-
-    @classmethod
-    def create(
-        cls,
-        task: str | Task,
-        strategy: str,
-        seed: int = 0,
-        knobs: dict[str, Any] | None = None,
-        budget: int | None = None,
-        batch_size: int | None = None,
-        lr: float | None = None,
-        evaluations: int | None = None,
-        threshold: float | None = None,
-        optimizer: str | None = None,
-        device: str = "cpu",
-    ) -> RunSpec:
-        """Fill every unset field from the task's defaults and check the values."""
-        instance = task if isinstance(task, Task) else make_task(task, knobs)
-        if isinstance(task, Task) and knobs:
-            raise E2ELabError("pass knobs either to the Task or to RunSpec.create, not both")
-        name, params = strategies.parse_strategy(strategy)
-        d = type(instance).defaults
-        spec = cls(
-            task=instance.name,
-            knobs=dict(instance.settings),
-            strategy=strategies.format_strategy(name, params),
-            seed=int(seed),
-            budget=int(budget if budget is not None else d.budget),
-            batch_size=int(batch_size if batch_size is not None else d.batch_size),
-            lr=float(lr if lr is not None else d.lr),
-            evaluations=int(evaluations if evaluations is not None else d.evaluations),
-            threshold=float(threshold if threshold is not None else d.threshold),
-            optimizer=optimizer if optimizer is not None else d.optimizer,
-            device=device,
-        )
-        spec.check()
-        return spec
-
-    def check(self) -> None:
-        for name in ("budget", "batch_size", "evaluations"):
-            if getattr(self, name) < 1:
-                raise E2ELabError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise E2ELabError(f"lr must be positive, got {self.lr}")
-        if self.optimizer not in OPTIMIZERS:
-            raise choices("optimizer", self.optimizer, list(OPTIMIZERS))
-
-    @property
-    def id(self) -> str:
-        """A hash of every field that changes the result (the device does not)."""
-        fields = dataclasses.asdict(self)
-        fields.pop("device")
-        fields["version"] = SPEC_VERSION
-        text = json.dumps(fields, sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+def make_spec(
+    task: str | Task,
+    strategy: str,
+    seed: int = 0,
+    knobs: dict[str, Any] | None = None,
+    settings: Settings | None = None,
+    **overrides: Any,
+) -> RunSpec:
+    """A checked spec: the task's default settings (or ``settings``) with ``overrides``
+    (``budget``, ``lr``, ...; None leaves a default) laid over them, validated once."""
+    if isinstance(task, Task) and knobs:
+        raise E2ELabError("pass knobs either to the Task or to RunSpec.create, not both")
+    instance = task if isinstance(task, Task) else make_task(task, knobs)
+    cls = type(instance)
+    base = settings if settings is not None else cls.defaults
+    chosen = base.override(**overrides).validate()
+    chosen = chosen.override(device=resolve_device(chosen.device))
+    name, params = strategies.parse_strategy(strategy)
+    source = reference(cls) if isinstance(task, Task) or ":" not in task else task
+    return RunSpec(
+        task=instance.name,
+        knobs=dict(instance.settings),
+        strategy=strategies.format_strategy(name, params),
+        seed=int(seed),
+        settings=chosen,
+        code=fingerprint(cls, _system_class(instance)),
+        source=source,
+    )
 
 
-@dataclass
-class RunResult:
-    """The outcome of one run, JSON-serialisable."""
+def resolve_device(name: str) -> str:
+    """``auto`` picks an accelerator when one is present; an asked-for accelerator that
+    is missing is refused here, where the settings enter, not in the training loop."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise E2ELabError(f"device {name} asked for, but torch sees no CUDA device; use cpu")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise E2ELabError("device mps asked for, but MPS is not available; use cpu")
+    return name
 
-    id: str
-    spec: dict[str, Any]
-    status: str
-    reason: str | None
-    output: str
-    curve: list[dict[str, Any]]
-    final: dict[str, float]
-    chance: dict[str, float]
-    examples_to_threshold: int | None
-    breakdown: bool
-    breakdown_p_value: float | None
-    test_size: int
-    wall_seconds: float
-    memory: dict[str, Any]
-    phases: list[dict[str, Any]] = field(default_factory=list)
-    probes: dict[str, float] = field(default_factory=dict)
-    probes_at_init: dict[str, float] = field(default_factory=dict)
-    modules: dict[str, list[str]] = field(default_factory=dict)
-    # what the numbers depend on besides the spec (see numerics.describe); not in the id
-    numerics: dict[str, Any] = field(default_factory=dict)
-    # SHA-256 of the trained parameters: the same spec gives the same hash, bit for bit
-    weights_sha256: str | None = None
 
-    @property
-    def output_metric(self) -> float:
-        return self.final.get(self.output, float("nan"))
+_SYSTEM_CLASSES: dict[tuple[type, str], type] = {}
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunResult:
-        return cls(**data)
+def _system_class(task: Task) -> type:
+    key = (type(task), json.dumps(task.settings, sort_keys=True, default=str))
+    if key not in _SYSTEM_CLASSES:
+        _SYSTEM_CLASSES[key] = type(task.build_system())
+    return _SYSTEM_CLASSES[key]
 
-    def save(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{self.id}.json"
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1, allow_nan=True))
-        tmp.replace(path)
-        return path
+
+def task_for(spec: RunSpec) -> Task:
+    """The task a spec names: by ``source`` (module:Class) when it has one."""
+    cls = task_class(spec.source) if spec.source else task_class(spec.task)
+    return cls(**spec.knobs)
 
 
 def execute(
@@ -195,28 +148,24 @@ def _execute_seeds(
     batch: bool | None,
 ) -> list[RunResult]:
     first = specs[0]
-    if any(seed_group(s) != seed_group(first) for s in specs):
+    if any(s.seed_group() != first.seed_group() for s in specs):
         raise E2ELabError("execute_seeds: the specs must differ only by seed")
     began = time.perf_counter()
-    instance = task if task is not None else make_task(first.task, first.knobs)
+    instance = task if task is not None else task_for(first)
     torch.manual_seed(first.seed)
-    graph = trace(_checked_system(instance), first_batch(instance), instance.ports)
+    system = _checked_system(instance)
+    sample = first_batch(instance)
+    graph = trace(system, sample, instance.ports)
+    check_task(instance, system, graph, sample)
     strategy = strategies.build(first.strategy, graph, instance.output)
     if strategy.blackbox is not None:
         return [
             _execute_blackbox(s, instance, strategy.blackbox, time.perf_counter()) for s in specs
         ]
-    config = TrainConfig(
-        budget=first.budget,
-        batch_size=first.batch_size,
-        lr=first.lr,
-        evaluations=first.evaluations,
-        seed=first.seed,
-        optimizer=first.optimizer,
-        device=first.device,
-    )
     seeds = [s.seed for s in specs]
-    outcomes = train_seeds(instance, strategy, graph, config, seeds, on_progress, batch=batch)
+    outcomes = train_seeds(
+        instance, strategy, graph, first.settings, seeds, on_progress, batch=batch
+    )
     seconds = (time.perf_counter() - began) / len(specs)
     return [
         _result(spec, instance, graph, strategy, outcome, seconds)
@@ -226,9 +175,7 @@ def _execute_seeds(
 
 def seed_group(spec: RunSpec) -> str:
     """Specs with the same key differ only by seed and can be trained together."""
-    fields = spec.to_dict()
-    fields.pop("seed")
-    return json.dumps(fields, sort_keys=True, default=str)
+    return spec.seed_group()
 
 
 def _result(
@@ -247,7 +194,7 @@ def _result(
     broken, p_value = at_chance(instance.ports[output], final_metric, chance[output], len(test))
     outcome.memory["max_rss_bytes"] = _max_rss_bytes()
     probes = (
-        linear_probes(instance, outcome.systems[0], device=spec.device)
+        linear_probes(instance, outcome.systems[0], device=spec.settings.device)
         if outcome.status == "ok"
         else {}
     )
@@ -261,7 +208,7 @@ def _result(
         curve=outcome.curve,
         final=outcome.final,
         chance=chance,
-        examples_to_threshold=examples_to_threshold(outcome.curve, output, spec.threshold),
+        examples_to_threshold=examples_to_threshold(outcome.curve, output, spec.settings.threshold),
         breakdown=broken,
         breakdown_p_value=p_value,
         test_size=len(test),
@@ -274,9 +221,20 @@ def _result(
         probes=probes,
         probes_at_init=probes_at_init,
         modules={m: list(graph.ports_of(m)) for m in graph.modules},
-        numerics=describe(spec.device),
+        numerics=describe(spec.settings.device),
         weights_sha256=weights_hash(outcome.systems),
+        metric_names=_metric_names(instance),
+        probe_metric=_probe_metrics(instance),
     )
+
+
+def _metric_names(task: Task) -> dict[str, str]:
+    return {p: s.port_kind.metric_name for p, s in task.ports.items()}
+
+
+def _probe_metrics(task: Task) -> dict[str, str]:
+    names = {"classify": "balanced accuracy", "regress": "R2"}
+    return {p: names[s.port_kind.probe] for p, s in task.ports.items() if s.port_kind.probe}
 
 
 def weights_hash(systems: list[System]) -> str:
@@ -291,7 +249,7 @@ def weights_hash(systems: list[System]) -> str:
 
 def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> RunResult:
     """A baseline run: fit a scikit-learn learner on ``spec.budget`` raw examples."""
-    fit = fit_blackbox(task, model, spec.budget, spec.seed)
+    fit = fit_blackbox(task, model, spec.settings.budget, spec.seed)
     test = task.test_set()
     output = task.output
     chance = chance_level(task.ports[output], test.targets[output])
@@ -310,7 +268,7 @@ def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> Ru
         curve=curve,
         final={output: metric},
         chance={output: chance},
-        examples_to_threshold=examples_to_threshold(curve, output, spec.threshold),
+        examples_to_threshold=examples_to_threshold(curve, output, spec.settings.threshold),
         breakdown=broken,
         breakdown_p_value=p_value,
         test_size=len(test),
@@ -325,7 +283,8 @@ def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> Ru
                 "train_accuracy": fit["train_accuracy"],
             }
         ],
-        numerics=describe(spec.device),
+        numerics=describe(spec.settings.device),
+        metric_names=_metric_names(task),
     )
 
 
@@ -355,11 +314,12 @@ _INIT_PROBES: dict[str, dict[str, float]] = {}
 def _probes_at_init(task: Task, spec: RunSpec) -> dict[str, float]:
     """Probes of the untrained system: the baseline a module must beat to have learned.
     Every strategy starts from the same initialisation for a seed, so this is cached."""
-    key = json.dumps([spec.task, spec.knobs, spec.seed, spec.device], sort_keys=True)
+    device = spec.settings.device
+    key = json.dumps([spec.task, spec.knobs, spec.seed, device, spec.code], sort_keys=True)
     if key not in _INIT_PROBES:
         torch.manual_seed(spec.seed)
-        system = task.build_system().to(spec.device)
-        _INIT_PROBES[key] = linear_probes(task, system, device=spec.device)
+        system = task.build_system().to(device)
+        _INIT_PROBES[key] = linear_probes(task, system, device=device)
     return _INIT_PROBES[key]
 
 
@@ -374,32 +334,14 @@ def _checked_system(task: Task) -> System:
 
 
 def chance_level(spec: PortSpec, targets: torch.Tensor) -> float:
-    """For success rates: the declared chance, or the test set's majority-class rate if
-    higher. For regression: minus the targets' variance. Else the declared chance."""
-    if spec.kind == "regression":
-        return -float(targets.float().var(unbiased=False).item())
-    if not spec.accuracy_like:
-        return spec.chance
-    _, counts = torch.unique(targets.flatten(), return_counts=True)
-    return max(spec.chance, counts.max().item() / targets.numel())
+    """The port's chance level on these test targets (see its kind's ``chance_level``)."""
+    return spec.port_kind.chance_level(spec.chance, targets)
 
 
 def chance_p_value(spec: PortSpec, metric: float, chance: float, n: int) -> float | None:
     """P(a learner that ignores its input scores at least ``metric`` on ``n`` test
-    examples), or None where no test applies (regression, or no result).
-
-    Success rates: the exact binomial tail. Rewards: each example's reward lies in
-    [-1, 1], so Hoeffding's inequality bounds the tail by exp(-n t^2 / 2), t the excess
-    over chance (a conservative p-value)."""
-    if metric != metric:  # NaN: no result
-        return None
-    if spec.accuracy_like:
-        correct = round(metric * n)
-        return float(binom.sf(correct - 1, n, chance))
-    if spec.kind == "reward":
-        excess = metric - chance
-        return 1.0 if excess <= 0 else float(math.exp(-n * excess * excess / 2))
-    return None
+    examples), or None where the port's kind has no test (regression, or no result)."""
+    return spec.port_kind.chance_p_value(metric, chance, n)
 
 
 def at_chance(spec: PortSpec, metric: float, chance: float, n: int) -> tuple[bool, float | None]:
@@ -411,14 +353,6 @@ def at_chance(spec: PortSpec, metric: float, chance: float, n: int) -> tuple[boo
     return p_value >= BREAKDOWN_ALPHA, p_value
 
 
-def examples_to_threshold(curve: list[dict[str, Any]], port: str, threshold: float) -> int | None:
-    """Training examples drawn when ``port`` first reached ``threshold`` (None: never)."""
-    for point in curve:
-        if point["metrics"].get(port, float("-inf")) >= threshold:
-            return int(point["examples"])
-    return None
-
-
 def _max_rss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
@@ -427,3 +361,15 @@ def _max_rss_bytes() -> int:
 def first_batch(task: Task) -> Batch:
     """A tiny batch of held-out data, e.g. to trace a system's graph."""
     return task.test_set().slice(0, 2)
+
+
+class _CallableModule(types.ModuleType):
+    """``e2elab.run(...)`` is the public way to train one run. The package loads its names
+    lazily (so reading results never imports torch); once this module is imported, the
+    attribute ``e2elab.run`` is the module itself, so the module calls ``run``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> RunResult:
+        return run(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,4 +1,5 @@
-"""The results store: one embedded SQLite file, one row per run plus its curve.
+"""The results store: one embedded SQLite file, one row per run plus its curve (frames
+and exports over it live in ``query``).
 
 Every write is one transaction, so an interrupted sweep leaves only whole runs behind,
 and a rerun skips the ids already stored. The full RunResult is kept as JSON next to
@@ -13,10 +14,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from e2elab.errors import E2ELabError
-from e2elab.run import RunResult
+from e2elab.records import RunResult
 
 # 2: results of spec version 3 (see run.SPEC_VERSION): trained under fixed numerics, with
 #    the numeric environment and a hash of the trained weights. A store of schema 1 mixes
@@ -69,16 +68,23 @@ CREATE TABLE IF NOT EXISTS experiment_runs (
 class Store:
     """An e2elab results database at ``path`` (created if missing)."""
 
-    def __init__(self, path: Path | str, create: bool = True) -> None:
+    def __init__(self, path: Path | str, create: bool = True, readonly: bool = False) -> None:
+        """Open (or, unless ``create`` is off, make) the store at ``path``. ``readonly``
+        opens it for reading only (``report``, ``export``), so nothing can be written."""
         self.path = Path(path)
-        if not self.path.exists() and not create:
+        if not self.path.exists() and (not create or readonly):
             raise E2ELabError(f"no results store at {self.path}; run an experiment first")
         if self.path.is_dir():
             raise E2ELabError(
                 f"{self.path} is a folder, not a results store; pass the .sqlite file"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            if readonly:
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+                self._check_version()
+                self._require_store()
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path)
             with self._db:
                 self._check_version()  # before creating anything in another version's file
@@ -89,6 +95,16 @@ class Store:
                 f"{self.path} is not a readable e2elab results store ({error}); "
                 "move it aside or choose another --out"
             ) from None
+
+    def _require_store(self) -> None:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
+        ).fetchone()
+        if row is None:
+            raise E2ELabError(
+                f"{self.path} is not an e2elab results store (it has no runs table); "
+                "pass the results.sqlite that 'e2elab run' or 'reproduce' wrote"
+            )
 
     def _check_version(self) -> None:
         has_meta = self._db.execute(
@@ -193,6 +209,17 @@ class Store:
             )
         return [RunResult.from_dict(json.loads(text)) for (text,) in rows]
 
+    def results_by_id(self, run_ids: list[str]) -> list[RunResult]:
+        """The stored runs among ``run_ids`` (in the order they were stored)."""
+        found = []
+        for start in range(0, len(run_ids), 500):  # SQLite's bound-parameter limit
+            part = run_ids[start : start + 500]
+            marks = ",".join("?" * len(part))
+            found += self._db.execute(
+                f"SELECT rowid, result FROM runs WHERE id IN ({marks})", part
+            ).fetchall()
+        return [RunResult.from_dict(json.loads(text)) for _, text in sorted(found)]
+
     def put_snr(self, experiment: str, key: str, result: dict[str, Any]) -> None:
         """Store one gradient-SNR measurement (see diagnostics.snr) under ``key``."""
         with self._db:
@@ -214,59 +241,11 @@ class Store:
         return self._db.execute("SELECT COUNT(*) FROM curves").fetchone()[0]
 
 
-def results_frame(results: Iterable[RunResult]) -> pd.DataFrame:
-    """One row per run: id, task, one column per knob, strategy, seed, status, final
-    metrics (``final_<port>``), examples-to-threshold, breakdown and time."""
-    rows = []
-    for r in results:
-        spec = r.spec
-        row: dict[str, Any] = {"run_id": r.id, "task": spec["task"]}
-        row |= {f"knob_{k}": v for k, v in spec["knobs"].items()}
-        row |= {
-            "strategy": spec["strategy"],
-            "seed": spec["seed"],
-            "budget": spec["budget"],
-            "status": r.status,
-            "reason": r.reason,
-            "output": r.output,
-            "output_metric": r.output_metric,
-            "chance": r.chance.get(r.output),
-            "breakdown": r.breakdown,
-            "examples_to_threshold": r.examples_to_threshold,
-            "wall_seconds": r.wall_seconds,
-        }
-        row |= {f"final_{port}": value for port, value in r.final.items()}
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    if "examples_to_threshold" in frame:
-        frame["examples_to_threshold"] = frame["examples_to_threshold"].astype("Int64")
-    return frame
+def load_frame(path: Path | str, experiment: str | None = None) -> Any:
+    """The runs in a store as a DataFrame (see ``query.runs_frame``)."""
+    from e2elab.query import load_frame as load
 
-
-def load_frame(path: Path | str, experiment: str | None = None) -> pd.DataFrame:
-    """The runs in a store as a pandas DataFrame (see ``results_frame``)."""
-    with Store(path, create=False) as store:
-        return results_frame(store.results(experiment))
-
-
-def export(path: Path | str, fmt: str, target: Path | str) -> int:
-    """Write the store's runs to CSV or Parquet; returns the number of rows."""
-    frame = load_frame(path)
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(target, index=False)
-    elif fmt == "parquet":
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError:
-            raise E2ELabError(
-                "parquet export needs pyarrow; install it with: pip install 'e2elab[parquet]'"
-            ) from None
-        frame.to_parquet(target, index=False)
-    else:
-        raise E2ELabError(f"unknown export format {fmt!r}; choose one of: csv, parquet")
-    return len(frame)
+    return load(path, experiment)
 
 
 def _finite_or_none(value: float | None) -> float | None:

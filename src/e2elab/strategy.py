@@ -86,6 +86,15 @@ def _own_ports(graph: Graph, module: str) -> dict[str, float]:
             f"module {module!r} produces no port with a target, so it cannot be trained on "
             "its own; emit its output with self.port(name, value) and give that port a target"
         )
+    for port in ports:
+        shared = graph.producer_of(port) - {module}
+        if shared:
+            raise E2ELabError(
+                f"port {port!r} depends on modules {', '.join(sorted({module, *shared}))} "
+                "with no port between them, so a strategy that trains modules apart would "
+                f"train each alone on it; emit the upstream module's output as a port with "
+                "a target, or use e2e or hinted"
+            )
     return {p: 1.0 for p in ports}
 
 
@@ -172,6 +181,12 @@ def local(graph: Graph, output: str) -> Strategy:
     losses: dict[str, float] = {output: 1.0}
     for m in graph.modules:
         if m not in makers:
+            if not graph.ports_of(m):
+                raise E2ELabError(
+                    f"local: module {m!r} produces no port with a target, so no auxiliary "
+                    "head can read it; emit its output with self.port(name, value) and give "
+                    "that port a target"
+                )
             losses[aux_loss(m)] = 1.0
     cut = frozenset(p for p in graph.ports if p != output)
     phase = Phase(train=_all_modules(graph), losses=losses, cut=cut, label="local")

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from rich.table import Table
 
-from e2elab.run import RunResult
+from e2elab.query import group
+from e2elab.records import RunResult
 from e2elab.stats import Interval, mean_interval, metric_interval
 
 
@@ -26,11 +27,8 @@ class StrategyRow:
 
 def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
     """One row per strategy, in first-seen order. Diverged runs count in ``diverged`` only."""
-    groups: dict[str, list[RunResult]] = {}
-    for r in results:
-        groups.setdefault(r.spec["strategy"], []).append(r)
     rows = []
-    for name, runs in groups.items():
+    for (name,), runs in group(results, "strategy").items():
         ok = [r for r in runs if r.status == "ok"]
         reached = [r.examples_to_threshold for r in ok if r.examples_to_threshold is not None]
         rows.append(

@@ -9,37 +9,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from e2elab.errors import E2ELabError, choices
-from e2elab.ops import log_softmax, softmax
-
-PortKind = Literal["class", "binary", "regression", "reward"]
-
-# Teacher forcing a class port writes the target as the log of a near one-hot
-# distribution: a valid logit vector whose softmax puts 1 - 1e-5 on the target.
-_FORCED_FLOOR = 1e-6
-# Teacher forcing a binary (+1/-1) score port writes the target times this margin,
-# so that sigmoid(score) is within 0.25% of 0 or 1.
-_FORCED_MARGIN = 6.0
-
-
-def _class_loss(value: Tensor, target: Tensor) -> Tensor:
-    # any leading shape: (B, C) or (B, P, C) logits with (B,) or (B, P) targets
-    return F.nll_loss(log_softmax(value.reshape(-1, value.shape[-1])), target.reshape(-1))
-
-
-def _hinge(value: Tensor, target: Tensor) -> Tensor:
-    return F.relu(1 - value.reshape(target.shape) * target.to(value.dtype)).mean()
-
-
-def _reward_loss(value: Tensor, target: Tensor) -> Tensor:
-    # expected reward of the softmax policy, negated: -z . p
-    return -(softmax(value) * target.to(value.dtype)).sum(-1).mean()
+from e2elab.ports import PortKind, port_kind
+from e2elab.records import Settings, TrainingDefaults  # noqa: F401  (re-exported for tasks)
 
 
 @dataclass(frozen=True)
@@ -49,64 +26,63 @@ class PortSpec:
     Parameters
     ----------
     kind:
-        ``"class"``: logits over ``size`` classes (any leading shape), target a class
-        index; cross-entropy loss, accuracy metric.
-        ``"binary"``: one score per example, target +1 or -1; hinge loss, accuracy of
-        the score's sign.
-        ``"regression"``: ``size`` real values; MSE loss, metric the negative MSE (so that
-        higher is better everywhere).
-        ``"reward"``: logits over ``size`` choices, target a reward vector z; loss
-        -z . softmax(logits), metric the mean reward of the arg-max choice.
+        A port kind (see ``e2elab.ports``), by name or as an object: ``"class"`` (logits
+        over ``size`` classes, target a class index), ``"binary"`` (one +-1 score),
+        ``"regression"`` (``size`` real values; metric minus the MSE), ``"reward"``
+        (logits over ``size`` choices, target a reward vector), ``"sequence"`` (logits
+        over a vocabulary of ``size`` tokens at each position, target token ids with
+        padding; ``SequenceKind(pad=...)`` for another padding id).
     size:
-        Number of classes, choices or real outputs (1 for binary).
+        Number of classes, choices, tokens or real outputs (1 for binary).
     chance:
         The metric a learner that ignores its input would get.
+    weight:
+        How much this port's loss counts wherever a strategy trains on it (default 1).
+        Weigh a port down when its loss is on another scale than the others', e.g. a
+        regression target of scale 10 beside a class port.
     """
 
-    kind: PortKind
+    kind: PortKind | str
     size: int
     chance: float
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", port_kind(self.kind))
+        if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size < 1:
+            raise E2ELabError(f"PortSpec size must be a positive integer, got {self.size!r}")
+        if not self.weight >= 0:
+            raise E2ELabError(f"PortSpec weight must be zero or more, got {self.weight!r}")
+
+    @property
+    def port_kind(self) -> PortKind:
+        return self.kind  # type: ignore[return-value]  # made an object in __post_init__
 
     @property
     def accuracy_like(self) -> bool:
         """Whether the metric is a success rate (so chance can be tested binomially)."""
-        return self.kind in ("class", "binary")
+        return self.port_kind.success_rate
 
     def loss(self, value: Tensor, target: Tensor) -> Tensor:
-        if self.kind == "class":
-            return _class_loss(value, target)
-        if self.kind == "binary":
-            return _hinge(value, target)
-        if self.kind == "reward":
-            return _reward_loss(value, target)
-        return F.mse_loss(value, target)
+        return self.port_kind.loss(value, target, self.size)
 
     def metric(self, value: Tensor, target: Tensor) -> float:
-        if self.kind == "class":
-            return (value.argmax(-1) == target).float().mean().item()
-        if self.kind == "binary":
-            sign = torch.where(value.reshape(target.shape) > 0, 1, -1)
-            return (sign == target.to(sign.dtype)).float().mean().item()
-        if self.kind == "reward":
-            return target.gather(-1, value.argmax(-1, keepdim=True)).float().mean().item()
-        return -F.mse_loss(value, target).item()
+        return self.port_kind.metrics(value, target)[""]
+
+    def metrics(self, value: Tensor, target: Tensor) -> dict[str, float]:
+        """The metric under ``""`` and any others the kind reports (e.g. ``exact``)."""
+        return self.port_kind.metrics(value, target)
 
     def forced(self, target: Tensor, like: Tensor) -> Tensor:
         """The target written as a value of this port (used for teacher forcing)."""
-        if self.kind == "class":
-            one_hot = F.one_hot(target, self.size).to(like.dtype)
-            return one_hot.clamp_min(_FORCED_FLOOR).log()
-        if self.kind == "binary":
-            return (target.to(like.dtype) * _FORCED_MARGIN).reshape(like.shape)
-        if self.kind == "reward":
-            return like  # a reward vector is no value of the port: forcing leaves it as is
-        return target.to(like.dtype)
+        return self.port_kind.forced(target, like, self.size)
 
     def average(self, values: list[Tensor]) -> Tensor:
         """Combine ensemble members' values: mean probability for classes, mean value else."""
-        if self.kind in ("class", "reward"):
-            return torch.stack([softmax(v) for v in values]).mean(0).clamp_min(1e-12).log()
-        return torch.stack(values).mean(0)
+        return self.port_kind.average(values)
+
+    def check_target(self, port: str, target: Tensor, value: Tensor) -> None:
+        self.port_kind.check_target(port, target, value, self.size)
 
 
 @dataclass
@@ -192,18 +168,6 @@ class Knob:
         return value
 
 
-@dataclass(frozen=True)
-class TrainingDefaults:
-    """What a task suggests for the training loop; a RunSpec may override each."""
-
-    budget: int
-    batch_size: int = 64
-    lr: float = 1e-3
-    threshold: float = 0.9
-    evaluations: int = 20
-    optimizer: str = "adam"
-
-
 class Task(ABC):
     """A family of problems; an instance is one member, fixed by its knobs.
 
@@ -215,7 +179,7 @@ class Task(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     knobs: ClassVar[dict[str, Knob]] = {}
-    defaults: ClassVar[TrainingDefaults]
+    defaults: ClassVar[Settings]
 
     def __init__(self, **knobs: Any) -> None:
         self.settings = self.resolve_knobs(knobs)

@@ -24,27 +24,15 @@ from torch import Tensor
 from e2elab.allocator import keep_freed_memory
 from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
+from e2elab.records import Settings
 from e2elab.replicas import OPTIMIZERS, Replicas, batching_pays, make_replicas, step_memory
 from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
 from e2elab.task import Batch, Task
 
-__all__ = ["OPTIMIZERS", "Outcome", "TrainConfig", "auxiliary_heads", "phase_loss", "train"]
+__all__ = ["OPTIMIZERS", "Outcome", "Settings", "auxiliary_heads", "phase_loss", "train"]
 
 EVAL_CHUNK = 4096
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything the loop needs besides the task and the strategy."""
-
-    budget: int
-    batch_size: int
-    lr: float
-    evaluations: int
-    seed: int
-    optimizer: str = "adam"
-    device: str = "cpu"
 
 
 @dataclass
@@ -68,19 +56,21 @@ def train(
     task: Task,
     strategy: Strategy,
     graph: Graph,
-    config: TrainConfig,
+    settings: Settings,
+    seed: int = 0,
     on_progress: Callable[[int], None] | None = None,
     on_boundary: Callable[[int, list[System]], None] | None = None,
 ) -> Outcome:
-    """Train ``task``'s system under ``strategy``; see ``TrainConfig`` for the budget.
+    """Train ``task``'s system under ``strategy`` with ``settings`` (budget, batch size,
+    learning rate, optimizer, evaluations, device) from ``seed``.
 
     The seed fixes parameter initialisation (torch's global RNG) and the order of training
-    data (a separate generator), so the same config gives identical results on CPU.
+    data (a separate generator), so the same settings give identical results on CPU.
     ``on_progress(examples)`` is called after every step; ``on_boundary(k, systems)``
     before phase k starts and, with k = len(phases), after the last one.
     """
     hook = None if on_boundary is None else (lambda k, systems: on_boundary(k, systems[0]))
-    return train_seeds(task, strategy, graph, config, [config.seed], on_progress, hook)[0]
+    return train_seeds(task, strategy, graph, settings, [seed], on_progress, hook)[0]
 
 
 @fixed_numerics()
@@ -88,13 +78,13 @@ def train_seeds(
     task: Task,
     strategy: Strategy,
     graph: Graph,
-    config: TrainConfig,
+    config: Settings,
     seeds: list[int],
     on_progress: Callable[[int], None] | None = None,
     on_boundary: Boundary | None = None,
     batch: bool | None = None,
 ) -> list[Outcome]:
-    """Train ``config`` once per seed in ``seeds``; one Outcome each, in order.
+    """Train with ``config`` once per seed in ``seeds``; one Outcome each, in order.
 
     With ``batch`` the seeds train at once, as one vectorised computation; without, one
     after another; ``None`` (the default) follows ``replicas.batching_pays``. Each
@@ -135,7 +125,7 @@ def train_seeds(
     return loop.finish()
 
 
-def _dev(config: TrainConfig) -> torch.device:
+def _dev(config: Settings) -> torch.device:
     return torch.device(config.device)
 
 
@@ -146,7 +136,7 @@ class _Loop:
         self,
         task: Task,
         graph: Graph,
-        config: TrainConfig,
+        config: Settings,
         seeds: list[int],
         replicas: Replicas,
         boundaries: list[int],
@@ -242,10 +232,11 @@ class _Loop:
                         merged = spec.average(values) if len(values) > 1 else values[0]
                         chunks[s].setdefault(port, []).append(merged)
         for s in self.live():
-            metrics = {
-                port: task.ports[port].metric(torch.cat(values), test.targets[port])
-                for port, values in chunks[s].items()
-            }
+            metrics: dict[str, float] = {}
+            for port, values in chunks[s].items():
+                scores = task.ports[port].metrics(torch.cat(values), test.targets[port])
+                # the port's metric under its name; a kind's others as PORT:NAME
+                metrics |= {f"{port}:{k}" if k else port: v for k, v in scores.items()}
             point = {"examples": self.examples, "phase": phase, "metrics": metrics}
             self.outcomes[s].curve.append(point)
             self.outcomes[s].examples = self.examples

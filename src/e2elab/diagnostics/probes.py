@@ -38,28 +38,23 @@ def _port_values(system: System, batch: object) -> dict[str, np.ndarray]:
 def linear_probes(
     task: Task, system: System, train_examples: int = 2000, device: str = "cpu"
 ) -> dict[str, float]:
-    """Held-out balanced accuracy (class ports) or R^2 (regression ports) of a linear read-out of
-    each port's value, fitted on ``train_examples`` fresh training examples."""
+    """Held-out balanced accuracy (ports whose kind classifies) or R^2 (regression ports)
+    of a linear read-out of each port's value, fitted on ``train_examples`` fresh
+    training examples. The port's kind says how its values become rows (``probe_rows``)."""
     generator = torch.Generator().manual_seed(PROBE_SEED)
     train = task.sample(train_examples, generator).to(device)
     test = task.test_set().to(device)
     fit_values, test_values = _port_values(system, train), _port_values(system, test)
     scores: dict[str, float] = {}
     for port, spec in task.ports.items():
-        if port not in fit_values or spec.kind == "reward":
-            continue  # a reward vector is not a concept to read out
-        x_fit, x_test = fit_values[port], test_values[port]
-        y_fit = train.targets[port].cpu().numpy()
-        y_test = test.targets[port].cpu().numpy()
-        if spec.kind == "class":  # (B, ..., C) codes, (B, ...) targets: one row per position
-            x_fit, y_fit = _rows(x_fit.reshape(-1, x_fit.shape[-1]), y_fit.reshape(-1))
-            x_test, y_test = _rows(x_test.reshape(-1, x_test.shape[-1]), y_test.reshape(-1))
-        else:
-            x_fit, x_test = x_fit.reshape(len(x_fit), -1), x_test.reshape(len(x_test), -1)
-            y_fit, y_test = y_fit.reshape(len(y_fit), -1), y_test.reshape(len(y_test), -1)
-            if spec.kind == "binary":
-                y_fit, y_test = y_fit.ravel(), y_test.ravel()
-        scores[port] = _fit_and_score(spec.kind, x_fit, y_fit, x_test, y_test)
+        kind = spec.port_kind
+        if port not in fit_values or kind.probe is None:
+            continue  # e.g. a reward vector is not a concept to read out
+        x_fit, y_fit = kind.probe_rows(fit_values[port], train.targets[port].cpu().numpy())
+        x_test, y_test = kind.probe_rows(test_values[port], test.targets[port].cpu().numpy())
+        if kind.probe == "classify":
+            (x_fit, y_fit), (x_test, y_test) = _rows(x_fit, y_fit), _rows(x_test, y_test)
+        scores[port] = _fit_and_score(kind.probe == "classify", x_fit, y_fit, x_test, y_test)
     return scores
 
 
@@ -71,12 +66,11 @@ def _rows(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def _fit_and_score(kind: str, x_fit, y_fit, x_test, y_test) -> float:
-    """Balanced accuracy (class, binary) or R^2 (regression) of a fitted linear read-out.
+def _fit_and_score(classify: bool, x_fit, y_fit, x_test, y_test) -> float:
+    """Balanced accuracy (``classify``) or R^2 of a fitted linear read-out.
 
     Balanced, because on a port dominated by one class (61 of 64 pentomino patches are
     empty) plain accuracy would credit a read-out that only ever says "empty"."""
-    classify = kind in ("class", "binary")
     if classify and len(np.unique(y_fit)) < 2:
         return float(np.mean(y_test == y_fit[0]))
     readout = LogisticRegression(max_iter=300) if classify else Ridge(alpha=1.0)

@@ -28,55 +28,21 @@ in rounding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
 from e2elab import strategy as strategies
 from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
+from e2elab.records import SNRResult
 from e2elab.run import first_batch
-from e2elab.stats import mean_interval
 from e2elab.system import trace
 from e2elab.task import Task
 
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 # Part of every stored measurement's key: measurements by an earlier estimator are redone.
 ESTIMATOR = "pairwise-unbiased-jackknife-v1"
-
-
-@dataclass
-class SNRResult:
-    """Per module and initialisation: the SNR estimate, and whether it is resolved (if not,
-    ``per_init`` holds its upper bound); their log10 summary over initialisations."""
-
-    task: str
-    knobs: dict[str, Any]
-    strategy: str
-    phase: str
-    batch_size: int
-    batches: int
-    per_init: dict[str, list[float]] = field(default_factory=dict)
-    resolved: dict[str, list[bool]] = field(default_factory=dict)
-    noise_top_share: dict[str, list[float]] = field(default_factory=dict)
-
-    def log10_summary(self, module: str) -> tuple[float, float, float]:
-        """Mean and 95% interval of log10 SNR over initialisations. Where an init's SNR is
-        not resolved its upper bound enters, so the mean is then itself an upper bound
-        (see ``is_bound``)."""
-        logs = [math.log10(max(v, 1e-300)) for v in self.per_init[module]]
-        ci = mean_interval(logs)
-        return ci.mean, ci.lo, ci.hi
-
-    def is_bound(self, module: str) -> bool:
-        """True if some initialisation's SNR was below resolution (an upper bound)."""
-        return not all(self.resolved.get(module, [True]))
-
-    def describe(self, module: str) -> str:
-        """log10 SNR as text, e.g. '-2.31' or '<= -4.02' (an upper bound)."""
-        mean = self.log10_summary(module)[0]
-        return f"<= {mean:.2f}" if self.is_bound(module) else f"{mean:.2f}"
 
 
 @dataclass(frozen=True)

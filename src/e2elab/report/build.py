@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2elab.claims import Verdict, evaluate
-from e2elab.diagnostics.snr import SNRResult
 from e2elab.experiment import Experiment
+from e2elab.query import group
+from e2elab.records import RunResult, SNRResult
 from e2elab.report.figures import all_figures
 from e2elab.report.page import write_report
 from e2elab.report.snr import snr_figure
-from e2elab.run import RunResult
 from e2elab.summary import summarize
-from e2elab.tasks import task_class
 
 
 @dataclass
@@ -40,7 +38,7 @@ def sweep_knob(experiment: Experiment) -> str:
         return experiment.sweep
     if experiment.grid:
         return list(experiment.grid)[-1]
-    return next(iter(task_class(experiment.task).knobs), "n")
+    return next(iter(experiment.knobs), "")
 
 
 def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
@@ -63,11 +61,8 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
 
 def summary_tables(results: list[RunResult]) -> str:
     """Per grid point, one line per strategy: accuracy, examples to threshold, at chance."""
-    groups: dict[str, list[RunResult]] = {}
-    for r in results:
-        groups.setdefault(json.dumps(r.spec["knobs"], sort_keys=True), []).append(r)
     lines = []
-    for knobs, runs in groups.items():
+    for (knobs,), runs in group(results, "knobs").items():
         lines.append(f"{knobs}  (threshold {runs[0].spec['threshold']:g})")
         for row in summarize(runs):
             done = row.runs - row.diverged

@@ -8,7 +8,6 @@ into ``out_dir`` and returns their paths. A strategy keeps its colour across fig
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -28,8 +27,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
+from e2elab import query
 from e2elab.errors import E2ELabError
-from e2elab.run import RunResult
+from e2elab.records import RunResult
 from e2elab.stats import mean_interval, metric_interval
 
 DPI = 120
@@ -241,8 +241,10 @@ def probe_heatmap(
 ) -> list[Path]:
     """Modules x knob values heat map of linear-probe accuracy for one strategy.
 
-    A cell is the mean over seeds of the mean probe accuracy over the module's ports.
-    Returns [] when no run of ``strategy`` carries probes.
+    A cell is the mean over seeds of the mean probe score over the module's ports. Scores
+    of different kinds (balanced accuracy, R^2) are never averaged together: a module
+    with ports of both gets one row per kind. Returns [] when no run of ``strategy``
+    carries probes.
     """
     chosen = [r for r in results if r.spec["strategy"] == strategy]
     if not any(_probes(r) for r in chosen):
@@ -252,12 +254,14 @@ def probe_heatmap(
         if not any(_probes(r) for r in group):
             continue
         values = _values(group, knob)  # values without probes stay, as "-" columns
-        modules = _module_order(group, knob, values)
+        rows = _probe_rows(group, knob, values)
         matrix, init = (
-            np.array([[_probe_value(group, knob, v, m, at) for v in values] for m in modules])
+            np.array([[_probe_value(group, knob, v, row, at) for v in values] for row in rows])
             for at in ("probes", "probes_at_init")
         )
-        fig = _heatmap(matrix, init, modules, values, knob)
+        metrics = list(dict.fromkeys(metric for _, metric in rows))
+        labels = [m if len(metrics) == 1 else f"{m} [{metric}]" for m, metric in rows]
+        fig = _heatmap(matrix, init, labels, values, knob, " / ".join(metrics))
         what = (
             f"linear probes per module, strategy {strategy}"
             "\n(in brackets: the same probe at initialisation; -: no probe data)"
@@ -275,9 +279,12 @@ def all_figures(
     fixed: dict[str, Any] | None = None,
     probe_strategy: str = "e2e",
 ) -> list[Path]:
-    """Every figure above, with one colour per strategy throughout; returns the PNG paths."""
+    """Every figure above, with one colour per strategy throughout; returns the PNG paths.
+    Without a ``knob`` (an experiment of one cell) the task's first knob is the x-axis."""
     if not results:
         return []
+    if not knob or not any(knob in _settings(r) for r in results):
+        knob = knob or next(iter(results[0].spec.get("knobs", {})), "task")
     out_dir.mkdir(parents=True, exist_ok=True)
     styles = strategy_styles(_strategies(results))
     return [
@@ -296,16 +303,8 @@ def _settings(result: RunResult) -> dict[str, Any]:
     return {"task": result.spec.get("task"), **result.spec.get("knobs", {})}
 
 
-def _hashable(value: Any) -> Any:
-    try:
-        hash(value)
-    except TypeError:
-        return json.dumps(value, sort_keys=True, default=str)
-    return value
-
-
 def _setting(result: RunResult, name: str) -> Any:
-    return _hashable(_settings(result).get(name))
+    return query.field(result, name)
 
 
 def _order(value: Any) -> tuple[int, Any]:
@@ -321,17 +320,17 @@ def _groups(
     chosen = [
         r
         for r in results
-        if knob in _settings(r) and all(_setting(r, k) == _hashable(v) for k, v in fixed.items())
+        if knob in _settings(r)
+        and all(_setting(r, k) == query.hashable(v) for k, v in fixed.items())
     ]
     if results and not chosen:
         known = sorted({k for r in results for k in _settings(r)})
         raise E2ELabError(f"no result has knob {knob!r} matching {fixed}; knobs: {known}")
     names = sorted({k for r in chosen for k in _settings(r)} - {knob})
     varying = [n for n in names if n in fixed or len({_setting(r, n) for r in chosen}) > 1]
-    groups: dict[Key, list[RunResult]] = {}
-    for r in chosen:
-        groups.setdefault(tuple((n, _setting(r, n)) for n in varying), []).append(r)
-    return sorted(groups.items(), key=lambda kv: [_order(v) for _, v in kv[0]])
+    cells = query.group(chosen, *varying)
+    named = [(tuple(zip(varying, key, strict=True)), runs) for key, runs in cells.items()]
+    return sorted(named, key=lambda kv: [_order(v) for _, v in kv[0]])
 
 
 def _values(results: Sequence[RunResult], knob: str) -> list[Any]:
@@ -543,20 +542,44 @@ def _module_order(group: Sequence[RunResult], knob: str, values: Sequence[Any]) 
     return list(dict.fromkeys(m for r in ordered for m in _modules(r)))
 
 
+def _probe_metric(result: RunResult, port: str) -> str:
+    return (getattr(result, "probe_metric", None) or {}).get(port, "balanced accuracy")
+
+
+def _probe_rows(
+    group: Sequence[RunResult], knob: str, values: Sequence[Any]
+) -> list[tuple[str, str]]:
+    """(module, probe metric) rows: one per kind of score among the module's ports."""
+    rows: dict[tuple[str, str], None] = {}
+    for module in _module_order(group, knob, values):
+        for r in group:
+            for port in _modules(r).get(module, []):
+                if port in _probes(r):
+                    rows[(module, _probe_metric(r, port))] = None
+    return list(rows)
+
+
 def _probe_value(
-    group: Sequence[RunResult], knob: str, value: Any, module: str, at: str = "probes"
+    group: Sequence[RunResult], knob: str, value: Any, row: tuple[str, str], at: str = "probes"
 ) -> float:
-    """Mean over seeds of the mean probe accuracy over ``module``'s ports (NaN: none)."""
+    """Mean over seeds of the mean probe score over ``module``'s ports of one metric."""
+    module, metric = row
     per_run = []
     for r in group:
         if _setting(r, knob) == value and module in _modules(r):
             probes = _probes(r, at)
-            per_run.append(_mean(probes.get(p, math.nan) for p in _modules(r)[module]))
+            ports = [p for p in _modules(r)[module] if _probe_metric(r, p) == metric]
+            per_run.append(_mean(probes.get(p, math.nan) for p in ports))
     return _mean(per_run)
 
 
 def _heatmap(
-    matrix: np.ndarray, init: np.ndarray, modules: Sequence[str], values: Sequence[Any], knob: str
+    matrix: np.ndarray,
+    init: np.ndarray,
+    modules: Sequence[str],
+    values: Sequence[Any],
+    knob: str,
+    metric: str = "balanced accuracy",
 ) -> Figure:
     width = 2.6 + 0.95 * len(values) + 0.07 * max(len(m) for m in modules)
     fig, ax = plt.subplots(
@@ -578,7 +601,7 @@ def _heatmap(
     ax.set_yticks(range(len(modules)), list(modules))
     ax.set_xlabel(knob)
     ax.set_ylabel("module")
-    fig.colorbar(image, ax=ax, label="linear probe balanced accuracy (R^2 for regression)")
+    fig.colorbar(image, ax=ax, label=f"linear probe {metric}")
     return fig
 
 

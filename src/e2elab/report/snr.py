@@ -11,7 +11,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 
-from e2elab.diagnostics.snr import FLOAT32_EPS, SNRResult
+from e2elab.records import SNRResult
+
+FLOAT32_EPS = 2.0**-23  # float32's relative precision (torch.finfo(torch.float32).eps)
 
 # knob values spanning this factor or more go on a log axis
 LOG_SPAN = 20

@@ -1,39 +1,131 @@
-"""The registry of task families: name -> Task class."""
+"""Where task families come from: name -> Task class.
+
+A task is found by
+- its name, for the tasks that ship and those registered in this process
+  (``e2elab.register``);
+- ``module:Class``, imported (``--task my_pkg.tasks:Fusion``, ``task: my_pkg.tasks:Fusion``
+  in an experiment file);
+- its name in the ``e2elab.tasks`` entry-point group, which installed packages use to
+  publish tasks (``[project.entry-points."e2elab.tasks"] fusion = "my_pkg.tasks:Fusion"``).
+
+A spec records ``module:Class`` for every task that is not shipped (``reference``), so the
+process pool and Ray workers import the same class, and a fingerprint of its code
+(``fingerprint``), so a changed task is never answered from a stale store.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
+from functools import cache
+from importlib.metadata import entry_points
 from typing import Any
 
-from e2elab.errors import choices
+from e2elab.errors import E2ELabError, choices
 from e2elab.task import Task
 from e2elab.tasks.digit_chain import DigitChain
 from e2elab.tasks.line_parity import LineParity
 from e2elab.tasks.parity import Parity
 from e2elab.tasks.pentomino import Pentomino
+from e2elab.tasks.sequence_copy import SequenceCopy
 from e2elab.tasks.stocks import Stocks
 
+ENTRY_POINT_GROUP = "e2elab.tasks"
+SHIPPED: tuple[type[Task], ...] = (DigitChain, LineParity, Parity, Pentomino, SequenceCopy, Stocks)
 TASKS: dict[str, type[Task]] = {}
 
 
 def register(task: type[Task]) -> type[Task]:
-    """Make a Task class available by its ``name`` (to the CLI and to experiments)."""
+    """Make a Task class available by its ``name`` in this process (to ``make_task``,
+    ``RunSpec.create`` and experiments run from Python). The command line runs in its own
+    process: there, name it as ``module:Class`` or publish it as an entry point."""
+    if not (isinstance(task, type) and issubclass(task, Task)):
+        raise E2ELabError(f"register expects a Task subclass, got {task!r}")
+    if not getattr(task, "name", None):
+        raise E2ELabError(f"task class {task.__qualname__} has no 'name'; set name = '...'")
     TASKS[task.name] = task
     return task
 
 
+def published() -> dict[str, str]:
+    """Tasks that installed packages publish: entry-point name -> ``module:Class``."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
 def task_class(name: str) -> type[Task]:
-    if name not in TASKS:
-        raise choices("task", name, list(TASKS))
-    return TASKS[name]
+    """The Task class for a registered name, ``module:Class`` or a published name."""
+    if name in TASKS:
+        return TASKS[name]
+    if ":" in name:
+        return _import(name)
+    found = published()
+    if name in found:
+        return _import(found[name], f"entry point {name!r} of group {ENTRY_POINT_GROUP}")
+    raise choices("task", name, [*TASKS, *found], hint="or give module:Class of your own task")
 
 
 def make_task(name: str, knobs: dict[str, Any] | None = None) -> Task:
-    """Instantiate a registered task with checked knobs."""
+    """Instantiate a task (see ``task_class``) with checked knobs."""
     return task_class(name)(**(knobs or {}))
 
 
-register(DigitChain)
-register(LineParity)
-register(Parity)
-register(Pentomino)
-register(Stocks)
+def reference(task: type[Task]) -> str | None:
+    """``module:Class`` for a task that is not shipped (None for shipped ones, and for
+    classes that no other process can import, such as those defined in ``__main__``)."""
+    if task in SHIPPED:
+        return None
+    module = task.__module__
+    if module == "__main__" or "<locals>" in task.__qualname__:
+        return None
+    return f"{module}:{task.__qualname__}"
+
+
+@cache
+def fingerprint(task: type[Task], system: type) -> str:
+    """A hash of the code that defines ``task`` and its ``system`` class: for shipped
+    tasks the e2elab version, else the source files of the modules of both classes and
+    of their bases outside e2elab."""
+    from e2elab import __version__
+
+    if task in SHIPPED:
+        return f"e2elab-{__version__}"
+    digest = hashlib.sha256(__version__.encode())
+    modules: dict[str, Any] = {}
+    for cls in (*task.__mro__, *system.__mro__):
+        module = inspect.getmodule(cls)
+        if module is not None and module.__name__.split(".")[0] not in {"e2elab", "torch"}:
+            modules.setdefault(module.__name__, module)
+    for name in sorted(modules):
+        digest.update(name.encode())
+        try:
+            digest.update(inspect.getsource(modules[name]).encode())
+        except (OSError, TypeError):  # no source (interactive): the class's names at least
+            digest.update(repr(sorted(vars(modules[name]))).encode())
+    return digest.hexdigest()[:16]
+
+
+def _import(ref: str, what: str | None = None) -> type[Task]:
+    module_name, _, qualname = ref.partition(":")
+    where = what or f"task {ref!r}"
+    if not module_name or not qualname:
+        raise E2ELabError(f"{where}: expected module:Class, e.g. my_pkg.tasks:Fusion")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise E2ELabError(
+            f"{where}: cannot import module {module_name!r} ({error}); install the package "
+            "or run from the folder that holds it"
+        ) from None
+    target: Any = module
+    for part in qualname.split("."):
+        target = getattr(target, part, None)
+        if target is None:
+            raise E2ELabError(f"{where}: module {module_name!r} has no {qualname!r}")
+    if not (isinstance(target, type) and issubclass(target, Task)):
+        raise E2ELabError(f"{where}: {qualname} is not an e2elab.Task subclass")
+    return target
+
+
+for _shipped in SHIPPED:
+    register(_shipped)

@@ -1,0 +1,185 @@
+"""Results as tables: DataFrames over stored runs, and the one place runs are grouped.
+
+``runs_frame`` has one row per run with its knobs, strategy and seed, final metrics,
+probes (trained and at initialisation), memory, FLOPs and time as columns;
+``curves_frame`` has the learning curves in long form (one row per run, evaluation point
+and port). ``group`` splits runs into cells by any of their settings; the claims, the
+summary tables and the figures all group through it. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from e2elab.errors import E2ELabError
+from e2elab.records import RunResult
+from e2elab.store import Store
+
+Key = tuple[Any, ...]
+
+# memory entries of a run (per phase, the largest is kept) that become columns
+_MEMORY = ("activation_bytes", "step_bytes_estimate", "trained_parameter_bytes")
+
+
+def field(result: RunResult, name: str) -> Any:
+    """One of a run's settings by name: ``strategy``, ``seed``, ``knobs`` (all of them, as
+    JSON text), a knob's name, or any other field of its spec (``budget``, ...)."""
+    spec = result.spec
+    if name == "knobs":
+        return json.dumps(spec["knobs"], sort_keys=True)
+    if name in spec["knobs"]:
+        return hashable(spec["knobs"][name])
+    return hashable(spec.get(name))
+
+
+def group(
+    results: Iterable[RunResult], *by: str, where: Callable[[RunResult], bool] | None = None
+) -> dict[Key, list[RunResult]]:
+    """Runs split into cells by the values of ``by`` (see ``field``), in first-seen order."""
+    cells: dict[Key, list[RunResult]] = {}
+    for r in results:
+        if where is None or where(r):
+            cells.setdefault(tuple(field(r, name) for name in by), []).append(r)
+    return cells
+
+
+def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    """One row per run (see the module docstring). Columns: run_id, task, ``knob_<name>``,
+    strategy, seed, the settings, status, output metric and chance, at-chance flag,
+    examples-to-threshold, ``final_<port>``, ``probe_<port>``, ``probe_init_<port>``,
+    memory (bytes), training FLOPs, wall seconds and the weights' hash."""
+    rows = []
+    for r in results:
+        spec = r.spec
+        row: dict[str, Any] = {"run_id": r.id, "task": spec["task"]}
+        row |= {f"knob_{k}": v for k, v in spec["knobs"].items()}
+        row |= {
+            "strategy": spec["strategy"],
+            "seed": spec["seed"],
+            "budget": spec.get("budget"),
+            "batch_size": spec.get("batch_size"),
+            "lr": spec.get("lr"),
+            "optimizer": spec.get("optimizer"),
+            "threshold": spec.get("threshold"),
+            "status": r.status,
+            "reason": r.reason,
+            "output": r.output,
+            "output_metric": r.output_metric,
+            "chance": r.chance.get(r.output),
+            "at_chance": r.breakdown,
+            "examples_to_threshold": r.examples_to_threshold,
+        }
+        row |= {f"final_{port}": value for port, value in r.final.items()}
+        row |= {f"probe_{port}": value for port, value in r.probes.items()}
+        row |= {f"probe_init_{port}": value for port, value in r.probes_at_init.items()}
+        row |= _memory(r.memory)
+        row |= {"wall_seconds": r.wall_seconds, "weights_sha256": r.weights_sha256}
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    if "examples_to_threshold" in frame:
+        frame["examples_to_threshold"] = frame["examples_to_threshold"].astype("Int64")
+    return frame
+
+
+def curves_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    """The learning curves in long form: run_id, strategy, seed, ``knob_<name>``,
+    examples, phase, port, metric (a port's extra metrics appear as ``PORT:NAME``)."""
+    rows = []
+    for r in results:
+        spec = r.spec
+        base = {"run_id": r.id, "strategy": spec["strategy"], "seed": spec["seed"]}
+        base |= {f"knob_{k}": v for k, v in spec["knobs"].items()}
+        for point in r.curve:
+            for port, value in point["metrics"].items():
+                rows.append(
+                    {
+                        **base,
+                        "examples": point["examples"],
+                        "phase": point["phase"],
+                        "port": port,
+                        "metric": value,
+                    }
+                )
+    columns = ["run_id", "strategy", "seed", "examples", "phase", "port", "metric"]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=columns)
+
+
+def load_frame(path: Path | str, experiment: str | None = None) -> pd.DataFrame:
+    """The runs in a store (of one experiment, if named) as a DataFrame."""
+    return runs_frame(_results(path, experiment))
+
+
+def load_curves(path: Path | str, experiment: str | None = None) -> pd.DataFrame:
+    """The learning curves in a store (of one experiment, if named), in long form."""
+    return curves_frame(_results(path, experiment))
+
+
+FORMATS = ("csv", "parquet", "json")
+TABLES = ("runs", "curves")
+
+
+def export(
+    path: Path | str,
+    fmt: str,
+    target: Path | str,
+    table: str = "runs",
+    experiment: str | None = None,
+) -> int:
+    """Write the store's runs (one row each) or curves (long form) as CSV, Parquet or JSON
+    (records, one object per row); returns the number of rows."""
+    if fmt not in FORMATS:
+        raise E2ELabError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if table not in TABLES:
+        raise E2ELabError(f"unknown table {table!r}; choose one of: {', '.join(TABLES)}")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise E2ELabError(
+                "parquet export needs pyarrow; install it with: pip install 'e2elab[parquet]'"
+            ) from None
+    frame = (load_frame if table == "runs" else load_curves)(path, experiment)
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        frame.to_csv(target, index=False)
+    elif fmt == "parquet":
+        frame.to_parquet(target, index=False)
+    else:
+        frame.to_json(target, orient="records", indent=1)
+    return len(frame)
+
+
+def _results(path: Path | str, experiment: str | None) -> list[RunResult]:
+    with Store(path, readonly=True) as store:
+        if experiment is not None and experiment not in store.experiments():
+            raise E2ELabError(
+                f"{path} holds no experiment {experiment!r}; it has: "
+                f"{', '.join(store.experiments()) or '(none)'}"
+            )
+        return store.results(experiment)
+
+
+def _memory(memory: dict[str, Any]) -> dict[str, Any]:
+    phases = memory.get("phases", [])
+    out: dict[str, Any] = {
+        f"memory_{name}": max((p.get(name, 0) for p in phases), default=None) for name in _MEMORY
+    }
+    out["memory_max_rss_bytes"] = memory.get("max_rss_bytes")
+    out["memory_model_state_bytes"] = memory.get("model_state_bytes")
+    out["training_flops"] = memory.get("training_flops")
+    out["seeds_batched"] = memory.get("seeds_batched", 1)
+    return out
+
+
+def hashable(value: Any) -> Any:
+    try:
+        hash(value)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, default=str)
+    return value

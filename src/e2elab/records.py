@@ -1,0 +1,250 @@
+"""The records: what a run is asked to do (RunSpec, Settings) and what it produced
+(RunResult, SNRResult). Plain data, JSON-serialisable, importable without torch or the
+training code, so the store, the claims and the report can read results on their own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from e2elab.errors import E2ELabError, choices
+from e2elab.stats import mean_interval
+
+# Bump when a change to the code changes what a stored spec would produce.
+SPEC_VERSION = 4
+# 3: every run trains under numerics.fixed_numerics (one thread, fixed backend flags) and
+#    with position-independent Adam/SGD kernels on the CPU, so a spec gives one result
+#    whichever command trains it and whichever seeds share its batch.
+# 4: the accuracy threshold left the id (a judgement made after training: changing it
+#    re-scores stored runs); the id covers a fingerprint of the task's code; ports carry
+#    loss weights.
+
+OPTIMIZER_NAMES = ("adam", "sgd")
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every training setting that is not the task, its knobs, the strategy or the seed.
+
+    A task gives its defaults as one Settings (``Task.defaults``); an experiment file and
+    then the command line override fields with ``override``; ``validate`` checks them
+    once, where they enter. ``threshold`` is a judgement made after training (the metric
+    that counts as "reached"), and ``device`` says where to train: neither is part of a
+    run's id.
+    """
+
+    budget: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    threshold: float = 0.9
+    evaluations: int = 20
+    optimizer: str = "adam"
+    device: str = "cpu"
+
+    def override(self, **changes: Any) -> Settings:
+        """These settings with every change that is not None laid over them."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        unknown = set(given) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            names = [f.name for f in dataclasses.fields(self)]
+            raise choices("training setting", sorted(unknown)[0], names)
+        return dataclasses.replace(self, **given)
+
+    def validate(self) -> Settings:
+        """Check every field; one line naming the field and the fix if one is wrong."""
+        for name in ("budget", "batch_size", "evaluations"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise E2ELabError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
+            raise E2ELabError(f"lr must be a positive number, got {self.lr!r}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
+            raise E2ELabError(f"threshold must be a number, got {self.threshold!r}")
+        if self.optimizer not in OPTIMIZER_NAMES:
+            raise choices("optimizer", self.optimizer, list(OPTIMIZER_NAMES))
+        if not isinstance(self.device, str) or not _DEVICE.match(self.device):
+            raise E2ELabError(
+                f"unknown device {self.device!r}; choose one of: auto, cpu, cuda, cuda:N, mps"
+            )
+        return self
+
+
+# Kept for code written against earlier versions: a task's defaults are Settings.
+TrainingDefaults = Settings
+
+_SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines a run's result. Build with ``RunSpec.create`` (which
+    fills defaults from the task), or directly from validated parts.
+
+    ``code`` fingerprints the code that defines the task and its system (for shipped
+    tasks, the e2elab version), so a changed task is never answered from a stale store.
+    ``source`` is ``module:Class`` for a task outside the registry, so that worker
+    processes can import it.
+    """
+
+    task: str
+    knobs: dict[str, Any]
+    strategy: str
+    seed: int
+    settings: Settings
+    code: str = ""
+    source: str | None = None
+
+    @classmethod
+    def create(
+        cls, task: Any, strategy: str, seed: int = 0, knobs: dict[str, Any] | None = None, **kw: Any
+    ) -> RunSpec:
+        """A spec for ``task`` (a name, ``module:Class`` or a Task) with the task's default
+        settings, overridden by any of ``budget``, ``batch_size``, ``lr``, ``evaluations``,
+        ``threshold``, ``optimizer``, ``device`` given. Needs the training code."""
+        from e2elab.run import make_spec  # the training half; records stay torch-free
+
+        return make_spec(task, strategy, seed=seed, knobs=knobs, **kw)
+
+    @property
+    def id(self) -> str:
+        """A hash of every field that changes the result (not the device or threshold)."""
+        fields = self.to_dict()
+        for name in ("device", "threshold"):
+            fields.pop(name)
+        fields["version"] = SPEC_VERSION
+        text = json.dumps(fields, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: the settings' fields sit beside task, knobs, strategy and seed."""
+        return {
+            "task": self.task,
+            "knobs": dict(self.knobs),
+            "strategy": self.strategy,
+            "seed": self.seed,
+            **dataclasses.asdict(self.settings),
+            "code": self.code,
+            "source": self.source,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        settings = Settings(**{k: data[k] for k in _SETTING_NAMES if k in data})
+        return cls(
+            task=data["task"],
+            knobs=dict(data["knobs"]),
+            strategy=data["strategy"],
+            seed=int(data["seed"]),
+            settings=settings,
+            code=data.get("code", ""),
+            source=data.get("source"),
+        )
+
+    def with_settings(self, **changes: Any) -> RunSpec:
+        return dataclasses.replace(self, settings=self.settings.override(**changes))
+
+    def seed_group(self) -> str:
+        """Specs with the same key differ only by seed and can be trained together."""
+        fields = self.to_dict()
+        fields.pop("seed")
+        return json.dumps(fields, sort_keys=True, default=str)
+
+
+@dataclass
+class RunResult:
+    """The outcome of one run, JSON-serialisable."""
+
+    id: str
+    spec: dict[str, Any]
+    status: str
+    reason: str | None
+    output: str
+    curve: list[dict[str, Any]]
+    final: dict[str, float]
+    chance: dict[str, float]
+    examples_to_threshold: int | None
+    breakdown: bool
+    breakdown_p_value: float | None
+    test_size: int
+    wall_seconds: float
+    memory: dict[str, Any]
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    probes: dict[str, float] = field(default_factory=dict)
+    probes_at_init: dict[str, float] = field(default_factory=dict)
+    modules: dict[str, list[str]] = field(default_factory=dict)
+    # what the numbers depend on besides the spec (see numerics.describe); not in the id
+    numerics: dict[str, Any] = field(default_factory=dict)
+    # SHA-256 of the trained parameters: the same spec gives the same hash, bit for bit
+    weights_sha256: str | None = None
+    # per port: how its metric reads ("accuracy", "balanced accuracy", "R2", ...)
+    metric_names: dict[str, str] = field(default_factory=dict)
+    probe_metric: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def output_metric(self) -> float:
+        return self.final.get(self.output, float("nan"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def rescored(self, threshold: float) -> RunResult:
+        """This run judged against another accuracy threshold: examples-to-threshold is
+        read again from the stored curve; nothing is retrained."""
+        if threshold == self.spec.get("threshold"):
+            return self
+        spec = {**self.spec, "threshold": threshold}
+        reached = examples_to_threshold(self.curve, self.output, threshold)
+        return dataclasses.replace(self, spec=spec, examples_to_threshold=reached)
+
+
+def examples_to_threshold(curve: list[dict[str, Any]], port: str, threshold: float) -> int | None:
+    """Training examples drawn when ``port`` first reached ``threshold`` (None: never)."""
+    for point in curve:
+        if point["metrics"].get(port, float("-inf")) >= threshold:
+            return int(point["examples"])
+    return None
+
+
+@dataclass
+class SNRResult:
+    """Per module and initialisation: the SNR estimate, and whether it is resolved (if not,
+    ``per_init`` holds its upper bound); their log10 summary over initialisations."""
+
+    task: str
+    knobs: dict[str, Any]
+    strategy: str
+    phase: str
+    batch_size: int
+    batches: int
+    per_init: dict[str, list[float]] = field(default_factory=dict)
+    resolved: dict[str, list[bool]] = field(default_factory=dict)
+    noise_top_share: dict[str, list[float]] = field(default_factory=dict)
+
+    def log10_summary(self, module: str) -> tuple[float, float, float]:
+        """Mean and 95% interval of log10 SNR over initialisations. Where an init's SNR is
+        not resolved its upper bound enters, so the mean is then itself an upper bound
+        (see ``is_bound``)."""
+        logs = [math.log10(max(v, 1e-300)) for v in self.per_init[module]]
+        ci = mean_interval(logs)
+        return ci.mean, ci.lo, ci.hi
+
+    def is_bound(self, module: str) -> bool:
+        """True if some initialisation's SNR was below resolution (an upper bound)."""
+        return not all(self.resolved.get(module, [True]))
+
+    def describe(self, module: str) -> str:
+        """log10 SNR as text, e.g. '-2.31' or '<= -4.02' (an upper bound)."""
+        mean = self.log10_summary(module)[0]
+        return f"<= {mean:.2f}" if self.is_bound(module) else f"{mean:.2f}"
