@@ -221,3 +221,20 @@ def test_seeds_learn_fails_when_no_seed_learns_or_too_few_do():
     some = [result("e2e", 2, s, 0.9 if s < 3 else 0.1, None) for s in range(10)]
     assert seeds_learn(some, "e2e", min_fraction=0.5).verdict == FAIL
     assert seeds_learn(some, "modular").verdict == INCONCLUSIVE
+
+
+def test_claims_never_pass_on_runs_that_did_not_finish():
+    diverged = [result("e2e", n, s, 0.1, None, status="diverged") for n in (1, 2, 3) for s in SEEDS]
+    assert breakdown(diverged, knob="n").verdict == INCONCLUSIVE
+    assert at_chance(diverged, "e2e").verdict == INCONCLUSIVE
+    assert seeds_learn(diverged, "e2e").verdict == INCONCLUSIVE
+    verdict = at_chance(diverged, "e2e")
+    assert "(3 diverged)" in verdict.details
+    # finished runs at chance plus diverged ones: judged on the finished runs only
+    mixed = [result("e2e", 3, s, 0.1, None) for s in SEEDS] + [
+        result("e2e", 3, 9, 0.1, None, status="diverged")
+    ]
+    assert at_chance(mixed, "e2e").verdict == PASS
+    assert "3/3 at chance" in at_chance(mixed, "e2e").details
+    fast = [result("modular", 3, s, 0.9, 1000) for s in SEEDS]
+    assert beats_by_ratio(diverged + fast, "e2e", ["modular"]).verdict == INCONCLUSIVE

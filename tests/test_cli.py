@@ -98,12 +98,17 @@ def test_a_changed_threshold_rescores_stored_runs_without_training(capsys, tmp_p
     assert main([*argv, "--threshold", "0.2"]) == 0
     (before,) = _stored(tmp_path)
     assert main([*argv, "--threshold", "0.99"]) == 0
-    assert "1 runs (1 already stored, 0 trained)" in capsys.readouterr().out
+    assert "1 run (1 already stored, 0 trained)" in capsys.readouterr().out
     (after,) = _stored(tmp_path)
-    assert after["id"] == before["id"] and after["curve"] == before["curve"]
-    assert after["spec"]["threshold"] == 0.99
-    assert before["examples_to_threshold"] is not None
-    assert after["examples_to_threshold"] is None  # 0.99 is never reached in 6000 examples
+    assert after == before  # the stored run is not rewritten: other experiments share it
+    with Store(tmp_path / "results.sqlite", readonly=True) as store:
+        judged = {
+            definition["training"]["threshold"]: store.results(name)[0]
+            for name, definition in store.experiments().items()
+        }
+    assert judged[0.2].examples_to_threshold is not None
+    assert judged[0.99].examples_to_threshold is None  # 0.99 is never reached in 6000 examples
+    assert judged[0.99].curve == before["curve"] and judged[0.99].spec["threshold"] == 0.99
 
 
 def test_a_diverging_run_is_reported_and_the_others_go_on(capsys, tmp_path):

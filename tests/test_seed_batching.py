@@ -222,3 +222,45 @@ def test_the_automatic_choice_gives_the_same_results_either_way():
     assert all(r.memory.get("seeds_batched") == 2 for r in auto)
     for spec, result in zip(specs, auto, strict=True):
         assert result.weights_sha256 == execute(spec).weights_sha256
+
+
+class _OneColumn(System):
+    """A product with one output column: alone it runs as a matrix-vector product, stacked
+    as a batched matrix product, and the two round differently."""
+
+    def __init__(self):
+        super().__init__(
+            encoder=nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)),
+            gauge=nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1)),
+        )
+
+    def forward(self, batch):
+        code = self.port("code", self.encoder(batch.x["x"]))
+        return self.port("distance", self.gauge(code.softmax(-1)))
+
+
+class _OneColumnTask(Task):
+    name = "one-column"
+    knobs = {"unused": Knob(0, "unused", minimum=0)}
+    defaults = TrainingDefaults(budget=1500, batch_size=32, lr=3e-3, evaluations=3)
+    ports = {"code": PortSpec("class", 2, 0.5), "distance": PortSpec("regression", 1, 0.0)}
+    output = "distance"
+
+    def build_system(self):
+        return _OneColumn()
+
+    def sample(self, batch_size, generator):
+        x = torch.randn(batch_size, 4, generator=generator)
+        return Batch({"x": x}, {"code": (x[:, 0] > 0).long(), "distance": 3 * x[:, :1]})
+
+    def test_set(self):
+        return self.sample(200, torch.Generator().manual_seed(5))
+
+
+def test_a_system_whose_numbers_stacking_would_change_trains_one_seed_at_a_time():
+    task = _OneColumnTask()
+    specs = [RunSpec.create(task, "e2e", seed=s) for s in (0, 1)]
+    together = execute_seeds(specs, task)
+    assert all("seeds_batched" not in r.memory for r in together)
+    for spec, result in zip(specs, together, strict=True):
+        assert result.weights_sha256 == execute(spec, task).weights_sha256

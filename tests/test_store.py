@@ -68,7 +68,7 @@ def test_a_store_of_the_old_schema_is_refused_and_left_as_it_was(tmp_path):
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         db.execute("INSERT INTO meta VALUES ('schema', '1')")
     before = path.read_bytes()
-    with pytest.raises(E2ELabError, match="has store schema 1, this e2elab reads 2"):
+    with pytest.raises(E2ELabError, match="has store schema 1, this e2elab reads 3"):
         Store(path)
     assert path.read_bytes() == before  # no table was added
 

@@ -75,7 +75,7 @@ def test_a_user_task_runs_on_ray_workers(tmp_path, capsys):
     pytest.importorskip("ray")
     argv = ["run", "--task", FUSION, "--strategy", "e2e", "--seeds", "1", "--budget", "600"]
     assert main([*argv, "--executor", "ray", "--workers", "2", "--out", str(tmp_path)]) == 0
-    assert "1 runs (0 already stored, 1 trained)" in _out_line(capsys)
+    assert "1 run (0 already stored, 1 trained)" in _out_line(capsys)
 
 
 def test_a_changed_task_is_trained_anew_not_answered_from_the_store(tmp_path, capsys):
@@ -89,14 +89,14 @@ def test_a_changed_task_is_trained_anew_not_answered_from_the_store(tmp_path, ca
         argv = ["run", "--task", "my_fusion:Fusion", "--strategy", "e2e", "--seeds", "1"]
         argv += ["--budget", "600", "--executor", "serial", "--out", str(tmp_path / "o")]
         assert main(argv) == 0
-        assert "1 runs (0 already stored, 1 trained)" in _out_line(capsys)
+        assert "1 run (0 already stored, 1 trained)" in _out_line(capsys)
         assert main(argv) == 0  # unchanged: answered from the store
-        assert "1 runs (1 already stored, 0 trained)" in _out_line(capsys)
+        assert "1 run (1 already stored, 0 trained)" in _out_line(capsys)
         # the user changes their system's architecture (a wider fusion read-out)
         module.write_text(source.replace("nn.Linear(width, 3)", "nn.Linear(width, 3, bias=False)"))
         del sys.modules["my_fusion"]
         assert main(argv) == 0
-        assert "1 runs (0 already stored, 1 trained)" in _out_line(capsys)
+        assert "1 run (0 already stored, 1 trained)" in _out_line(capsys)
     finally:
         sys.path.remove(str(package))
         sys.modules.pop("my_fusion", None)
@@ -113,7 +113,7 @@ def test_a_published_task_is_listed_and_runs_by_its_name(tmp_path, capsys, monke
     assert "sensor-fusion" in _out_line(capsys)
     argv = ["run", "--task", "sensor-fusion", "--strategy", "hinted", "--seeds", "1"]
     assert main([*argv, "--budget", "600", "--out", str(tmp_path / "o")]) == 0
-    assert "1 runs (0 already stored, 1 trained)" in _out_line(capsys)
+    assert "1 run (0 already stored, 1 trained)" in _out_line(capsys)
 
 
 def test_a_task_only_this_process_knows_is_refused_for_worker_processes(tmp_path, capsys):
@@ -137,3 +137,32 @@ def test_a_task_only_this_process_knows_is_refused_for_worker_processes(tmp_path
         assert "--executor serial" in str(error.value)
     finally:
         TASKS.pop("local-fusion")
+
+
+def test_a_change_in_a_helper_module_of_the_users_package_is_seen(tmp_path, capsys):
+    package = tmp_path / "src" / "fusionpkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "helpers.py").write_text("SCALE = 10.0\n")
+    source = (Path(__file__).parent / "user_tasks" / "fusion.py").read_text()
+    # the data depend on a constant of a helper module, not on a knob
+    source = source.replace('self.settings["scale"] *', "helpers.SCALE *")
+    assert "helpers.SCALE *" in source
+    (package / "tasks.py").write_text(
+        source.replace("import torch\n", "import torch\n\nfrom fusionpkg import helpers\n", 1)
+    )
+    sys.path.insert(0, str(package.parent))
+    try:
+        argv = ["run", "--task", "fusionpkg.tasks:Fusion", "--strategy", "e2e", "--seeds", "1"]
+        argv += ["--budget", "300", "--executor", "serial", "--out", str(tmp_path / "o")]
+        assert main(argv) == 0
+        assert "1 run (0 already stored, 1 trained)" in _out_line(capsys)
+        (package / "helpers.py").write_text("SCALE = 1000.0\n")  # only the helper changes
+        for name in ("fusionpkg", "fusionpkg.tasks", "fusionpkg.helpers"):
+            sys.modules.pop(name, None)
+        assert main(argv) == 0
+        assert "1 run (0 already stored, 1 trained)" in _out_line(capsys)
+    finally:
+        sys.path.remove(str(package.parent))
+        for name in ("fusionpkg", "fusionpkg.tasks", "fusionpkg.helpers"):
+            sys.modules.pop(name, None)

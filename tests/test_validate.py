@@ -46,7 +46,7 @@ class _PairTask(Task):
         emit = "digit_B" if case == "misnamed" else "digit_b"
         return _Pair(emit=emit, hidden_port=case != "fused")
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def sample(self, batch_size: int, generator: torch.Generator, test: bool = False) -> Batch:
         x = torch.randn(batch_size, 3, generator=generator)
         targets = {"digit_b": (x[:, 0] > 0).long(), "y": (x[:, 1] > 0).long()}
         case = self.settings["case"]
@@ -54,14 +54,14 @@ class _PairTask(Task):
             del targets["digit_b"]
         elif case == "float-class":
             targets["y"] = targets["y"].float()
-        elif case == "out-of-range":
+        elif case == "out-of-range" or (case == "train-out-of-range" and not test):
             targets["y"] = targets["y"] + 12
         elif case == "regression-shape":
             targets["digit_b"] = x[:, :1].squeeze(1)  # (B,) against a (B, 4) value
         return Batch({"x": x}, targets)
 
     def test_set(self) -> Batch:
-        return self.sample(64, torch.Generator().manual_seed(1))
+        return self.sample(64, torch.Generator().manual_seed(1), test=True)
 
 
 class _FusedTask(_PairTask):
@@ -83,7 +83,8 @@ class _FusedTask(_PairTask):
         (_PairTask(case="missing"), "e2e", "the test set has no target for port 'digit_b'"),
         (_PairTask(case="float-class"), "e2e", "port 'y': targets must be integers (class index"),
         (_PairTask(case="out-of-range"), "e2e", "port 'y': a class index must lie in 0..4"),
-        (_PairTask(case="regression-shape"), "e2e", "port 'digit_b': target shape (2,) differs"),
+        (_PairTask(case="train-out-of-range"), "e2e", "a training batch: port 'y': a class"),
+        (_PairTask(case="regression-shape"), "e2e", "port 'digit_b': target shape (64,) differs"),
         (_FusedTask(case="fused"), "modular", "port 'y' depends on modules encoder, head"),
         (_FusedTask(case="ok"), "local", "local: module 'encoder' produces no port with a"),
     ],

@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
+import typing
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from fnmatch import fnmatchcase
 from itertools import pairwise
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from scipy.stats import binomtest
 
 from e2elab.query import group
@@ -151,17 +153,31 @@ def at_chance(
     if not groups:
         return _no_data(f"strategy {strategy} where {where}")
     several = len({key[1] for key in groups}) > 1
-    lines, bad = [], 0
+    lines, bad, missing = [], 0, 0
     for key, runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
-        broken = sum(r.breakdown for r in _ok(runs))
-        values = [r.output_metric for r in _ok(runs)]
-        accuracy = metric_interval(values)
+        ok = _ok(runs)
+        broken = sum(r.breakdown for r in ok)
+        accuracy = metric_interval([r.output_metric for r in ok])
         name = f"{key[1]} @ " if several else ""
         lines.append(
-            f"{name}{_short(key[0])}: {broken}/{len(runs)} at chance, acc {accuracy.format(3)}"
+            f"{name}{_short(key[0])}: {broken}/{len(ok)} at chance, acc {accuracy.format(3)}"
+            + _unfinished(runs)
         )
-        bad += broken != len(runs)
-    return Verdict(PASS if bad == 0 else FAIL, "; ".join(lines))
+        missing += not ok
+        bad += bool(ok) and broken != len(ok)
+    verdict = FAIL if bad else (INCONCLUSIVE if missing else PASS)
+    return Verdict(verdict, "; ".join(lines) + (" -- no finished run in a cell" if missing else ""))
+
+
+def _unfinished(runs: list[RunResult]) -> str:
+    """`` (2 diverged, 1 failed)``: runs that did not finish, counted apart by status."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        if r.status != "ok":
+            counts[r.status] = counts.get(r.status, 0) + 1
+    return (
+        f" ({', '.join(f'{n} {status}' for status, n in sorted(counts.items()))})" if counts else ""
+    )
 
 
 def seeds_learn(
@@ -178,13 +194,13 @@ def seeds_learn(
     groups = cells(results, strategy, where)
     if not groups:
         return _no_data(f"strategy {strategy} where {where}")
-    lines, numbers, bad = [], {}, 0
+    lines, numbers, bad, missing = [], {}, 0, 0
     for key, runs in sorted(groups.items()):
         ok = sorted(_ok(runs), key=lambda r: r.spec["seed"])
         learned = [r.spec["seed"] for r in ok if not r.breakdown]
         if not ok:
-            lines.append(f"{_short(key[0])}: no finished run")
-            bad += 1
+            lines.append(f"{_short(key[0])}: no finished run{_unfinished(runs)}")
+            missing += 1
             continue
         low, high = binomtest(len(learned), len(ok)).proportion_ci(method="exact")
         seeds = ", ".join(str(s) for s in learned) or "none"
@@ -194,7 +210,8 @@ def seeds_learn(
         )
         numbers[key[0]] = {"learned": learned, "seeds": len(ok), "interval": [low, high]}
         bad += not low > min_fraction
-    return Verdict(PASS if bad == 0 else FAIL, "; ".join(lines), numbers)
+    verdict = FAIL if bad else (INCONCLUSIVE if missing else PASS)
+    return Verdict(verdict, "; ".join(lines), numbers)
 
 
 def breakdown(
@@ -210,9 +227,17 @@ def breakdown(
 
     The breakdown point is found per seed (the smallest knob value from which that seed
     is at chance at every larger value) and reported with a 95% interval over seeds."""
-    runs = [r for r in results if r.spec["strategy"] == strategy and _matches(r, where or {})]
-    if not runs:
+    every = [r for r in results if r.spec["strategy"] == strategy and _matches(r, where or {})]
+    if not every:
         return _no_data(f"strategy {strategy} where {where}")
+    runs = _ok(every)
+    empty = [v for v, rs in _by_knob(every, knob).items() if not _ok(rs)]
+    if empty:  # diverged or failed runs are no evidence of a breakdown
+        return Verdict(
+            INCONCLUSIVE,
+            f"no finished run of {strategy} at {knob} = {', '.join(map(str, empty))}"
+            + _unfinished(every),
+        )
     by_value = _by_knob(runs, knob)
     values = list(by_value)
     points = []
@@ -386,6 +411,8 @@ def _ratios(
 
 
 def _mean_ett(runs: list[RunResult]) -> float | None:
+    """Mean examples-to-threshold of the finished runs (None: no run finished)."""
+    runs = _ok(runs)
     if not runs:
         return None
     values = [_ett(r) for r in runs]
@@ -473,6 +500,48 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "snr_contrast": snr_contrast,
     "examples_grow_with_knob": examples_grow_with_knob,
 }
+
+
+_WHERE_OPS = {">=", "<=", ">", "<", "in"}
+
+
+def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> None:
+    """Refuse, before anything trains, claim parameters that would break the check: a
+    missing or unknown one, a value of the wrong type, a knob the task does not have, a
+    ``where`` that is not ``{knob: value or {op: value}}``. Raises ``ValueError`` naming
+    the parameter (the caller adds the file and field)."""
+    check = CHECKS[name]
+    hints = typing.get_type_hints(check)
+    accepted = [p for p in inspect.signature(check).parameters if p not in ("results", "snr")]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name} takes no {', '.join(unknown)}; it accepts: {', '.join(accepted)}")
+    for parameter in inspect.signature(check).parameters.values():
+        if parameter.name in ("results", "snr"):
+            continue
+        if parameter.default is inspect.Parameter.empty and parameter.name not in params:
+            raise ValueError(f"{name} needs {parameter.name!r}")
+    known = list(knobs)
+    for key, value in params.items():
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError:
+            raise ValueError(
+                f"{key} of {name} expects {_type_name(hints[key])}, got {value!r}"
+            ) from None
+        if key == "knob" and value not in known:
+            raise ValueError(f"knob {value!r} of {name} is not a knob of the task: {known}")
+        if key == "where" and value is not None:
+            for knob, wanted in value.items():
+                if knob not in known:
+                    raise ValueError(f"where names {knob!r}, not a knob of the task: {known}")
+                if isinstance(wanted, dict) and not set(wanted) <= _WHERE_OPS:
+                    ops = ", ".join(sorted(_WHERE_OPS))
+                    raise ValueError(f"where.{knob} takes the operators {ops}, got {wanted}")
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def evaluate(

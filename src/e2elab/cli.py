@@ -6,12 +6,16 @@ Every user error becomes one line on stderr, ``e2elab: error: ...``, and exit co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
+import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -29,6 +33,7 @@ from rich.table import Table
 from e2elab import experiment as experiments
 from e2elab.claims import Verdict
 from e2elab.errors import E2ELabError, choices
+from e2elab.paths import writable_file, writable_folder
 
 # The training half (torch) is imported inside the commands that train: ``report``,
 # ``export`` and ``list --help`` start without it.
@@ -44,7 +49,15 @@ class _Parser(argparse.ArgumentParser):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every user error is one line and exit code 2; Ctrl-C and SIGTERM
+    exit 130 keeping what is stored; anything unforeseen is one line and exit code 1
+    (``E2ELAB_DEBUG=1`` shows its traceback)."""
     parser = _build_parser()
+    previous = _terminate_as_interrupt()
+    # like `python -m`: a user's own package in the current folder can be named as
+    # --task my_pkg.tasks:Task (worker processes inherit this path)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         args = parser.parse_args(argv)
         if not hasattr(args, "handler"):
@@ -57,6 +70,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("e2elab: interrupted; results already written are kept", file=sys.stderr)
         return 130
+    except OSError as error:  # a file system problem the checks could not foresee
+        print(f"e2elab: error: {error}; nothing stored was lost", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if os.environ.get("E2ELAB_DEBUG"):
+            raise
+        text = " ".join(str(error).split())[:300]
+        print(
+            f"e2elab: internal error: {type(error).__name__}: {text} (a bug: please report "
+            "it; E2ELAB_DEBUG=1 shows the traceback); results already stored are kept",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminate_as_interrupt() -> Any:
+    """SIGTERM ends a command the way Ctrl-C does (workers stop, the store is kept)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 NO_BATCH_HELP = "train each seed alone (default: the seeds of a spec train together, vmapped)"
@@ -72,6 +112,11 @@ def _executor_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     command.add_argument("--no-batch-seeds", action="store_true", help=NO_BATCH_HELP)
     command.add_argument("--force", action="store_true", help="retrain runs already stored")
+    command.add_argument(
+        "--max-hours",
+        type=float,
+        help="refuse a sweep whose estimated time (from timed training steps) exceeds this",
+    )
 
 
 def _build_parser() -> _Parser:
@@ -106,7 +151,10 @@ def _build_parser() -> _Parser:
     run.add_argument("--optimizer", help="adam or sgd (default: task's)")
     run.add_argument("--threshold", type=float, help="accuracy for examples-to-threshold")
     run.add_argument(
-        "--out", type=Path, default=DEFAULT_OUT, help="folder of the store (OUT/results.sqlite)"
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"folder of the store, OUT/results.sqlite (default: {DEFAULT_OUT})",
     )
     _executor_flags(run)
     run.set_defaults(handler=_cmd_run)
@@ -142,6 +190,13 @@ def _build_parser() -> _Parser:
     )
     snr.add_argument("--force", action="store_true", help="measure again what is stored")
     snr.set_defaults(handler=_cmd_snr)
+
+    rerun = commands.add_parser(
+        "rerun", help="retrain one stored run and say whether it reproduced bit for bit"
+    )
+    rerun.add_argument("store", type=Path, help="a results.sqlite file")
+    rerun.add_argument("run_id", help="the run's id (or a unique prefix of it)")
+    rerun.set_defaults(handler=_cmd_rerun)
 
     export = commands.add_parser("export", help="write a store's runs or curves as a table")
     export.add_argument("store", type=Path, help="a results.sqlite file")
@@ -225,7 +280,7 @@ def _one_cell(args: argparse.Namespace) -> experiments.Experiment:
     # every setting checked here, once, with the task's defaults under it
     type(task).defaults.override(budget=args.budget, device=args.device, **training).validate()
     graph = trace(task.build_system(), first_batch(task), task.ports)
-    names = args.strategy or list(strategies.STRATEGIES)
+    names = args.strategy or _applicable(task, graph)
     expanded = [s for text in names for s in strategies.expand(text, list(graph.modules))]
     definition = {
         "task": args.task,
@@ -238,34 +293,73 @@ def _one_cell(args: argparse.Namespace) -> experiments.Experiment:
     text = json.dumps(definition, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     name = f"run-{args.task.replace(':', '.')}-{digest}"
-    return experiments.Experiment.model_validate({"name": name, **definition})
+    # the same checks as an experiment file's, named as the command line's flags
+    return experiments.parse({"name": name, **definition}, "e2elab run")
+
+
+def _applicable(task: Any, graph: Any) -> list[str]:
+    """Every strategy that can train this task (the default of ``run``)."""
+    from e2elab import strategy as strategies
+    from e2elab.validate import check_strategy
+
+    names = []
+    for name in strategies.STRATEGIES:
+        try:
+            for text in strategies.expand(name, list(graph.modules)):
+                check_strategy(task, strategies.build(text, graph, task.output))
+        except E2ELabError:
+            continue
+        names.append(name)
+    return names
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from e2elab.store import Store
     from e2elab.summary import strategy_table, summarize
 
     experiment = _one_cell(args)
     executor, overrides = _executor(args), {"device": args.device}
     specs = _specs(experiment, overrides)  # every check, before the store is touched
-    with Store(args.out / "results.sqlite") as store:
-        counts = _sweep(experiment, store, executor, overrides, args.force)
+    writable_folder(args.out, "--out")
+    with _opened(args.out / "results.sqlite") as store:
+        counts = _sweep(experiment, store, executor, overrides, args)
         results = store.results_by_id([s.id for s in specs])
     by_id = {r.id: r for r in results}
-    results = [by_id[s.id] for s in specs if s.id in by_id]
+    # judged at this command's threshold (a stored run may have been scored at another)
+    results = [by_id[s.id].rescored(s.settings.threshold) for s in specs if s.id in by_id]
     console = wide_console()
     knob_text = ", ".join(f"{k}={v}" for k, v in specs[0].knobs.items())
     budget = specs[0].settings.budget
-    title = f"{specs[0].task} ({knob_text}); budget {budget} examples; {args.seeds} seeds"
+    seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
+    title = f"{specs[0].task} ({knob_text}); budget {budget} examples; {seeds}"
     console.print(strategy_table(summarize(results), title, specs[0].settings.threshold))
     for r in results:
         if r.status != "ok":
             console.print(f"[red]{r.spec['strategy']} seed {r.spec['seed']}: {r.reason}[/red]")
     console.print(
-        f"{counts.total} runs ({counts.skipped} already stored, {counts.trained} trained); "
+        f"{_plural(counts.total, 'run')} ({counts.skipped} already stored, "
+        f"{counts.trained} trained); "
         f"store {args.out / 'results.sqlite'} (experiment {experiment.name})"
     )
     return 0
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Any]:
+    """The store at ``path``; one this command made is removed again if the command is
+    refused before it stored anything, so a refusal leaves no empty store behind."""
+    from e2elab.store import Store
+
+    new = not path.exists()
+    store = Store(path)
+    try:
+        yield store
+    except BaseException:
+        empty = new and store.count() == 0
+        store.close()
+        if empty:
+            path.unlink(missing_ok=True)
+        raise
+    store.close()
 
 
 def _specs(experiment: experiments.Experiment, overrides: dict[str, Any]) -> list[Any]:
@@ -279,6 +373,8 @@ def _executor(args: argparse.Namespace) -> Any:
 
     if args.workers is not None and args.workers < 1:
         raise E2ELabError(f"--workers must be at least 1, got {args.workers}")
+    if args.max_hours is not None and not 0 < args.max_hours < float("inf"):
+        raise E2ELabError(f"--max-hours must be a positive number, got {args.max_hours}")
     if args.address and args.executor != "ray":
         raise E2ELabError("--address is for --executor ray; add --executor ray")
     return make_executor(
@@ -289,7 +385,6 @@ def _executor(args: argparse.Namespace) -> Any:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from e2elab.report.build import Part, build_report
     from e2elab.runner import measure_snr
-    from e2elab.store import Store
 
     if args.quick and args.profile:
         raise E2ELabError("give either --quick or --profile, not both")
@@ -299,14 +394,21 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     name = f"{name}-{profile}" if profile else name
     executor, overrides = _executor(args), {"device": args.device}
     for experiment in parts:
-        _specs(experiment, overrides)  # every check, before the store is touched
+        try:
+            _specs(experiment, overrides)  # every check, before the store is touched
+        except E2ELabError as error:
+            raise E2ELabError(
+                f"{args.experiment} (experiment {experiment.name}): {error}"
+            ) from None
     out = args.out or Path("results") / name
+    writable_folder(out, "--out")
+    writable_folder(out / "report", "--out")
     console = wide_console()
     began = time.perf_counter()
-    with Store(out / "results.sqlite") as store:
+    with _opened(out / "results.sqlite") as store:
         done = []
         for experiment in parts:
-            counts = _sweep(experiment, store, executor, overrides, args.force)
+            counts = _sweep(experiment, store, executor, overrides, args)
             snr = measure_snr(experiment, store)
             rescored = f", {counts.rescored} re-scored" if counts.rescored else ""
             console.print(
@@ -330,9 +432,26 @@ def _sweep(
     store: Any,
     executor: Any,
     overrides: dict[str, Any],
-    force: bool = False,
+    args: argparse.Namespace,
 ) -> Any:
-    from e2elab.runner import run_experiment
+    from e2elab.runner import estimate_seconds, run_experiment
+
+    def plan(todo: list[Any]) -> None:
+        if not todo:
+            return
+        workers = getattr(executor, "workers", None) or 1
+        seconds = estimate_seconds(todo) / max(1, min(workers, len(todo)))
+        print(
+            f"{experiment.name}: {_plural(len(todo), 'run')} to train, estimated "
+            f"{_duration(seconds)} "
+            f"on {workers} process{'es' if workers > 1 else ''} (from timed training steps)",
+            file=sys.stderr,
+        )
+        if args.max_hours is not None and seconds > args.max_hours * 3600:
+            raise E2ELabError(
+                f"{experiment.name}: the estimate, {_duration(seconds)}, exceeds --max-hours "
+                f"{args.max_hours:g}; shrink the grid, seeds or budget, or raise --max-hours"
+            )
 
     columns = (
         TextColumn("{task.description}"),
@@ -353,7 +472,30 @@ def _sweep(
             label = f"{experiment.name}: {result.spec['strategy']}"
             progress.update(bar, advance=1, description=label)
 
-        return run_experiment(experiment, store, executor, overrides, start, finished, force=force)
+        return run_experiment(
+            experiment,
+            store,
+            executor,
+            overrides,
+            start,
+            finished,
+            force=args.force,
+            before_training=plan,
+        )
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -362,6 +504,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from e2elab.store import Store
 
     console = wide_console()
+    writable_folder(args.out, "-o")
     with Store(args.store, readonly=True) as store:
         stored = store.experiments()
         if not stored:
@@ -393,6 +536,8 @@ def _cmd_snr(args: argparse.Namespace) -> int:
         raise E2ELabError(
             f"--sweep expects NAME=V1,V2,..., got {args.sweep!r}; e.g. --sweep n=1,2,3"
         )
+    if args.batch_size is not None and args.batch_size < 1:
+        raise E2ELabError(f"--batch-size must be a positive integer, got {args.batch_size}")
     if args.inits < 2 or args.batches < 3:
         raise E2ELabError(
             "--inits must be at least 2 and --batches at least 3 to estimate a mean and spread"
@@ -419,6 +564,7 @@ def _cmd_snr(args: argparse.Namespace) -> int:
     digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:8]
     name = f"snr-{args.task.replace(':', '.')}-{digest}"
     experiment = experiments.Experiment.model_validate({"name": name, **definition})
+    writable_folder(args.out, "--out")
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("gradient SNR", total=len(values) * len(names))
         with Store(args.out / "results.sqlite") as store:
@@ -457,9 +603,58 @@ def _cmd_snr(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rerun(args: argparse.Namespace) -> int:
+    """Exit 0 when the retrained run equals the stored one bit for bit, 1 when it differs."""
+    from e2elab.numerics import describe
+    from e2elab.records import RunSpec
+    from e2elab.run import execute
+    from e2elab.store import Store
+
+    with Store(args.store, readonly=True) as store:
+        ids = sorted(i for i in store.ids() if i.startswith(args.run_id))
+        if len(ids) != 1:
+            found = "no run" if not ids else f"{len(ids)} runs ({', '.join(ids[:4])}...)"
+            raise E2ELabError(f"{found} in {args.store} has an id starting with {args.run_id!r}")
+        (stored,) = store.results_by_id(ids)
+    spec = RunSpec.from_dict(stored.spec)
+    if spec.id != stored.id:
+        raise E2ELabError(
+            f"run {stored.id} was stored by another e2elab version (its spec now hashes to "
+            f"{spec.id}); rerun it with the version that trained it"
+        )
+    console = wide_console()
+    console.print(
+        f"retraining {stored.id}: {spec.task} {spec.knobs} {spec.strategy} seed {spec.seed}"
+    )
+    fresh = execute(spec)
+    same = fresh.weights_sha256 == stored.weights_sha256 and fresh.curve == stored.curve
+    if same:
+        console.print(f"reproduced bit for bit: weights sha256 {fresh.weights_sha256[:16]}...")
+        return 0
+    gaps = {
+        port: abs(fresh.final.get(port, float("nan")) - value)
+        for port, value in stored.final.items()
+    }
+    worst = max(gaps, key=lambda p: gaps[p] if gaps[p] == gaps[p] else float("inf"), default=None)
+    now = describe(spec.settings.device)
+    changed = [k for k in now if stored.numerics.get(k) != now[k] and k in stored.numerics]
+    console.print(
+        f"differs: weights sha256 {str(stored.weights_sha256)[:16]}... stored, "
+        f"{str(fresh.weights_sha256)[:16]}... now"
+        + (f"; largest final-metric gap {worst}: {gaps[worst]:.6g}" if worst else "")
+        + (
+            f"; numeric environment changed in: {', '.join(changed)}"
+            if changed
+            else "; same numeric environment (a bug: please report it)"
+        )
+    )
+    return 1
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from e2elab.query import export
 
+    writable_file(args.output, "-o")
     rows = export(args.store, args.format, args.output, args.table, args.experiment)
     print(f"wrote {rows} {args.table} rows to {args.output}")
     return 0

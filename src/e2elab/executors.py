@@ -10,17 +10,25 @@ off; a batch is the unit of work, and a spec's result does not depend on its bat
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
+import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any, Protocol
 
 from e2elab.errors import E2ELabError, choices
 from e2elab.records import RunResult, RunSpec
 from e2elab.run import execute_seeds
 
+_PR_SET_PDEATHSIG = 1  # prctl option: a signal to receive when the parent dies
 # The most seeds trained as one batch; a larger group is split into batches of this size.
 MAX_SEEDS_PER_BATCH = 16
 
@@ -44,6 +52,44 @@ def seed_batches(specs: list[RunSpec], batch_seeds: bool = True) -> list[list[Ru
         for group in groups.values()
         for i in range(0, len(group), MAX_SEEDS_PER_BATCH)
     ]
+
+
+@contextmanager
+def _workers_ignore_ctrl_c() -> Iterator[None]:
+    """Processes started in here ignore SIGINT (an ignored signal stays ignored across
+    exec, and Python then installs no handler of its own): Ctrl-C reaches the whole
+    process group, and only the parent should act on it, by stopping its workers and
+    keeping what is stored, without a traceback from a worker that was still starting."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def die_with_parent(parent: int) -> None:
+    """In a worker: end when the process that started it ends, even by ``kill -9``
+    (Linux: the kernel sends SIGKILL on the parent's death; elsewhere a watcher thread
+    polls the parent's pid)."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(2.0)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="e2elab-parent-watch").start()
 
 
 def run_payload(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -79,19 +125,30 @@ class LocalPoolExecutor:
         if not queue:
             return
         context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(max_workers=min(self.workers, len(queue)), mp_context=context)
+        pool = ProcessPoolExecutor(
+            max_workers=min(self.workers, len(queue)),
+            mp_context=context,
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        )
         pending: set[Future[list[dict[str, Any]]]] = set()
+        finished = False
         try:
             # keep at most 2 batches per worker in flight so an interrupt loses little work
             while queue or pending:
                 while queue and len(pending) < 2 * self.workers:
-                    pending.add(pool.submit(run_payload, _payload(queue.pop(0))))
+                    with _workers_ignore_ctrl_c():  # workers start inside submit
+                        pending.add(pool.submit(run_payload, _payload(queue.pop(0))))
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     for result in future.result():
                         yield RunResult.from_dict(result)
+            finished = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not finished:  # interrupted (Ctrl-C, SIGTERM, an error): stop the workers now
+                for process in list(getattr(pool, "_processes", {}).values()):
+                    process.terminate()
+            pool.shutdown(wait=finished, cancel_futures=True)
 
 
 class RayExecutor:
@@ -109,6 +166,8 @@ class RayExecutor:
             raise E2ELabError(
                 "the Ray executor needs ray; install it with: pip install 'e2elab[ray]'"
             ) from None
+        if address and address != "auto":
+            _reachable(address)  # before anything is stored or trained
         self._ray = ray
         self.address = address
         self.workers = workers
@@ -158,6 +217,24 @@ class RayExecutor:
     def shutdown(self) -> None:
         if self._ray.is_initialized() and not self.address:
             self._ray.shutdown()
+
+
+RAY_CONNECT_SECONDS = 5.0
+
+
+def _reachable(address: str) -> None:
+    """Fail fast, with one line, when nothing answers at a Ray head's HOST:PORT (ray.init
+    itself retries for minutes in silence)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise E2ELabError(f"--address expects HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=RAY_CONNECT_SECONDS).close()
+    except OSError as error:
+        raise E2ELabError(
+            f"no Ray head answers at {address} within {RAY_CONNECT_SECONDS:g} s ({error}); "
+            "check the address and that 'ray start --head' runs there"
+        ) from None
 
 
 def make_executor(

@@ -10,7 +10,6 @@ back (for a report) must not load the training code.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from importlib import resources
 from pathlib import Path
@@ -19,19 +18,24 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from e2elab.claims import CHECKS
+from e2elab.claims import CHECKS, check_params
 from e2elab.errors import E2ELabError
+from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_EVALUATIONS, MAX_SEEDS
+
+# an experiment file larger than this is refused before it is parsed
+MAX_FILE_BYTES = 1 << 20
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: `seeds: true` or `budget: "5"` are refused, not converted
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Training(_Strict):
-    batch_size: int | None = Field(None, ge=1)
-    lr: float | None = Field(None, gt=0)
-    threshold: float | None = None
-    evaluations: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
+    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
+    threshold: float | None = Field(None, allow_inf_nan=False)
+    evaluations: int | None = Field(None, ge=1, le=MAX_EVALUATIONS)
     optimizer: str | None = None
 
 
@@ -46,17 +50,17 @@ class SNRSpec(_Strict):
     """Gradient signal-to-noise to measure at every grid point (see diagnostics.snr)."""
 
     strategies: list[str] = Field(["e2e", "hinted"], min_length=1)
-    inits: int = Field(3, ge=2)
-    batches: int = Field(20, ge=3)
-    batch_size: int | None = Field(None, ge=1)
+    inits: int = Field(3, ge=2, le=1000)
+    batches: int = Field(20, ge=3, le=100_000)
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
 
 
 class Profile(_Strict):
     knobs: dict[str, Any] | None = None
     grid: dict[str, list[Any]] | None = None
     strategies: list[str] | None = None
-    seeds: int | None = Field(None, ge=1)
-    budget: int | None = Field(None, ge=1)
+    seeds: int | None = Field(None, ge=1, le=MAX_SEEDS)
+    budget: int | None = Field(None, ge=1, le=MAX_BUDGET)
     training: Training | None = None
     expected_minutes: float | None = None
     snr: SNRSpec | None = None
@@ -72,8 +76,8 @@ class Experiment(_Strict):
     knobs: dict[str, Any] = {}
     grid: dict[str, list[Any]] = {}
     strategies: list[str] = Field(min_length=1)
-    seeds: int = Field(3, ge=1)
-    budget: int | None = Field(None, ge=1)
+    seeds: int = Field(3, ge=1, le=MAX_SEEDS)
+    budget: int | None = Field(None, ge=1, le=MAX_BUDGET)
     training: Training = Training()
     expected_minutes: float | None = None
     snr: SNRSpec | None = None
@@ -132,29 +136,59 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
     where = f"{source}" + (f" (profile {profile})" if profile else "")
     try:
         cls = task_class(exp.task)
-        for name, values in exp.grid.items():
-            if not values:
-                raise E2ELabError(f"field 'grid.{name}': give at least one value")
-        for knobs in exp.grid_points():
-            cls.resolve_knobs(knobs)
-        for text in exp.strategies + (exp.snr.strategies if exp.snr else []):
-            strategies.parse_strategy(text)
     except E2ELabError as error:
-        raise E2ELabError(f"{where}: {error}") from None
+        raise E2ELabError(f"{where}: field 'task': {error}") from None
+    knobs = list(cls.knobs)
+
+    def fail(field: str, problem: object) -> E2ELabError:
+        return E2ELabError(f"{where}: field '{field}': {problem}")
+
+    for name, values in exp.grid.items():
+        if not values:
+            raise fail(f"grid.{name}", "give at least one value")
+    if exp.sweep is not None and exp.sweep not in knobs:
+        raise fail("sweep", f"{exp.sweep!r} is not a knob of task {exp.task}: {knobs}")
+    try:
+        for knobs_at in exp.grid_points():
+            cls.resolve_knobs(knobs_at)
+    except E2ELabError as error:
+        raise fail("knobs" if not exp.grid else "grid", error) from None
+    try:
+        settings = cls.defaults.override(**exp.overrides()).validate()
+    except E2ELabError as error:
+        raise fail("training", error) from None
+    task = cls(**exp.grid_points()[0])
+    _check_threshold(task, settings.threshold, fail, "training.threshold")
+    for field, texts in (("strategies", exp.strategies), ("snr.strategies", _snr(exp))):
+        for text in texts:
+            try:
+                strategies.parse_strategy(text)
+            except E2ELabError as error:
+                raise fail(field, error) from None
     for i, claim in enumerate(exp.claims):
         if claim.check not in CHECKS:
             listed = ", ".join(sorted(CHECKS))
-            raise E2ELabError(
-                f"{where}: field 'claims.{i}.check': unknown check {claim.check!r}; "
-                f"choose one of: {listed}"
+            raise fail(
+                f"claims.{i}.check", f"unknown check {claim.check!r}; choose one of: {listed}"
             )
-        accepted = set(inspect.signature(CHECKS[claim.check]).parameters) - {"results", "snr"}
-        unknown = set(claim.params) - accepted
-        if unknown:
-            raise E2ELabError(
-                f"{where}: field 'claims.{i}.params': {claim.check} takes no "
-                f"{', '.join(sorted(unknown))}; it accepts: {', '.join(sorted(accepted))}"
-            )
+        try:
+            check_params(claim.check, claim.params, knobs)
+        except ValueError as error:
+            raise fail(f"claims.{i}.params", error) from None
+        threshold = claim.params.get("threshold")
+        if isinstance(threshold, (int, float)):
+            _check_threshold(task, threshold, fail, f"claims.{i}.params.threshold")
+
+
+def _snr(exp: Experiment) -> list[str]:
+    return exp.snr.strategies if exp.snr else []
+
+
+def _check_threshold(task: Any, threshold: float, fail: Any, field: str) -> None:
+    """A threshold on a success rate (accuracy) lies in [0, 1]."""
+    output = task.ports.get(task.output)
+    if output is not None and output.accuracy_like and not 0.0 <= threshold <= 1.0:
+        raise fail(field, f"an accuracy threshold lies in [0, 1], got {threshold}")
 
 
 def load(name_or_path: str | Path) -> Experiment:
@@ -166,13 +200,44 @@ def load(name_or_path: str | Path) -> Experiment:
     return parse(data, str(path))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (plain YAML
+    keeps the last one without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> Any:
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise E2ELabError(
+            f"{path}: {size:,} bytes; an experiment file may have at most {MAX_FILE_BYTES:,}"
+        )
     try:
-        return yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise E2ELabError(
+            f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8"
+        ) from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
-        line = getattr(getattr(error, "problem_mark", None), "line", None)
-        at = f" at line {line + 1}" if line is not None else ""
-        raise E2ELabError(f"{path}: not valid YAML{at}; fix the syntax") from None
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None)
+        why = f" ({problem})" if problem else ""
+        raise E2ELabError(f"{path}: not valid YAML{at}{why}; fix the syntax") from None
+    except RecursionError:
+        raise E2ELabError(f"{path}: nested too deeply to be an experiment; fix the file") from None
 
 
 class Suite(_Strict):
@@ -199,7 +264,11 @@ def load_all(name_or_path: str | Path) -> tuple[str, list[Experiment]]:
     parts = []
     for part in suite.suite:
         local = path.parent / part
-        parts.append(load(local if local.suffix in {".yaml", ".yml"} and local.exists() else part))
+        try:
+            found = local if local.suffix in {".yaml", ".yml"} and local.exists() else part
+            parts.append(load(found))
+        except E2ELabError as error:
+            raise E2ELabError(f"{path}: field 'suite': part {part!r}: {error}") from None
     names = [p.name for p in parts]
     if len(set(names)) != len(names):
         raise E2ELabError(f"{path}: the suite names one experiment twice; list each once")

@@ -132,13 +132,17 @@ def describe(device: str = "cpu") -> dict[str, Any]:
     import scipy
     import sklearn
 
+    from e2elab import __version__
+
     info: dict[str, Any] = {
+        "e2elab": __version__,
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "scikit-learn": sklearn.__version__,
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "platform": platform.platform(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "threads": 1,
         "blas": sorted({f"{p.get('internal_api')} {p.get('version')}" for p in threadpool_info()}),

@@ -26,6 +26,12 @@ SPEC_VERSION = 4
 #    loss weights.
 
 OPTIMIZER_NAMES = ("adam", "sgd")
+# Bounds no real setting reaches: past them a value is a typo, not a plan (1e10 examples
+# of the fastest task take about a day on a CPU).
+MAX_BUDGET = 10**10
+MAX_BATCH_SIZE = 1 << 20
+MAX_EVALUATIONS = 100_000
+MAX_SEEDS = 10_000
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -59,14 +65,25 @@ class Settings:
 
     def validate(self) -> Settings:
         """Check every field; one line naming the field and the fix if one is wrong."""
-        for name in ("budget", "batch_size", "evaluations"):
+        limits = {
+            "budget": MAX_BUDGET,
+            "batch_size": MAX_BATCH_SIZE,
+            "evaluations": MAX_EVALUATIONS,
+        }
+        for name, most in limits.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise E2ELabError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise E2ELabError(f"lr must be a positive number, got {self.lr!r}")
-        if isinstance(self.threshold, bool) or not isinstance(self.threshold, (int, float)):
-            raise E2ELabError(f"threshold must be a number, got {self.threshold!r}")
+            if value > most:
+                raise E2ELabError(f"{name} must be at most {most:,}, got {value:,}")
+        lr = self.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+            raise E2ELabError(f"lr must be a positive finite number, got {lr!r}")
+        threshold = self.threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+            raise E2ELabError(f"threshold must be a number, got {threshold!r}")
+        if not math.isfinite(threshold):
+            raise E2ELabError(f"threshold must be a finite number, got {threshold!r}")
         if self.optimizer not in OPTIMIZER_NAMES:
             raise choices("optimizer", self.optimizer, list(OPTIMIZER_NAMES))
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):

@@ -328,23 +328,56 @@ def batching_pays(
     A fixed rule, so that a spec gives the same numbers every time: stacking pays for
     small, overhead-bound systems, but not on the CPU for a system with convolutions
     (vmap turns a convolution with per-seed weights into a grouped one, which CPU kernels
-    run several times slower: see benchmarks/throughput.py), and it is impossible for a
-    system vmap cannot batch (data-dependent control flow, ``.item()``, random ops),
-    which one stacked step on throwaway copies finds out."""
+    run several times slower: see benchmarks/throughput.py), it is impossible for a
+    system vmap cannot batch (data-dependent control flow, ``.item()``, random ops), and
+    it is refused where stacking would change a seed's numbers (see ``_stacking_exact``);
+    two steps on throwaway copies find out both."""
     probe = task.build_system()
     convolutions = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     if device.type == "cpu" and any(isinstance(m, convolutions) for m in probe.modules()):
         return False
-    replicas = make_replicas(task, strategy, graph, seeds[:2], device)
-    replicas.begin_phase(strategy.phases[0], optimizer, lr)
-    rngs = [torch.Generator().manual_seed(2**31 - 1 - s) for s in seeds[:2]]
     try:
-        replicas.step(0, replicas.draw(task, 2, rngs, device))
+        return _stacking_exact(task, strategy, graph, seeds[:2], optimizer, lr, device)
     except RuntimeError as error:
         if not _vmap_refused(error):
             raise
         return False
-    return True
+
+
+def _stacking_exact(
+    task: Task,
+    strategy: Strategy,
+    graph: Graph,
+    seeds: list[int],
+    optimizer: str,
+    lr: float,
+    device: torch.device,
+) -> bool:
+    """Two training steps of the first seed, alone and stacked beside another, on the
+    same data: True when its parameters and port values come out bit for bit the same.
+
+    Kernels can differ with the batch of seeds (e.g. a product with one output column
+    goes to a matrix-vector kernel alone and to a batched matrix product stacked), and a
+    seed's result must not depend on the seeds trained beside it. On accelerators,
+    where results are not promised bit for bit, stacking is taken when vmap works."""
+    alone = make_replicas(task, strategy, graph, seeds[:1], device)
+    stacked = make_replicas(task, strategy, graph, seeds, device)
+    phase = strategy.phases[0]
+    for replicas in (alone, stacked):
+        replicas.begin_phase(phase, optimizer, lr)
+    rngs = [torch.Generator().manual_seed(2**31 - 1 - s) for s in seeds]
+    for _ in range(2):
+        batch = stacked.draw(task, 8, rngs, device)
+        stacked.step(0, batch)
+        alone.step(0, stacked.first(batch))
+    if device.type != "cpu":
+        return True
+    mine, theirs = alone.unit(0, 0).state_dict(), stacked.unit(0, 0).state_dict()
+    if any(not torch.equal(mine[k], theirs[k]) for k in mine):
+        return False
+    probe = task.test_set().slice(0, 8).to(device)
+    values, stacked_values = alone.ports(0, probe)[0], stacked.ports(0, probe)[0]
+    return all(torch.equal(v, stacked_values[k]) for k, v in values.items())
 
 
 def _vmap_refused(error: RuntimeError) -> bool:

@@ -30,7 +30,7 @@ from e2elab.system import Graph, System, trace
 from e2elab.task import Batch, PortSpec, Task
 from e2elab.tasks import fingerprint, make_task, reference, task_class
 from e2elab.train import Outcome, train_seeds
-from e2elab.validate import check_task
+from e2elab.validate import check_strategy, check_task
 
 __all__ = [
     "SPEC_VERSION",
@@ -158,19 +158,59 @@ def _execute_seeds(
     graph = trace(system, sample, instance.ports)
     check_task(instance, system, graph, sample)
     strategy = strategies.build(first.strategy, graph, instance.output)
+    check_strategy(instance, strategy)
     if strategy.blackbox is not None:
         return [
             _execute_blackbox(s, instance, strategy.blackbox, time.perf_counter()) for s in specs
         ]
     seeds = [s.seed for s in specs]
-    outcomes = train_seeds(
-        instance, strategy, graph, first.settings, seeds, on_progress, batch=batch
+    try:
+        outcomes = train_seeds(
+            instance, strategy, graph, first.settings, seeds, on_progress, batch=batch
+        )
+        seconds = (time.perf_counter() - began) / len(specs)
+        return [
+            _result(spec, instance, graph, strategy, outcome, seconds)
+            for spec, outcome in zip(specs, outcomes, strict=True)
+        ]
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        seconds = (time.perf_counter() - began) / len(specs)
+        reason = (
+            f"out of memory ({' '.join(str(error).split())[:160]}); lower the batch size or "
+            "the knobs, or train fewer runs at once (--workers)"
+        )
+        return [_failed(spec, instance, reason, seconds) for spec in specs]
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error).lower()
+    return "out of memory" in text or "can't allocate memory" in text
+
+
+def _failed(spec: RunSpec, task: Task, reason: str, seconds: float) -> RunResult:
+    """A run that could not train to the end (e.g. out of memory), stored with its reason
+    so the sweep goes on and claims count it apart."""
+    return RunResult(
+        id=spec.id,
+        spec=spec.to_dict(),
+        status="failed",
+        reason=reason,
+        output=task.output,
+        curve=[],
+        final={},
+        chance={},
+        examples_to_threshold=None,
+        breakdown=False,
+        breakdown_p_value=None,
+        test_size=0,
+        wall_seconds=seconds,
+        memory={"max_rss_bytes": _max_rss_bytes()},
+        numerics=describe(spec.settings.device),
     )
-    seconds = (time.perf_counter() - began) / len(specs)
-    return [
-        _result(spec, instance, graph, strategy, outcome, seconds)
-        for spec, outcome in zip(specs, outcomes, strict=True)
-    ]
 
 
 def seed_group(spec: RunSpec) -> str:

@@ -6,21 +6,25 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import torch
 
 from e2elab import strategy as strategies
 from e2elab.diagnostics.snr import ESTIMATOR, gradient_snr
 from e2elab.errors import E2ELabError
 from e2elab.executors import Executor, SerialExecutor
 from e2elab.experiment import Experiment
+from e2elab.numerics import fixed_numerics
 from e2elab.records import RunResult, RunSpec, SNRResult
-from e2elab.run import first_batch, make_spec
-from e2elab.store import Store
+from e2elab.run import first_batch, make_spec, task_for
+from e2elab.store import Store, StoreWriteError
 from e2elab.system import trace
 from e2elab.tasks import SHIPPED, fingerprint, make_task, published, task_class
-from e2elab.validate import check_task
+from e2elab.validate import check_strategy, check_task
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ def experiment_specs(
             for s in strategies.expand(text, list(graph.modules))
         ]
         for text in names:
-            strategies.build(text, graph, task.output)  # fail fast on a bad strategy
+            check_strategy(task, strategies.build(text, graph, task.output))  # fail fast
             for seed in range(experiment.seeds):
                 spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **layers)
                 specs.setdefault(spec.id, spec)
@@ -67,45 +71,65 @@ def run_experiment(
     on_start: Callable[[int, int], None] | None = None,
     on_result: Callable[[RunResult], None] | None = None,
     force: bool = False,
+    before_training: Callable[[list[RunSpec]], None] | None = None,
 ) -> SweepCounts:
     """Train every run of ``experiment`` not yet in ``store``; store each as it finishes.
 
     ``on_start(total, already_stored)`` is called once before training, ``on_result``
     after each stored run. Each run is written in its own transaction, so an interrupted
     sweep keeps every finished run and a rerun trains only the rest. ``force`` retrains
-    stored runs. A stored run judged against another accuracy threshold than this
-    experiment's is re-scored from its curve, not retrained.
+    stored runs. A stored run that this experiment judges at another accuracy threshold
+    is re-scored from its curve when read, not retrained.
     """
     specs = experiment_specs(experiment, overrides)
     _check_importable(specs, executor)
-    store.put_experiment(experiment.name, experiment.model_dump())
-    stored = set() if force else store.ids()
+    # a run that failed (e.g. out of memory) says nothing about its spec: it trains again
+    stored = set() if force else store.ids() - store.ids("failed")
     done = [s for s in specs if s.id in stored]
     todo = [s for s in specs if s.id not in stored]
-    rescored = _rescore(store, done)
-    store.link(experiment.name, [s.id for s in done])
+    if before_training is not None:
+        before_training(todo)  # e.g. estimate the time and refuse a sweep that is too long
+    store.put_experiment(experiment.name, experiment.model_dump())
+    rescored = _rescored(store, done)
+    store.link(experiment.name, {s.id: s.settings.threshold for s in done})
     if on_start is not None:
         on_start(len(specs), len(done))
     trained = 0
+    unwritten: list[RunResult] = []  # finished runs the store refused, kept until it takes them
+    error: StoreWriteError | None = None
     for result in executor.map(todo):
-        store.put(result, experiment.name)
+        unwritten.append(result)
+        unwritten, error = _write(store, unwritten, experiment.name)
         trained += 1
         if on_result is not None:
             on_result(result)
+    if unwritten:
+        raise E2ELabError(
+            f"{error}: {len(unwritten)} finished runs could not be stored; every run stored "
+            "before is kept. Free space (or make the store writable) and rerun: only the "
+            "missing runs train again"
+        )
     return SweepCounts(len(specs), len(done), trained, rescored)
 
 
-def _rescore(store: Store, specs: list[RunSpec]) -> int:
-    """Re-judge stored runs whose threshold differs from their spec's; returns how many."""
+def _write(
+    store: Store, results: list[RunResult], experiment: str
+) -> tuple[list[RunResult], StoreWriteError | None]:
+    """Store what it takes, in order; return what it refused and why."""
+    for index, result in enumerate(results):
+        try:
+            store.put(result, experiment)
+        except StoreWriteError as error:
+            return results[index:], error
+    return [], None
+
+
+def _rescored(store: Store, specs: list[RunSpec]) -> int:
+    """How many stored runs this experiment judges at another threshold than they were
+    trained with. They are re-scored when read (see ``Store.results``), never rewritten:
+    another experiment may share the run and judge it at its own threshold."""
     wanted = {s.id: s.settings.threshold for s in specs}
-    changed = [
-        r.rescored(wanted[r.id])
-        for r in store.results_by_id(list(wanted))
-        if r.spec.get("threshold") != wanted[r.id]
-    ]
-    for result in changed:
-        store.put(result)
-    return len(changed)
+    return sum(r.spec.get("threshold") != wanted[r.id] for r in store.results_by_id(list(wanted)))
 
 
 def _check_importable(specs: list[RunSpec], executor: Executor) -> None:
@@ -166,3 +190,41 @@ def measure_snr(
             if on_done is not None:
                 on_done()
     return out
+
+
+# evaluation, probes and set-up on top of the training steps (measured: 10-30%)
+_OVERHEAD = 1.3
+
+
+def estimate_seconds(specs: list[RunSpec]) -> float:
+    """Seconds one process needs to train ``specs``: one training step timed per grid
+    point, strategy and batch size (after a warm-up step), times each run's steps. An
+    upper estimate: seeds trained stacked go faster. Black-box baselines are not timed."""
+    from e2elab.replicas import make_replicas
+
+    step: dict[str, float] = {}
+    total = 0.0
+    for spec in specs:
+        key = json.dumps([spec.task, spec.knobs, spec.strategy, spec.settings.batch_size])
+        if key not in step:
+            task = task_for(spec)
+            graph = trace(task.build_system(), first_batch(task), task.ports)
+            strategy = strategies.build(spec.strategy, graph, task.output)
+            if strategy.blackbox is not None:
+                step[key] = 0.0
+                continue
+            device = torch.device(spec.settings.device)
+            with fixed_numerics():
+                replicas = make_replicas(task, strategy, graph, [0], device)
+                replicas.begin_phase(strategy.phases[0], spec.settings.optimizer, spec.settings.lr)
+                rng = [torch.Generator().manual_seed(0)]
+                times = []
+                for _ in range(3):
+                    batch = replicas.draw(task, spec.settings.batch_size, rng, device)
+                    began = time.perf_counter()
+                    replicas.step(0, batch)
+                    times.append(time.perf_counter() - began)
+            step[key] = sorted(times[1:])[0] * strategy.members
+        steps = spec.settings.budget / spec.settings.batch_size
+        total += step[key] * steps * _OVERHEAD
+    return total

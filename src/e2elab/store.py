@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,14 @@ from e2elab.records import RunResult
 # 2: results of spec version 3 (see run.SPEC_VERSION): trained under fixed numerics, with
 #    the numeric environment and a hash of the trained weights. A store of schema 1 mixes
 #    runs whose result depended on the command that trained them, so it is refused.
-SCHEMA_VERSION = 2
+# 3: an experiment's threshold for each of its runs (experiment_runs.threshold), and
+#    e2elab's SQLite application id.
+SCHEMA_VERSION = 3
+# SQLite's application id for e2elab stores (PRAGMA application_id): 'e2eL'
+APPLICATION_ID = 0x6532654C
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     task TEXT NOT NULL,
@@ -60,9 +63,14 @@ CREATE TABLE IF NOT EXISTS snr (
 CREATE TABLE IF NOT EXISTS experiment_runs (
     experiment TEXT NOT NULL,
     run_id TEXT NOT NULL REFERENCES runs(id),
+    threshold REAL,  -- the experiment's accuracy threshold for this run (NULL: the run's own)
     PRIMARY KEY (experiment, run_id)
 );
 """
+
+
+class StoreWriteError(E2ELabError):
+    """The store refused a write (disk full, read-only file): nothing was half-written."""
 
 
 class Store:
@@ -70,54 +78,92 @@ class Store:
 
     def __init__(self, path: Path | str, create: bool = True, readonly: bool = False) -> None:
         """Open (or, unless ``create`` is off, make) the store at ``path``. ``readonly``
-        opens it for reading only (``report``, ``export``), so nothing can be written."""
+        opens it for reading only (``report``, ``export``), so nothing can be written.
+
+        e2elab writes only into files it made: a new store gets e2elab's SQLite
+        application id and a meta row, and an existing file without them (an empty file,
+        another program's database) is refused before anything is written to it."""
         self.path = Path(path)
-        if not self.path.exists() and (not create or readonly):
-            raise E2ELabError(f"no results store at {self.path}; run an experiment first")
         if self.path.is_dir():
             raise E2ELabError(
                 f"{self.path} is a folder, not a results store; pass the .sqlite file"
             )
+        exists = self.path.exists()
+        if not exists and (not create or readonly):
+            raise E2ELabError(f"no results store at {self.path}; run an experiment first")
         try:
-            if readonly:
-                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
-                self._check_version()
-                self._require_store()
-                return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path)
-            with self._db:
-                self._check_version()  # before creating anything in another version's file
-                self._db.executescript(_SCHEMA)
-                self._stamp_version()
+            if not exists:
+                self._create()
+            else:
+                mode = "ro" if readonly else "rw"
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode={mode}", uri=True)
+                self._identify()
+                if not readonly:
+                    self._check_writable()
         except sqlite3.DatabaseError as error:
             raise E2ELabError(
                 f"{self.path} is not a readable e2elab results store ({error}); "
                 "move it aside or choose another --out"
             ) from None
 
-    def _require_store(self) -> None:
-        row = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'runs'"
-        ).fetchone()
-        if row is None:
+    def _create(self) -> None:
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            raise E2ELabError(f"{folder} is a file, not a folder; choose another --out")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path)
+            with self._db:
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._db.executescript(_SCHEMA)
+                self._stamp_version()
+        except (OSError, sqlite3.DatabaseError) as error:
+            self.path.unlink(missing_ok=True)  # leave no half-made store behind
             raise E2ELabError(
-                f"{self.path} is not an e2elab results store (it has no runs table); "
-                "pass the results.sqlite that 'e2elab run' or 'reproduce' wrote"
-            )
+                f"cannot create a results store at {self.path} ({error}); "
+                "choose a writable --out folder"
+            ) from None
 
-    def _check_version(self) -> None:
-        has_meta = self._db.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
-        ).fetchone()
-        if not has_meta:
-            return
-        row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        if row is not None and str(row[0]) != str(SCHEMA_VERSION):
+    def _identify(self) -> None:
+        """Refuse a file that is not an e2elab store, or one of another schema."""
+        app = self._db.execute("PRAGMA application_id").fetchone()[0]
+        tables = {
+            row[0] for row in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        schema = None
+        if "meta" in tables:
+            try:
+                row = self._db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+                schema = None if row is None else str(row[0])
+            except sqlite3.DatabaseError:
+                schema = None
+        if app != APPLICATION_ID and schema is None:
             raise E2ELabError(
-                f"{self.path} has store schema {row[0]}, this e2elab reads {SCHEMA_VERSION}; "
+                f"{self.path} is not an e2elab results store (an empty file or another "
+                "program's database); e2elab writes only stores it made: pass the "
+                "results.sqlite that 'e2elab run' or 'reproduce' wrote, or choose another --out"
+            )
+        if schema != str(SCHEMA_VERSION):
+            raise E2ELabError(
+                f"{self.path} has store schema {schema}, this e2elab reads {SCHEMA_VERSION}; "
                 "use a new --out folder"
             )
+        missing = {"runs", "curves", "experiments", "snr", "experiment_runs"} - tables
+        if missing:
+            raise E2ELabError(
+                f"{self.path} is a damaged e2elab store (no {', '.join(sorted(missing))} "
+                "table); move it aside or choose another --out"
+            )
+
+    def _check_writable(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+        except sqlite3.OperationalError as error:
+            raise E2ELabError(
+                f"{self.path} cannot be written ({error}); copy it to a writable folder or "
+                "choose another --out"
+            ) from None
 
     def _stamp_version(self) -> None:
         self._db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
@@ -131,15 +177,27 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ids(self) -> set[str]:
-        return {row[0] for row in self._db.execute("SELECT id FROM runs")}
+    def ids(self, status: str | None = None) -> set[str]:
+        """Ids of the stored runs (of one ``status`` only, if given)."""
+        if status is None:
+            return {row[0] for row in self._db.execute("SELECT id FROM runs")}
+        rows = self._db.execute("SELECT id FROM runs WHERE status = ?", (status,))
+        return {row[0] for row in rows}
 
     def __contains__(self, run_id: str) -> bool:
         row = self._db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone()
         return row is not None
 
     def put(self, result: RunResult, experiment: str | None = None) -> None:
-        """Store one run and its curve in a single transaction (replacing the same id)."""
+        """Store one run and its curve in a single transaction (replacing the same id).
+        A write the disk or the file refuses raises ``StoreWriteError``; the transaction
+        rolls back, so the store keeps every run it had."""
+        try:
+            self._put(result, experiment)
+        except sqlite3.OperationalError as error:
+            raise StoreWriteError(f"cannot write to {self.path} ({error})") from None
+
+    def _put(self, result: RunResult, experiment: str | None) -> None:
         spec = result.spec
         with self._db:
             self._db.execute("DELETE FROM curves WHERE run_id = ?", (result.id,))
@@ -175,15 +233,17 @@ class Store:
             )
             if experiment is not None:
                 self._db.execute(
-                    "INSERT OR IGNORE INTO experiment_runs VALUES (?, ?)", (experiment, result.id)
+                    "INSERT OR REPLACE INTO experiment_runs VALUES (?, ?, ?)",
+                    (experiment, result.id, spec.get("threshold")),
                 )
 
-    def link(self, experiment: str, run_ids: Iterable[str]) -> None:
-        """Record that already-stored runs belong to ``experiment``."""
+    def link(self, experiment: str, thresholds: dict[str, float | None]) -> None:
+        """Record that already-stored runs (id -> the experiment's threshold for them)
+        belong to ``experiment``."""
         with self._db:
             self._db.executemany(
-                "INSERT OR IGNORE INTO experiment_runs VALUES (?, ?)",
-                [(experiment, i) for i in run_ids],
+                "INSERT OR REPLACE INTO experiment_runs VALUES (?, ?, ?)",
+                [(experiment, i, t) for i, t in thresholds.items()],
             )
 
     def put_experiment(self, name: str, definition: dict[str, Any]) -> None:
@@ -198,16 +258,22 @@ class Store:
         return {name: json.loads(text) for name, text in rows}
 
     def results(self, experiment: str | None = None) -> list[RunResult]:
-        """Stored runs (of one experiment, if named), in the order they were stored."""
+        """Stored runs (of one experiment, if named, judged at its threshold), in the
+        order they were stored."""
         if experiment is None:
-            rows = self._db.execute("SELECT result FROM runs ORDER BY rowid")
+            rows = self._db.execute("SELECT result, NULL FROM runs ORDER BY rowid")
         else:
             rows = self._db.execute(
-                "SELECT r.result FROM runs r JOIN experiment_runs e ON e.run_id = r.id "
-                "WHERE e.experiment = ? ORDER BY r.rowid",
+                "SELECT r.result, e.threshold FROM runs r JOIN experiment_runs e "
+                "ON e.run_id = r.id WHERE e.experiment = ? ORDER BY r.rowid",
                 (experiment,),
             )
-        return [RunResult.from_dict(json.loads(text)) for (text,) in rows]
+        out = []
+        for text, threshold in rows:
+            result = RunResult.from_dict(json.loads(text))
+            # an experiment judges a shared run at its own threshold, read from the curve
+            out.append(result if threshold is None else result.rescored(threshold))
+        return out
 
     def results_by_id(self, run_ids: list[str]) -> list[RunResult]:
         """The stored runs among ``run_ids`` (in the order they were stored)."""

@@ -91,7 +91,8 @@ def _own_ports(graph: Graph, module: str) -> dict[str, float]:
         if shared:
             raise E2ELabError(
                 f"port {port!r} depends on modules {', '.join(sorted({module, *shared}))} "
-                "with no port between them, so a strategy that trains modules apart would "
+                "with no port between them (or sharing parameters), so a strategy that "
+                "trains modules apart would "
                 f"train each alone on it; emit the upstream module's output as a port with "
                 "a target, or use e2e or hinted"
             )

@@ -23,10 +23,13 @@ class StrategyRow:
     breakdowns: int
     diverged: int
     seconds: Interval
+    failed: int = 0
 
 
 def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
-    """One row per strategy, in first-seen order. Diverged runs count in ``diverged`` only."""
+    """One row per strategy, in first-seen order. Runs that did not finish count in
+    ``diverged`` (the loss became NaN or infinite) or ``failed`` (e.g. out of memory), apart
+    from each other and from the accuracy, threshold and at-chance columns."""
     rows = []
     for (name,), runs in group(results, "strategy").items():
         ok = [r for r in runs if r.status == "ok"]
@@ -36,12 +39,13 @@ def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
                 strategy=name,
                 runs=len(runs),
                 accuracy=metric_interval([r.output_metric for r in ok]),
-                chance=runs[0].chance[runs[0].output],
+                chance=next((r.chance[r.output] for r in ok), float("nan")),
                 examples_to_threshold=mean_interval([float(x) for x in reached], lower=0.0),
                 reached=len(reached),
                 breakdowns=sum(r.breakdown for r in ok),
-                diverged=len(runs) - len(ok),
+                diverged=sum(r.status == "diverged" for r in runs),
                 seconds=mean_interval([r.wall_seconds for r in runs]),
+                failed=sum(r.status not in ("ok", "diverged") for r in runs),
             )
         )
     return rows
@@ -56,6 +60,7 @@ def strategy_table(rows: list[StrategyRow], title: str, threshold: float) -> Tab
     table.add_column(f"examples to {threshold:g} (reached)", justify="right")
     table.add_column("at chance", justify="right")
     table.add_column("diverged", justify="right")
+    table.add_column("failed", justify="right")
     table.add_column("time s (mean)", justify="right")
     for row in rows:
         ett = row.examples_to_threshold.format(0)
@@ -63,9 +68,10 @@ def strategy_table(rows: list[StrategyRow], title: str, threshold: float) -> Tab
             row.strategy,
             str(row.runs),
             row.accuracy.format(3),
-            f"{ett} ({row.reached}/{row.runs - row.diverged})",
-            f"{row.breakdowns}/{row.runs - row.diverged}",
+            f"{ett} ({row.reached}/{row.runs - row.diverged - row.failed})",
+            f"{row.breakdowns}/{row.runs - row.diverged - row.failed}",
             str(row.diverged),
+            str(row.failed),
             f"{row.seconds.mean:.1f}",
         )
     return table

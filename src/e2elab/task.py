@@ -130,6 +130,7 @@ class Knob:
     help: str
     minimum: int | None = None
     choices: tuple[Any, ...] = ()
+    maximum: int | float | None = None  # where a larger value cannot be meant
 
     @property
     def type(self) -> type:
@@ -163,6 +164,8 @@ class Knob:
             value = str(raw)
         if self.minimum is not None and value < self.minimum:
             raise E2ELabError(f"knob {name} must be at least {self.minimum}, got {value}")
+        if self.maximum is not None and value > self.maximum:
+            raise E2ELabError(f"knob {name} must be at most {self.maximum}, got {value}")
         if self.choices and value not in self.choices:
             raise choices(f"value for knob {name}", value, [str(c) for c in self.choices])
         return value

@@ -15,8 +15,13 @@ import difflib
 import torch
 
 from e2elab.errors import E2ELabError
+from e2elab.strategy import AUX_PREFIX, Strategy
 from e2elab.system import Graph, System
 from e2elab.task import Batch, Task
+
+# how many examples of the test set and of a training batch are checked
+CHECKED_EXAMPLES = 64
+CHECK_SEED = 12_345
 
 
 def check_task(task: Task, system: System, graph: Graph, batch: Batch) -> None:
@@ -38,14 +43,21 @@ def check_task(task: Task, system: System, graph: Graph, batch: Batch) -> None:
             f"(emitted: {', '.join(emitted) or 'none'}){hint}; emit it with "
             f"self.port({port!r}, value) or rename it in the task's ports"
         )
-    values = _values(system, batch)
-    for port, spec in task.ports.items():
-        if port not in batch.targets:
-            raise E2ELabError(
-                f"task {name}: the test set has no target for port {port!r} "
-                f"(targets: {', '.join(batch.targets) or 'none'}); add it to Batch.targets"
-            )
-        spec.check_target(port, batch.targets[port], values[port])
+    # the test set's first examples and a training batch: a fault may sit in either
+    train = task.sample(CHECKED_EXAMPLES, torch.Generator().manual_seed(CHECK_SEED))
+    test = task.test_set().slice(0, CHECKED_EXAMPLES)
+    for where, part in (("the test set", test), ("a training batch", train)):
+        values = _values(system, part)
+        for port, spec in task.ports.items():
+            if port not in part.targets:
+                raise E2ELabError(
+                    f"task {name}: {where} has no target for port {port!r} "
+                    f"(targets: {', '.join(part.targets) or 'none'}); add it to Batch.targets"
+                )
+            try:
+                spec.check_target(port, part.targets[port], values[port])
+            except E2ELabError as error:
+                raise E2ELabError(f"task {name}, {where}: {error}") from None
 
 
 def _emitted(system: System, batch: Batch) -> list[str]:
@@ -60,3 +72,19 @@ def _values(system: System, batch: Batch) -> dict[str, torch.Tensor]:
             return system.run_ports(batch)
     finally:
         system.train(was_training)
+
+
+def check_strategy(task: Task, strategy: Strategy) -> None:
+    """Refuse a strategy the task's output cannot serve: a black-box classifier or the
+    auxiliary heads of ``local`` predict one label per example, which a sequence output
+    (or a class output with positions) is not."""
+    output = task.ports[task.output]
+    needs_one_label = strategy.blackbox is not None or any(
+        key.startswith(AUX_PREFIX) for phase in strategy.phases for key in phase.losses
+    )
+    if needs_one_label and not output.port_kind.one_label:
+        raise E2ELabError(
+            f"strategy {strategy.name} predicts one label per example, but task "
+            f"{task.name}'s output {task.output!r} is a {output.port_kind.name} port; "
+            "choose another strategy"
+        )

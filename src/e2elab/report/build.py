@@ -65,11 +65,12 @@ def summary_tables(results: list[RunResult]) -> str:
     for (knobs,), runs in group(results, "knobs").items():
         lines.append(f"{knobs}  (threshold {runs[0].spec['threshold']:g})")
         for row in summarize(runs):
-            done = row.runs - row.diverged
+            done = row.runs - row.diverged - row.failed
             lines.append(
                 f"  {row.strategy:34s} acc {row.accuracy.format(3):24s} "
                 f"examples-to-threshold {row.examples_to_threshold.format(0):24s} "
                 f"reached {row.reached}/{done}  at chance {row.breakdowns}/{done}"
                 + (f"  diverged {row.diverged}" if row.diverged else "")
+                + (f"  failed {row.failed}" if row.failed else "")
             )
     return "\n".join(lines)

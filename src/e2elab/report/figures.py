@@ -505,7 +505,8 @@ def _threshold_series(
     mean = np.array([max(c.mean, 1.0) if c.reached else np.nan for c in cells])
     low = [m - c.low for m, c in zip(mean, cells, strict=True)]
     high = [c.high - m for m, c in zip(mean, cells, strict=True)]
-    err = np.nan_to_num(np.array([low, high]))
+    # the mean is drawn at least at 1 (a log axis): whiskers never cross it, never negative
+    err = np.clip(np.nan_to_num(np.array([low, high])), 0.0, None)
     ax.errorbar(x, mean, yerr=err, capsize=3, lw=1.3, ms=6, **style)
     for xi, c in zip(x, cells, strict=True):
         if c.missed or not c.runs:

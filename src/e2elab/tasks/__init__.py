@@ -18,8 +18,11 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import sys
 from functools import cache
 from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from e2elab.errors import E2ELabError, choices
@@ -83,26 +86,46 @@ def reference(task: type[Task]) -> str | None:
 
 @cache
 def fingerprint(task: type[Task], system: type) -> str:
-    """A hash of the code that defines ``task`` and its ``system`` class: for shipped
-    tasks the e2elab version, else the source files of the modules of both classes and
-    of their bases outside e2elab."""
+    """A hash of the code that defines ``task`` and its ``system``: for shipped tasks the
+    e2elab version; else every source file of the packages that hold the two classes (and
+    their bases outside e2elab), so a change to a helper module of the user's package
+    counts too. A class in a top-level module brings that file and the modules beside it
+    that it imports."""
     from e2elab import __version__
 
     if task in SHIPPED:
         return f"e2elab-{__version__}"
     digest = hashlib.sha256(__version__.encode())
-    modules: dict[str, Any] = {}
+    files: set[Path] = set()
     for cls in (*task.__mro__, *system.__mro__):
         module = inspect.getmodule(cls)
-        if module is not None and module.__name__.split(".")[0] not in {"e2elab", "torch"}:
-            modules.setdefault(module.__name__, module)
-    for name in sorted(modules):
-        digest.update(name.encode())
-        try:
-            digest.update(inspect.getsource(modules[name]).encode())
-        except (OSError, TypeError):  # no source (interactive): the class's names at least
-            digest.update(repr(sorted(vars(modules[name]))).encode())
+        if module is None or module.__name__.split(".")[0] in {"e2elab", "torch", "builtins"}:
+            continue
+        files |= _source_files(module)
+    for path in sorted(files):
+        digest.update(str(path.name).encode())
+        digest.update(path.read_bytes())
+    if not files:  # no source at all (an interactive session): the class names at least
+        digest.update(f"{task.__qualname__}:{system.__qualname__}".encode())
     return digest.hexdigest()[:16]
+
+
+def _source_files(module: ModuleType) -> set[Path]:
+    top = sys.modules.get(module.__name__.split(".")[0], module)
+    folders = [Path(p) for p in getattr(top, "__path__", [])]
+    if folders:  # a package: all of it
+        return {f for folder in folders for f in folder.rglob("*.py")}
+    own = getattr(module, "__file__", None)
+    if own is None:
+        return set()
+    here = Path(own).resolve()
+    found = {here}
+    for value in vars(module).values():  # modules beside it that it imports
+        other = value if isinstance(value, ModuleType) else inspect.getmodule(value)
+        path = getattr(other, "__file__", None)
+        if path and Path(path).resolve().parent == here.parent:
+            found.add(Path(path).resolve())
+    return found
 
 
 def _import(ref: str, what: str | None = None) -> type[Task]:

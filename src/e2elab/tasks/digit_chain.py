@@ -60,12 +60,12 @@ class DigitChain(Task):
     name = "digit-chain"
     description = "(d1 + ... + dn) mod m over n real handwritten digits (sklearn digits)"
     knobs = {
-        "n": Knob(3, "number of digits (and of adder modules)", minimum=1),
-        "m": Knob(10, "modulus of the sum (2 = parity)", minimum=2),
+        "n": Knob(3, "number of digits (and of adder modules)", minimum=1, maximum=64),
+        "m": Knob(10, "modulus of the sum (2 = parity)", minimum=2, maximum=1000),
         "recognizer_width": Knob(64, "hidden width of the recognizer MLP", minimum=1),
         "adder_width": Knob(64, "hidden width of each adder MLP", minimum=1),
         "share_adders": Knob(False, "one adder module shared along the chain"),
-        "test_size": Knob(2000, "number of held-out tuples", minimum=100),
+        "test_size": Knob(2000, "number of held-out tuples", minimum=100, maximum=1_000_000),
         "split_seed": Knob(0, "seed of the train/test split of the images", minimum=0),
     }
     defaults = TrainingDefaults(

@@ -156,7 +156,7 @@ class LineParity(Task):
     name = "line-parity"
     description = "product of the +-1 orientation labels of k line images (Shalev-Shwartz 2017)"
     knobs = {
-        "k": Knob(3, "number of line images per example", minimum=1),
+        "k": Knob(3, "number of line images per example", minimum=1, maximum=32),
         "test_size": Knob(2000, "number of held-out tuples", minimum=100),
     }
     # Measured on 2 idle CPU threads: a step at k = 3, batch 200 (600 images) takes about

@@ -80,7 +80,7 @@ class SequenceCopy(Task):
     name = "sequence-copy"
     description = "write a row of 1..n handwritten digits back reversed (sequence port)"
     knobs = {
-        "n": Knob(3, "most digits in a row", minimum=1),
+        "n": Knob(3, "most digits in a row", minimum=1, maximum=32),
         "width": Knob(64, "hidden width of recognizer and decoder", minimum=1),
         "test_size": Knob(2000, "number of held-out rows", minimum=100),
     }

@@ -52,8 +52,8 @@ class Stocks(Task):
     name = "stocks"
     description = "choose the paying one of k options: from rewards or from labels (2017)"
     knobs = {
-        "d": Knob(1000, "number of distinct inputs (one-hot dimension)", minimum=1),
-        "k": Knob(10, "number of choices (paper: 10, 1000, 2000)", minimum=4),
+        "d": Knob(1000, "number of distinct inputs (one-hot dimension)", minimum=1, maximum=10**6),
+        "k": Knob(10, "number of choices (paper: 10, 1000, 2000)", minimum=4, maximum=10**5),
         "table_seed": Knob(0, "seed of the hidden table of correct choices y(x)", minimum=0),
         "test_size": Knob(2000, "number of held-out (x, z) pairs", minimum=100),
     }
