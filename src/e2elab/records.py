@@ -17,13 +17,15 @@ from e2elab.errors import E2ELabError, choices
 from e2elab.stats import mean_interval
 
 # Bump when a change to the code changes what a stored spec would produce.
-SPEC_VERSION = 4
+SPEC_VERSION = 5
 # 3: every run trains under numerics.fixed_numerics (one thread, fixed backend flags) and
 #    with position-independent Adam/SGD kernels on the CPU, so a spec gives one result
 #    whichever command trains it and whichever seeds share its batch.
 # 4: the accuracy threshold left the id (a judgement made after training: changing it
 #    re-scores stored runs); the id covers a fingerprint of the task's code; ports carry
 #    loss weights.
+# 5: seeds are stacked only where stacking keeps a seed's numbers bit for bit (a system
+#    with a one-column product, e.g. pentomino's and parity's read-outs, trains alone).
 
 OPTIMIZER_NAMES = ("adam", "sgd")
 # Bounds no real setting reaches: past them a value is a typo, not a plan (1e10 examples
