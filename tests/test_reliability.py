@@ -302,3 +302,21 @@ def test_pool_workers_end_with_their_parent(how, tmp_path):
     assert not any(_alive(w) for w in workers), "workers outlived their parent"
     if os.path.exists(tmp_path / "results.sqlite"):  # (an interrupted new store stays empty)
         Store(tmp_path / "results.sqlite", readonly=True).results()  # still readable
+
+
+def test_a_sweep_estimated_beyond_max_hours_is_refused_before_it_trains(tmp_path, capsys):
+    from e2elab import experiment as experiments
+    from e2elab.runner import estimate_seconds, experiment_specs
+
+    argv = ["run", "--knob", "n=2", "--strategy", "e2e", "--seeds", "2", "--budget", "4000000"]
+    argv += ["--executor", "serial", "--max-hours", "0.001", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "estimated" in err and "exceeds --max-hours 0.001" in err
+    assert not (tmp_path / "results.sqlite").exists()
+    definition = {"name": "e", "task": "digit-chain", "grid": {"n": [1]}, "seeds": 1}
+    experiment = experiments.Experiment.model_validate(
+        {**definition, "strategies": ["e2e", "blackbox:model=svm"], "budget": 2000}
+    )
+    seconds, untimed = estimate_seconds(experiment_specs(experiment))
+    assert 0 < seconds < 60 and untimed == 1

@@ -440,11 +440,13 @@ def _sweep(
         if not todo:
             return
         workers = getattr(executor, "workers", None) or 1
-        seconds = estimate_seconds(todo) / max(1, min(workers, len(todo)))
+        seconds, untimed = estimate_seconds(todo)
+        seconds /= max(1, min(workers, len(todo)))
+        left_out = f"; {_plural(untimed, 'black-box run')} not included" if untimed else ""
         print(
             f"{experiment.name}: {_plural(len(todo), 'run')} to train, estimated "
-            f"{_duration(seconds)} "
-            f"on {workers} process{'es' if workers > 1 else ''} (from timed training steps)",
+            f"{_duration(seconds)} on {_plural(workers, 'process')} (from timed training "
+            f"steps{left_out})",
             file=sys.stderr,
         )
         if args.max_hours is not None and seconds > args.max_hours * 3600:
@@ -485,7 +487,8 @@ def _sweep(
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    ending = "es" if word.endswith("s") else "s"
+    return f"{count} {word}{'' if count == 1 else ending}"
 
 
 def _duration(seconds: float) -> str:

@@ -25,7 +25,7 @@ SPEC_VERSION = 5
 #    re-scores stored runs); the id covers a fingerprint of the task's code; ports carry
 #    loss weights.
 # 5: seeds are stacked only where stacking keeps a seed's numbers bit for bit (a system
-#    with a one-column product, e.g. pentomino's and parity's read-outs, trains alone).
+#    where the check finds a difference, e.g. pentomino's and parity's, trains alone).
 
 OPTIMIZER_NAMES = ("adam", "sgd")
 # Bounds no real setting reaches: past them a value is a typo, not a plan (1e10 examples

@@ -196,14 +196,15 @@ def measure_snr(
 _OVERHEAD = 1.3
 
 
-def estimate_seconds(specs: list[RunSpec]) -> float:
+def estimate_seconds(specs: list[RunSpec]) -> tuple[float, int]:
     """Seconds one process needs to train ``specs``: one training step timed per grid
     point, strategy and batch size (after a warm-up step), times each run's steps. An
-    upper estimate: seeds trained stacked go faster. Black-box baselines are not timed."""
+    upper estimate: seeds trained stacked go faster. Black-box baselines are not timed:
+    returns (seconds, how many runs were left out of the estimate)."""
     from e2elab.replicas import make_replicas
 
     step: dict[str, float] = {}
-    total = 0.0
+    total, untimed = 0.0, 0
     for spec in specs:
         key = json.dumps([spec.task, spec.knobs, spec.strategy, spec.settings.batch_size])
         if key not in step:
@@ -212,6 +213,7 @@ def estimate_seconds(specs: list[RunSpec]) -> float:
             strategy = strategies.build(spec.strategy, graph, task.output)
             if strategy.blackbox is not None:
                 step[key] = 0.0
+                untimed += 1
                 continue
             device = torch.device(spec.settings.device)
             with fixed_numerics():
@@ -225,6 +227,7 @@ def estimate_seconds(specs: list[RunSpec]) -> float:
                     replicas.step(0, batch)
                     times.append(time.perf_counter() - began)
             step[key] = sorted(times[1:])[0] * strategy.members
+        untimed += step[key] == 0.0
         steps = spec.settings.budget / spec.settings.batch_size
         total += step[key] * steps * _OVERHEAD
-    return total
+    return total, untimed
