@@ -16,6 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from e2elab.cli import main
+from e2elab.records import SPEC_VERSION
+from e2elab.store import SCHEMA_VERSION
 
 BASE = {
     "name": "fuzz",
@@ -67,7 +69,9 @@ FUZZ = settings(
 
 def _store(folder: Path) -> Path:
     """A small existing store, made once and copied in for every example."""
-    cached = Path(tempfile.gettempdir()) / "e2elab-fuzz-store" / "results.sqlite"
+    # made by this version of e2elab (a store of another schema would be refused)
+    version = f"{SCHEMA_VERSION}-{SPEC_VERSION}"
+    cached = Path(tempfile.gettempdir()) / f"e2elab-fuzz-store-{version}" / "results.sqlite"
     if not cached.exists():
         argv = ["run", "--knob", "n=1", "--knob", "test_size=100", "--strategy", "e2e"]
         argv += ["--seeds", "1", "--budget", "200", "--executor", "serial"]
