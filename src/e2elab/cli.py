@@ -243,6 +243,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         )
         table.add_row(name, params or "-", info.help)
     console.print(table)
+    console.print(strategies.COMMON_HELP)
     return 0
 
 

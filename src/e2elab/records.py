@@ -218,6 +218,17 @@ class RunResult:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def phase_ends(self) -> list[dict[str, Any]]:
+        """Per phase: its label, the examples drawn when it ended and the output's metric
+        there (read from the curve for runs stored before phases recorded it)."""
+        out = []
+        for index, phase in enumerate(self.phases):
+            end = phase if "metrics" in phase else phase_end(self.curve, index)
+            if end:
+                value = end["metrics"].get(self.output, float("nan"))
+                out.append({"label": phase["label"], "examples": end["examples"], "output": value})
+        return out
+
     def rescored(self, threshold: float) -> RunResult:
         """This run judged against another accuracy threshold: examples-to-threshold is
         read again from the stored curve; nothing is retrained."""
@@ -226,6 +237,15 @@ class RunResult:
         spec = {**self.spec, "threshold": threshold}
         reached = examples_to_threshold(self.curve, self.output, threshold)
         return dataclasses.replace(self, spec=spec, examples_to_threshold=reached)
+
+
+def phase_end(curve: list[dict[str, Any]], index: int) -> dict[str, Any]:
+    """``{"examples", "metrics"}`` at the end of phase ``index``: the curve's last point
+    evaluated in that phase (the loop evaluates at every phase's end); {} if none."""
+    points = [p for p in curve if p.get("phase") == index]
+    if not points:
+        return {}
+    return {"examples": int(points[-1]["examples"]), "metrics": dict(points[-1]["metrics"])}
 
 
 def examples_to_threshold(curve: list[dict[str, Any]], port: str, threshold: float) -> int | None:
@@ -250,6 +270,9 @@ class SNRResult:
     per_init: dict[str, list[float]] = field(default_factory=dict)
     resolved: dict[str, list[bool]] = field(default_factory=dict)
     noise_top_share: dict[str, list[float]] = field(default_factory=dict)
+    # "sampled" (estimated from `batches` batches) or "exact" (summed over the task's
+    # finite training distribution of `batches` examples: never a bound)
+    method: str = "sampled"
 
     def log10_summary(self, module: str) -> tuple[float, float, float]:
         """Mean and 95% interval of log10 SNR over initialisations. Where an init's SNR is

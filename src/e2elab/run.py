@@ -25,6 +25,7 @@ from e2elab.records import (
     RunSpec,
     Settings,
     examples_to_threshold,
+    phase_end,
 )
 from e2elab.system import Graph, System, trace
 from e2elab.task import Batch, PortSpec, Task
@@ -255,8 +256,15 @@ def _result(
         wall_seconds=train_seconds + time.perf_counter() - began,
         memory=outcome.memory,
         phases=[
-            {"label": p.label, "share": p.share, "train": sorted(p.train), "seconds": s}
-            for p, s in zip(strategy.phases, outcome.phase_seconds, strict=False)
+            {
+                "label": p.label,
+                "share": p.share,
+                "train": sorted(p.train),
+                "seconds": s,
+                "lr_scale": p.lr_scale,
+                **phase_end(outcome.curve, i),
+            }
+            for i, (p, s) in enumerate(zip(strategy.phases, outcome.phase_seconds, strict=False))
         ],
         probes=probes,
         probes_at_init=probes_at_init,

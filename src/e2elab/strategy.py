@@ -9,8 +9,10 @@ that returns a ``Strategy``; the training loop never branches on a strategy's na
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 from e2elab.errors import E2ELabError, choices
@@ -42,6 +44,8 @@ class Phase:
         Ports whose downstream value is their target instead of the module's output.
     share:
         Fraction of the run's training-example budget spent in this phase.
+    lr_scale:
+        The phase's learning rate is the run's times this (e.g. a gentler fine-tuning).
     """
 
     train: frozenset[str]
@@ -50,6 +54,7 @@ class Phase:
     teacher_forced: frozenset[str] = frozenset()
     share: float = 1.0
     label: str = ""
+    lr_scale: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -141,11 +146,18 @@ def greedy(graph: Graph, output: str) -> Strategy:
     return Strategy("greedy", tuple(_module_phases(graph, list(graph.modules), 1.0, False)))
 
 
-def pretrain_finetune(graph: Graph, output: str, pretrain_share: float = 0.5) -> Strategy:
-    """Modular pre-training, then an end-to-end phase on the final loss."""
+def pretrain_finetune(
+    graph: Graph, output: str, pretrain_share: float = 0.5, finetune_lr_scale: float = 1.0
+) -> Strategy:
+    """Modular pre-training, then an end-to-end phase on the final loss, at the run's
+    learning rate times ``finetune_lr_scale``."""
     if not 0 < pretrain_share < 1:
         raise E2ELabError(
             f"pretrain_finetune: pretrain_share must be in (0, 1), got {pretrain_share}"
+        )
+    if not 0 < finetune_lr_scale <= 1000 or math.isnan(finetune_lr_scale):
+        raise E2ELabError(
+            f"pretrain_finetune: finetune_lr_scale must be in (0, 1000], got {finetune_lr_scale}"
         )
     phases = _module_phases(graph, list(graph.modules), pretrain_share, True)
     finetune = Phase(
@@ -153,10 +165,10 @@ def pretrain_finetune(graph: Graph, output: str, pretrain_share: float = 0.5) ->
         losses={output: 1.0},
         share=1.0 - pretrain_share,
         label="finetune",
+        lr_scale=finetune_lr_scale,
     )
-    return Strategy(
-        "pretrain_finetune", (*phases, finetune), params={"pretrain_share": pretrain_share}
-    )
+    params = {"pretrain_share": pretrain_share, "finetune_lr_scale": finetune_lr_scale}
+    return Strategy("pretrain_finetune", (*phases, finetune), params=params)
 
 
 def frozen_others(graph: Graph, output: str, module: str, pretrain_share: float = 0.5) -> Strategy:
@@ -229,9 +241,9 @@ STRATEGIES: dict[str, StrategyInfo] = {
     "greedy": StrategyInfo(greedy, {}, {}, "modules in flow order, fed by frozen upstream"),
     "pretrain_finetune": StrategyInfo(
         pretrain_finetune,
-        {"pretrain_share": float},
-        {"pretrain_share": 0.5},
-        "modular, then end-to-end fine-tuning",
+        {"pretrain_share": float, "finetune_lr_scale": float},
+        {"pretrain_share": 0.5, "finetune_lr_scale": 1.0},
+        "modular, then end-to-end fine-tuning (at FINETUNE_LR_SCALE x the learning rate)",
     ),
     "frozen_others": StrategyInfo(
         frozen_others,
@@ -253,24 +265,54 @@ STRATEGIES: dict[str, StrategyInfo] = {
 }
 
 
+# parameters every strategy takes, applied to its phases after it is built
+COMMON: dict[str, type] = {"force": list}
+COMMON_HELP = (
+    "every strategy also takes force=PORT[,PORT...]: those ports are teacher-forced in every "
+    "phase (downstream modules see the target); a name may be a pattern (digit_[2-9])"
+)
+
+
+def _params_of(name: str) -> dict[str, type]:
+    return {**STRATEGIES[name].params, **COMMON}
+
+
 def parse_strategy(text: str) -> tuple[str, dict[str, Any]]:
-    """Parse ``"name"`` or ``"name:key=value,key=value"`` into a name and typed params."""
+    """Parse ``"name"`` or ``"name:key=value,key=value"`` into a name and typed params.
+
+    A list-valued parameter (``force``) takes every following item without ``=``:
+    ``frozen_others:module=recognizer,force=digit_2,digit_3``."""
     name, _, rest = text.strip().partition(":")
     if name not in STRATEGIES:
         raise choices("strategy", name, list(STRATEGIES))
-    info = STRATEGIES[name]
+    types = _params_of(name)
     params: dict[str, Any] = {}
+    last: str | None = None
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, raw = item.partition("=")
         if not eq:
+            if last is not None and types[last] is list:
+                params[last].append(item)
+                continue
             raise E2ELabError(f"strategy {name}: expected key=value, got {item!r}")
-        if key not in info.params:
-            raise choices(f"parameter of strategy {name}:", key, list(info.params))
+        if key not in types:
+            raise choices(f"parameter of strategy {name}:", key, list(types))
+        if key in params:
+            raise E2ELabError(f"strategy {name}: {key} is given twice; give it once")
+        last = key
+        if types[key] is list:
+            params[key] = [raw] if raw else []
+            continue
         try:
-            params[key] = info.params[key](raw)
+            params[key] = types[key](raw)
         except ValueError:
-            kind = info.params[key].__name__
+            kind = types[key].__name__
             raise E2ELabError(f"strategy {name}: {key} expects {kind}, got {raw!r}") from None
+    for key, value in params.items():
+        if types[key] is list:
+            if not value:
+                raise E2ELabError(f"strategy {name}: {key} needs at least one port name")
+            params[key] = sorted(set(value))
     return name, params
 
 
@@ -278,7 +320,11 @@ def format_strategy(name: str, params: Mapping[str, Any]) -> str:
     """The inverse of ``parse_strategy`` (params sorted by key)."""
     if not params:
         return name
-    return name + ":" + ",".join(f"{k}={params[k]}" for k in sorted(params))
+
+    def shown(value: Any) -> str:
+        return ",".join(value) if isinstance(value, list) else str(value)
+
+    return name + ":" + ",".join(f"{k}={shown(params[k])}" for k in sorted(params))
 
 
 def expand(text: str, modules: list[str]) -> list[str]:
@@ -298,4 +344,35 @@ def build(text: str, graph: Graph, output: str) -> Strategy:
             "frozen_others needs a module, e.g. frozen_others:module=recognizer; "
             f"modules are: {', '.join(graph.modules)}"
         )
-    return info.builder(graph, output, **params)
+    common = {k: params.pop(k) for k in list(params) if k in COMMON}
+    if common and name == "blackbox":
+        raise E2ELabError("blackbox has no modules or ports to force; drop force=")
+    built = info.builder(graph, output, **params)
+    if "force" in common:
+        built = _forcing(built, forced_ports(common["force"], graph))
+        built = replace(built, params={**built.params, "force": common["force"]})
+    return built
+
+
+def forced_ports(patterns: list[str], graph: Graph) -> frozenset[str]:
+    """The ports that ``force`` names: a plain name must be a port of the system; a pattern
+    (with ``*``, ``?`` or ``[...]``) may match none (e.g. ``digit_[2-9]`` at n = 1)."""
+    found: set[str] = set()
+    for pattern in patterns:
+        if any(c in pattern for c in "*?["):
+            found |= {p for p in graph.ports if fnmatchcase(p, pattern)}
+        elif pattern in graph.ports:
+            found.add(pattern)
+        else:
+            raise choices("port to force:", pattern, list(graph.ports))
+    return frozenset(found)
+
+
+def _forcing(built: Strategy, ports: frozenset[str]) -> Strategy:
+    def forced(p: Phase) -> Phase:
+        added = sorted(ports - p.teacher_forced)
+        label = p.label + (f" (forced: {','.join(added)})" if added else "")
+        return replace(p, teacher_forced=p.teacher_forced | ports, label=label)
+
+    phases = tuple(forced(p) for p in built.phases)
+    return replace(built, phases=phases)

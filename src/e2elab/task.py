@@ -8,6 +8,7 @@ metric), what chance is, and how a target is written in the port's own represent
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -83,6 +84,18 @@ class PortSpec:
 
     def check_target(self, port: str, target: Tensor, value: Tensor) -> None:
         self.port_kind.check_target(port, target, value, self.size)
+
+
+@dataclass(frozen=True)
+class Population:
+    """A finite training distribution: ``size`` examples, delivered by ``chunks(n)`` as
+    (batch of at most n examples, their probabilities); the probabilities of all chunks
+    sum to 1. It must match the training distribution in the first and second moments
+    of every example's gradient (an exact enumeration does; see ``Stocks.population``
+    for a design that matches random targets the loss is linear in)."""
+
+    size: int
+    chunks: Callable[[int], Iterator[tuple[Batch, Tensor]]]
 
 
 @dataclass
@@ -233,6 +246,12 @@ class Task(ABC):
     def train_set(self) -> Batch | None:
         """The whole training set, for tasks whose training data is a fixed finite set
         (``sample`` then draws from it with replacement); None for generated data."""
+        return None
+
+    def population(self) -> Population | None:
+        """The training distribution as a finite set of weighted examples, where it is one
+        (``diagnostics.exact_snr`` then computes the gradient's mean and variance exactly);
+        None (the default) where it is not, or is too large to enumerate."""
         return None
 
     def auxiliary_head(self, in_features: int) -> torch.nn.Module:

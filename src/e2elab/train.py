@@ -164,7 +164,7 @@ class _Loop:
         """Spend ``examples`` training examples per seed on one phase (ensemble members
         share them exactly and train in lock-step)."""
         config, replicas = self.config, self.replicas
-        replicas.begin_phase(phase, config.optimizer, config.lr)
+        replicas.begin_phase(phase, config.optimizer, config.lr * phase.lr_scale)
         members = replicas.members
         quota = [examples // members + (i < examples % members) for i in range(members)]
         done = [0] * members

@@ -28,21 +28,27 @@ in rounding.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from e2elab import strategy as strategies
+from e2elab.diagnostics.exact_snr import exact_moments
+from e2elab.errors import E2ELabError
 from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
-from e2elab.records import SNRResult
+from e2elab.records import Settings, SNRResult
 from e2elab.run import first_batch
-from e2elab.system import trace
+from e2elab.strategy import Strategy
+from e2elab.system import Graph, System, trace
 from e2elab.task import Task
 
+# the largest training distribution summed over exactly (stocks k = 2000: 2,048,000)
+MAX_POPULATION = 1 << 22
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 # Part of every stored measurement's key: measurements by an earlier estimator are redone.
 ESTIMATOR = "pairwise-unbiased-jackknife-v1"
+EXACT = "population-ghost-norm-v1"
 
 
 @dataclass(frozen=True)
@@ -110,22 +116,51 @@ def gradient_snr(
     batch_size: int | None = None,
     seed: int = 0,
     phase: int = 0,
+    pretrain: Settings | None = None,
+    exact: bool = False,
+    max_population: int = MAX_POPULATION,
 ) -> SNRResult:
     """SNR of each trainable module's gradient under one phase of ``strategy`` (default:
-    its first), at the initialisation (no training), over ``inits`` random inits, under
-    ``numerics.fixed_numerics`` like every run."""
+    its first; negative counts from the end), over ``inits`` random inits, under
+    ``numerics.fixed_numerics`` like every run.
+
+    The SNR is taken where the phase starts: at the initialisation for the first phase;
+    for a later one, with ``pretrain`` (settings) the phases before it are trained first on
+    their share of ``pretrain.budget`` (e.g. frozen_others: the other modules pre-trained,
+    the measured one still at its initialisation); without, at the initialisation too.
+    With ``exact`` and a task whose training distribution is finite (``Task.population``,
+    at most ``max_population`` examples) the SNR is computed over all of it (see
+    ``exact_snr``) instead of estimated from ``batches`` sampled batches."""
     size = batch_size or type(task).defaults.batch_size
+    population = task.population() if exact else None
+    if population is not None and population.size > max_population:
+        population = None
     out: SNRResult | None = None
     for init in range(inits):
         torch.manual_seed(seed + init)
         system = task.build_system()
         graph = trace(system, first_batch(task), task.ports)
         built = strategies.build(strategy, graph, task.output)
-        chosen = built.phases[phase]
+        index = phase % len(built.phases)
+        chosen = built.phases[index]
+        if index > 0 and pretrain is not None:
+            system = _trained_before(task, built, graph, index, pretrain, seed + init)
         heads = auxiliary_heads(task, built, graph)
         if out is None:
-            out = SNRResult(task.name, dict(task.settings), strategy, chosen.label, size, batches)
+            method = "exact" if population is not None else "sampled"
+            out = SNRResult(
+                task.name, dict(task.settings), strategy, chosen.label, size, batches, method=method
+            )
+            if population is not None:
+                out.batches = population.size
         modules = [m for m in graph.modules if m in chosen.train]
+        if population is not None:
+            moments = exact_moments(task, system, heads, graph, chosen, population, modules)
+            for m in modules:
+                out.per_init.setdefault(m, []).append(moments.snr(m, size))
+                out.resolved.setdefault(m, []).append(True)
+                out.noise_top_share.setdefault(m, []).append(math.nan)
+            continue
         params = {m: [p for p in getattr(system, m).parameters()] for m in modules}
         # one preallocated B x P matrix per module: keeping each batch's gradient as its
         # own small tensor pinned the freed activations' memory around it (glibc heap
@@ -147,6 +182,25 @@ def gradient_snr(
             out.noise_top_share.setdefault(m, []).append(estimate.noise_top_share)
     assert out is not None
     return out
+
+
+def _trained_before(
+    task: Task, built: Strategy, graph: Graph, index: int, settings: Settings, seed: int
+) -> System:
+    """A system trained through phases 0..index-1 of ``built`` on their share of the
+    budget, from ``seed``: where phase ``index`` would start in a run."""
+    from e2elab.train import train
+
+    before = built.phases[:index]
+    share = sum(p.share for p in before)
+    head = Strategy(built.name, tuple(replace(p, share=p.share / share) for p in before))
+    config = settings.override(budget=max(1, round(settings.budget * share)), evaluations=1)
+    outcome = train(task, head, graph, config, seed)
+    if outcome.status != "ok":
+        raise E2ELabError(
+            f"SNR: pre-training the phases before {index + 1} failed: {outcome.reason}"
+        )
+    return outcome.systems[0]
 
 
 def _module_gradients(

@@ -24,14 +24,16 @@ pairs, the test set may hold at most a quarter of the d * 2^(k-1) possible pairs
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
 
 import torch
+from scipy.linalg import hadamard
 from torch import Tensor, nn
 
 from e2elab.errors import E2ELabError
 from e2elab.system import System
-from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
+from e2elab.task import Batch, Knob, Population, PortSpec, Task, TrainingDefaults
 
 TEST_SEED = 40_000
 HASH_SEED = 40_001
@@ -154,3 +156,33 @@ class Stocks(Task):
 
     def test_set(self) -> Batch:
         return self._test
+
+    def population(self) -> Population:
+        """Each of the d inputs with N reward vectors, N = 2^ceil(log2 k): z_y = +1 and the
+        other k - 1 entries from k - 1 columns of a Sylvester-Hadamard matrix of order N
+        (not its all-ones column). Those columns have mean 0 and are orthogonal, so over
+        the N rows the entries have mean 0, variance 1 and no correlation: the first two
+        moments of independent fair +-1 entries. Every loss here is linear in z (the
+        expected reward z . softmax) or ignores it (``choice``), so each example's
+        gradient is linear in z, and its mean and variance over this population are
+        exactly those over the task's distribution (up to the few pairs that equal a test
+        pair, which training redraws: at most test_size of the d 2^(k-1) pairs)."""
+        rows = 1 << max(0, (self.k - 1).bit_length())
+        design = torch.from_numpy(hadamard(rows)).float()[:, 1 : self.k]  # (N, k-1)
+        padded = torch.cat([torch.ones(rows, 1), design], 1)  # column 0: the +1 at y
+
+        def chunks(size: int) -> Iterator[tuple[Batch, Tensor]]:
+            per = max(1, size // rows)
+            for start in range(0, self.d, per):
+                x = torch.arange(start, min(start + per, self.d)).repeat_interleave(rows)
+                n = len(x)
+                # column j of z: design column j (j < y) or j - 1 (j > y); +1 at j = y
+                z = torch.cat([padded[:, self._pick(int(y))] for y in self.table[x[::rows]]])
+                yield self._batch(x, z), torch.full((n,), 1.0 / (self.d * rows))
+
+        return Population(self.d * rows, chunks)
+
+    def _pick(self, y: int) -> Tensor:
+        """Columns of [1 | design] that make a reward vector with its +1 at ``y``."""
+        column = torch.arange(self.k)
+        return torch.where(column == y, 0, column + (column < y))
