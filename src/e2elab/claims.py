@@ -40,6 +40,7 @@ class Verdict:
     numbers: dict[str, Any] = field(default_factory=dict)
     id: str = ""
     statement: str = ""
+    explains: list[str] = field(default_factory=list)
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -429,6 +430,47 @@ def _short(knobs_json: str) -> str:
 _VARYING: ContextVar[frozenset[str]] = ContextVar("varying", default=frozenset())
 
 
+def lost_in_phase(
+    results: list[RunResult],
+    strategy: str,
+    phase: int = -2,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Where a cell of ``strategy`` ends below the threshold, it had reached it at the end
+    of phase ``phase`` (default: the one before the last, e.g. pre-training before
+    fine-tuning): a later phase lost what that phase had. Means over seeds, with 95%
+    intervals; INCONCLUSIVE when no cell ends below the threshold (nothing to explain)."""
+    groups = cells(results, strategy, where)
+    if not groups:
+        return _no_data(f"strategy {strategy} where {where}")
+    lines, unexplained = [], []
+    for key, runs in sorted(groups.items()):
+        level = runs[0].spec["threshold"]
+        ok = _ok(runs)
+        final = metric_interval([r.output_metric for r in ok])
+        if not ok or final.mean >= level:
+            continue
+        ends = [r.phase_ends() for r in ok]
+        if any(len(e) < abs(phase) for e in ends):
+            unexplained.append(f"{_short(key[0])}: no phase {phase}")
+            continue
+        before = metric_interval([e[phase]["output"] for e in ends])
+        label = ends[0][phase]["label"]
+        lost = before.mean >= level
+        lines.append(
+            f"{key[1]} @ {_short(key[0])}: {before.format(3)} after {label}, "
+            f"{final.format(3)} at the end ({final.mean - before.mean:+.3f})"
+        )
+        if not lost:
+            unexplained.append(f"{_short(key[0])} never reached {level:g}")
+    if not lines and not unexplained:
+        return Verdict(INCONCLUSIVE, "no cell ends below the threshold: nothing lost")
+    detail = "; ".join(lines) + (
+        f" -- not lost in a later phase: {'; '.join(unexplained)}" if unexplained else ""
+    )
+    return Verdict(FAIL if unexplained else PASS, detail, {"cells": lines})
+
+
 def _varying(results: list[RunResult]) -> frozenset[str]:
     seen: dict[str, set[str]] = {}
     for r in results:
@@ -446,6 +488,7 @@ def snr_contrast(
     knob: str = "k",
     min_drop: float = 2.0,
     max_flat_drop: float = 1.0,
+    where: dict[str, Any] | None = None,
 ) -> Verdict:
     """Gradient SNR of ``module`` (at initialisation, mean log10 over inits) falls by at
     least ``min_drop`` decades from the smallest to the largest knob value under
@@ -455,8 +498,15 @@ def snr_contrast(
     of a drop (the true drop is then at least as large), but nowhere else: a drop cannot be
     shown from a bound at its start, nor flatness from any bound."""
     series: dict[str, list[tuple[Any, float, bool]]] = {falling: [], flat: []}
+    methods: dict[str, set[str]] = {falling: set(), flat: set()}
+    batches: list[int] = []
     for r in snr:
+        if not all(r.knobs.get(k) == v for k, v in (where or {}).items()):
+            continue
         if r.strategy in series and module in r.per_init:
+            methods[r.strategy].add(r.method)
+            if r.method == "sampled":
+                batches.append(r.batches)
             series[r.strategy].append(
                 (r.knobs[knob], r.log10_summary(module)[0], r.is_bound(module))
             )
@@ -468,8 +518,9 @@ def snr_contrast(
         drops[name] = points[0][1] - points[-1][1]
         listed = ", ".join(f"{knob}={k}: {'<= ' if b else ''}{v:.2f}" for k, v, b in points)
         below = [str(k) for k, v, _ in points if v < math.log10(_FLOAT32_EPS)]
+        how = " (exact)" if methods[name] == {"exact"} else ""
         parts.append(
-            f"{name}: log10 SNR {listed} (drop {'>= ' if points[-1][2] else ''}"
+            f"{name}{how}: log10 SNR {listed} (drop {'>= ' if points[-1][2] else ''}"
             f"{drops[name]:.2f} decades"
             + (f"; below float32 eps at {knob} = {', '.join(below)}" if below else "")
             + ")"
@@ -480,8 +531,10 @@ def snr_contrast(
     why = ""
     if unresolved:
         why = (
-            f" -- SNR below resolution ({', '.join(unresolved)}); "
-            "measure with more batches (snr: batches) to decide"
+            f" -- SNR below resolution ({', '.join(unresolved)}); measured from "
+            f"{max(batches, default=0)} batches, a bound falls about tenfold with ten times "
+            "as many (snr: batches), or compute it exactly (snr: exact) where the training "
+            "distribution is finite"
         )
     elif not ok:
         why = f" -- needs a drop >= {min_drop} under {falling} and <= {max_flat_drop} under {flat}"
@@ -499,6 +552,7 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "ratio_grows_with_knob": ratio_grows_with_knob,
     "snr_contrast": snr_contrast,
     "examples_grow_with_knob": examples_grow_with_knob,
+    "lost_in_phase": lost_in_phase,
 }
 
 
@@ -556,5 +610,34 @@ def evaluate(
         extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
         verdict = check(results, **extra, **claim.params)
         verdict.id, verdict.statement = claim.id, claim.statement
+        verdict.explains = list(getattr(claim, "explains", []) or [])
         verdicts.append(verdict)
     return verdicts
+
+
+def deviations(verdicts: list[Verdict]) -> list[dict[str, str]]:
+    """For every FAIL: the diagnostic claims that explain it (``explains``), with their
+    verdicts and numbers. A FAIL is "explained" when all of them pass, "partly explained"
+    when some do, and "unexplained" when none does (or none measures it)."""
+    rows = []
+    for verdict in verdicts:
+        if verdict.verdict != FAIL:
+            continue
+        found = [d for d in verdicts if verdict.id in d.explains]
+        passed = [d for d in found if d.verdict == PASS]
+        lines = [f"{d.id} ({d.verdict}): {d.statement} {d.details}" for d in found]
+        rows.append(
+            {
+                "id": verdict.id,
+                "verdict": (
+                    "explained"
+                    if found and len(passed) == len(found)
+                    else "partly explained"
+                    if passed
+                    else "unexplained"
+                ),
+                "by": ", ".join(d.id for d in found) or "-",
+                "details": "\n".join(lines) or "no diagnostic measures this yet",
+            }
+        )
+    return rows

@@ -37,6 +37,7 @@ class Training(_Strict):
     threshold: float | None = Field(None, allow_inf_nan=False)
     evaluations: int | None = Field(None, ge=1, le=MAX_EVALUATIONS)
     optimizer: str | None = None
+    patience: int | None = Field(None, ge=0, le=MAX_EVALUATIONS)
 
 
 class ClaimSpec(_Strict):
@@ -44,6 +45,8 @@ class ClaimSpec(_Strict):
     check: str
     statement: str
     params: dict[str, Any] = {}
+    # a diagnostic claim: the ids of the claims whose FAIL it explains when it passes
+    explains: list[str] = []
 
 
 class SNRSpec(_Strict):
@@ -53,6 +56,15 @@ class SNRSpec(_Strict):
     inits: int = Field(3, ge=2, le=1000)
     batches: int = Field(20, ge=3, le=100_000)
     batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
+    # which phase of each strategy (negative: from the end); a later phase is measured
+    # where it starts, after the phases before it trained on their share of the budget
+    phase: int = Field(0, ge=-100, le=100)
+    # sum over the task's finite training distribution instead of sampling batches:
+    # true (every strategy) or the strategies to measure so (others are sampled)
+    exact: bool | list[str] = False
+
+    def is_exact(self, strategy: str) -> bool:
+        return strategy in self.exact if isinstance(self.exact, list) else self.exact
 
 
 class Profile(_Strict):
@@ -175,6 +187,13 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
             check_params(claim.check, claim.params, knobs)
         except ValueError as error:
             raise fail(f"claims.{i}.params", error) from None
+        ids = [c.id for c in exp.claims]
+        for target in claim.explains:
+            if target not in ids or target == claim.id:
+                raise fail(
+                    f"claims.{i}.explains",
+                    f"{target!r} is not the id of another claim here; ids: {', '.join(ids)}",
+                )
         threshold = claim.params.get("threshold")
         if isinstance(threshold, (int, float)):
             _check_threshold(task, threshold, fail, f"claims.{i}.params.threshold")

@@ -28,6 +28,7 @@ SPEC_VERSION = 5
 #    where the check finds a difference, e.g. pentomino's and parity's, trains alone).
 
 OPTIMIZER_NAMES = ("adam", "sgd")
+PLATEAU_DELTA = 0.002
 # Bounds no real setting reaches: past them a value is a typo, not a plan (1e10 examples
 # of the fastest task take about a day on a CPU).
 MAX_BUDGET = 10**10
@@ -55,6 +56,9 @@ class Settings:
     evaluations: int = 20
     optimizer: str = "adam"
     device: str = "cpu"
+    # stop when the output's metric has not risen by more than PLATEAU_DELTA over the best
+    # so far for this many evaluations in a row (in the last phase); 0: train the budget
+    patience: int = 0
 
     def override(self, **changes: Any) -> Settings:
         """These settings with every change that is not None laid over them."""
@@ -78,6 +82,9 @@ class Settings:
                 raise E2ELabError(f"{name} must be a positive integer, got {value!r}")
             if value > most:
                 raise E2ELabError(f"{name} must be at most {most:,}, got {value:,}")
+        patience = self.patience
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
+            raise E2ELabError(f"patience must be a whole number >= 0, got {patience!r}")
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
             raise E2ELabError(f"lr must be a positive finite number, got {lr!r}")
@@ -137,6 +144,8 @@ class RunSpec:
         fields = self.to_dict()
         for name in ("device", "threshold"):
             fields.pop(name)
+        if not fields.get("patience"):  # off: the ids of runs stored before it existed
+            fields.pop("patience", None)
         fields["version"] = SPEC_VERSION
         text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]

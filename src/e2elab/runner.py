@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from e2elab import strategy as strategies
-from e2elab.diagnostics.snr import ESTIMATOR, gradient_snr
+from e2elab.diagnostics.snr import ESTIMATOR, EXACT, gradient_snr
 from e2elab.errors import E2ELabError
 from e2elab.executors import Executor, SerialExecutor
 from e2elab.experiment import Experiment
@@ -166,7 +166,12 @@ def measure_snr(
     for knobs in experiment.grid_points():
         task = make_task(experiment.task, knobs)
         code = fingerprint(type(task), type(task.build_system()))
+        config = None  # a later phase: the earlier ones train with the experiment's settings
+        if settings.phase != 0:
+            layers = {**experiment.overrides(), "device": "cpu"}
+            config = type(task).defaults.override(**layers).validate()
         for strategy in settings.strategies:
+            exact = settings.is_exact(strategy)
             key = json.dumps(
                 [
                     experiment.task,
@@ -175,14 +180,22 @@ def measure_snr(
                     settings.inits,
                     settings.batches,
                     settings.batch_size,
-                    ESTIMATOR,
+                    EXACT if exact else ESTIMATOR,
                     code,
+                    *([settings.phase, config.budget, config.lr] if config else []),
                 ],
                 sort_keys=True,
             )
             if key not in stored:
                 result = gradient_snr(
-                    task, strategy, settings.inits, settings.batches, settings.batch_size
+                    task,
+                    strategy,
+                    settings.inits,
+                    settings.batches,
+                    settings.batch_size,
+                    phase=settings.phase,
+                    pretrain=config,
+                    exact=exact,
                 )
                 stored[key] = dataclasses.asdict(result)
                 store.put_snr(experiment.name, key, stored[key])

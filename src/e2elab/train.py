@@ -24,7 +24,7 @@ from torch import Tensor
 from e2elab.allocator import keep_freed_memory
 from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
-from e2elab.records import Settings
+from e2elab.records import PLATEAU_DELTA, Settings
 from e2elab.replicas import OPTIMIZERS, Replicas, batching_pays, make_replicas, step_memory
 from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
@@ -116,7 +116,7 @@ def train_seeds(
             if outcome.status == "ok" or len(outcome.phase_seconds) == index:
                 outcome.phase_seconds.append(seconds)
         start = stop
-        if not loop.live():
+        if not loop.live() or loop.stopped is not None:
             break
         if loop.curve_end() != loop.examples:
             loop.evaluate(index)
@@ -151,6 +151,7 @@ class _Loop:
         self.examples = 0
         self.checked = 0  # examples at the last divergence check
         self.bad = torch.zeros(len(seeds), dtype=torch.bool, device=self.device)
+        self.stopped: int | None = None  # examples drawn when a plateau ended the run
 
     def live(self) -> list[int]:
         return [s for s, o in enumerate(self.outcomes) if o.status == "ok"]
@@ -188,7 +189,24 @@ class _Loop:
                 if not self.check(phase, index):
                     return
                 self.evaluate(index)
+                if index == len(self.boundaries) - 1 and self.plateaued():
+                    self.stopped = self.examples
+                    return
         self.check(phase, index)
+
+    def plateaued(self) -> bool:
+        """Every live seed's output metric has not beaten its best from before the last
+        ``patience`` evaluations by more than PLATEAU_DELTA (``Settings.patience``)."""
+        patience, port = self.config.patience, self.task.output
+        if not patience:
+            return False
+        for s in self.live():
+            values = [p["metrics"].get(port, float("nan")) for p in self.outcomes[s].curve]
+            if len(values) <= patience:
+                return False
+            if max(values[-patience:]) > max(values[:-patience]) + PLATEAU_DELTA:
+                return False
+        return True
 
     def check(self, phase: Phase, index: int) -> bool:
         """End every seed whose loss became NaN or infinite since the last check (status
@@ -209,7 +227,11 @@ class _Loop:
 
     def _measure(self, phase: Phase, index: int, batch: Batch) -> None:
         memory = step_memory(
-            self.replicas.unit(0, 0), phase, batch, self.config.optimizer, self.config.lr
+            self.replicas.unit(0, 0),
+            phase,
+            batch,
+            self.config.optimizer,
+            self.config.lr * phase.lr_scale,
         )
         for outcome in self.outcomes:
             outcome.memory.setdefault("phases", []).append({"phase": index, **memory})
@@ -260,6 +282,11 @@ class _Loop:
         )
         for s, outcome in enumerate(self.outcomes):
             outcome.final = dict(outcome.curve[-1]["metrics"])
+            if self.stopped is not None and outcome.status == "ok":
+                outcome.reason = (
+                    f"stopped at a plateau after {self.stopped:,} examples: the output gained "
+                    f"at most {PLATEAU_DELTA} over {self.config.patience} evaluations"
+                )
             outcome.systems = systems[s]
             outcome.memory["model_state_bytes"] = state_bytes
             outcome.memory["training_flops"] = self._flops(outcome)

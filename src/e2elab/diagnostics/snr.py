@@ -200,7 +200,10 @@ def _trained_before(
         raise E2ELabError(
             f"SNR: pre-training the phases before {index + 1} failed: {outcome.reason}"
         )
-    return outcome.systems[0]
+    system = outcome.systems[0].train()
+    for parameter in system.parameters():  # training left the frozen modules frozen
+        parameter.requires_grad_(True)
+    return system
 
 
 def _module_gradients(

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from e2elab.claims import Verdict, evaluate
+from e2elab.claims import Verdict, deviations, evaluate
 from e2elab.experiment import Experiment
 from e2elab.query import group
 from e2elab.records import RunResult, SNRResult
 from e2elab.report.figures import all_figures
-from e2elab.report.page import write_report
+from e2elab.report.page import Section, write_report
 from e2elab.report.snr import snr_figure
 from e2elab.summary import summarize
 
@@ -55,8 +55,61 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
             figures.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
         summaries.append(f"== {exp.name} ==\n{summary_tables(part.results)}")
     rows = [v.as_row() for v in verdicts]
-    markdown = write_report(out_dir, title, rows, figures, "\n\n".join(summaries))
+    sections = [
+        Section(
+            "Deviations",
+            ("claim", "explanation", "by", "measured"),
+            [
+                {
+                    "claim": r["id"],
+                    "explanation": r["verdict"],
+                    "by": r["by"],
+                    "measured": r["details"],
+                }
+                for r in deviations(verdicts)
+            ],
+            "Every FAIL above, with the diagnostic claims that measure why: explained when "
+            "all of them pass, partly explained when some do, unexplained otherwise.",
+        ),
+        Section(
+            "Lost in the last phase",
+            PHASE_COLUMNS,
+            [row for part in parts for row in phase_losses(part.results)],
+            f"Cells whose mean output metric fell by more than {PHASE_DROP} in their last "
+            "phase (e.g. fine-tuning after pre-training), means over seeds.",
+        ),
+    ]
+    summary = "\n\n".join(summaries)
+    markdown = write_report(out_dir, title, rows, figures, summary, sections)
     return Report(verdicts, figures, markdown)
+
+
+PHASE_DROP = 0.02
+PHASE_COLUMNS = ("grid point", "strategy", "before the last phase", "at the end", "change")
+
+
+def phase_losses(results: list[RunResult]) -> list[dict[str, str]]:
+    """Cells (grid point x strategy) of multi-phase runs whose mean output metric at the
+    end is more than ``PHASE_DROP`` below its mean at the end of the phase before."""
+    rows = []
+    for (knobs, strategy), runs in sorted(group(results, "knobs", "strategy").items()):
+        ends = [r.phase_ends() for r in runs if r.status == "ok"]
+        ends = [e for e in ends if len(e) >= 2]
+        if not ends:
+            continue
+        before = sum(e[-2]["output"] for e in ends) / len(ends)
+        after = sum(e[-1]["output"] for e in ends) / len(ends)
+        if after < before - PHASE_DROP:
+            rows.append(
+                {
+                    "grid point": knobs,
+                    "strategy": strategy,
+                    "before the last phase": f"{before:.3f} (after {ends[0][-2]['label']})",
+                    "at the end": f"{after:.3f}",
+                    "change": f"{after - before:+.3f} ({len(ends)} seeds)",
+                }
+            )
+    return rows
 
 
 def summary_tables(results: list[RunResult]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -25,12 +26,24 @@ pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; }
 """
 
 
+@dataclass(frozen=True)
+class Section:
+    """A titled table after the claims: ``columns`` name the keys of each row, an
+    optional ``intro`` says what it shows."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: list[dict[str, Any]]
+    intro: str = ""
+
+
 def write_report(
     out_dir: Path,
     title: str,
     claims: list[dict[str, Any]],
     figures: list[Path],
     summary_rows: str | None = None,
+    sections: Sequence[Section] = (),
 ) -> Path:
     """Write ``report.md`` and ``report.html`` into ``out_dir``; return the Markdown path.
 
@@ -42,8 +55,9 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     links = [(Path(f).stem, _link(Path(f), out_dir)) for f in figures]
     md_path = out_dir / "report.md"
-    md_path.write_text(_markdown(title, claims, links, summary_rows), encoding="utf-8")
-    (out_dir / "report.html").write_text(_html(title, claims, links, summary_rows), "utf-8")
+    md_path.write_text(_markdown(title, claims, links, summary_rows, sections), encoding="utf-8")
+    page = _html(title, claims, links, summary_rows, sections)
+    (out_dir / "report.html").write_text(page, "utf-8")
     return md_path
 
 
@@ -82,6 +96,7 @@ def _markdown(
     claims: Sequence[dict[str, Any]],
     links: Sequence[tuple[str, str]],
     summary_rows: str | None,
+    sections: Sequence[Section] = (),
 ) -> str:
     out = [f"# {' '.join(title.split())}", "", "## Claims", ""]
     if claims:
@@ -91,6 +106,18 @@ def _markdown(
             out.append(f"| {ident} | {statement} | **{verdict}** | {details} |")
     else:
         out.append("No claims.")
+    for section in sections:
+        out += ["", f"## {section.title}", ""]
+        if section.intro:
+            out += [section.intro, ""]
+        if not section.rows:
+            out.append("None.")
+            continue
+        out += ["| " + " | ".join(section.columns) + " |", "|" + "---|" * len(section.columns)]
+        for row in section.rows:
+            out.append(
+                "| " + " | ".join(_md_cell(str(row.get(c, ""))) for c in section.columns) + " |"
+            )
     if summary_rows:
         out += ["", "## Summary", "", *_md_block(summary_rows)]
     if links:
@@ -115,6 +142,7 @@ def _html(
     claims: Sequence[dict[str, Any]],
     links: Sequence[tuple[str, str]],
     summary_rows: str | None,
+    sections: Sequence[Section] = (),
 ) -> str:
     name = html.escape(title)
     out = [
@@ -130,6 +158,22 @@ def _html(
         out += [_html_row(c) for c in claims] + ["</tbody></table>"]
     else:
         out.append("<p>No claims.</p>")
+    for section in sections:
+        out.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.intro:
+            out.append(f"<p>{html.escape(section.intro)}</p>")
+        if not section.rows:
+            out.append("<p>None.</p>")
+            continue
+        header = "".join(f"<th>{html.escape(c)}</th>" for c in section.columns)
+        out.append(f"<table><thead><tr>{header}</tr></thead><tbody>")
+        for row in section.rows:
+            cells = "".join(
+                f"<td>{html.escape(str(row.get(c, ''))).replace(chr(10), '<br>')}</td>"
+                for c in section.columns
+            )
+            out.append(f"<tr>{cells}</tr>")
+        out.append("</tbody></table>")
     if summary_rows:
         out += ["<h2>Summary</h2>", f"<pre>{html.escape(summary_rows.rstrip())}</pre>"]
     if links:
