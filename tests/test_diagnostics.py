@@ -220,7 +220,10 @@ def test_exact_snr_agrees_with_the_sampled_estimate(task, knobs, strategy):
 
 
 def test_populations_are_distributions():
-    for task in (make_task("parity", {"d": 9}), make_task("stocks", {"k": 5, "d": 50, "test_size": 100})):
+    for task in (
+        make_task("parity", {"d": 9}),
+        make_task("stocks", {"k": 5, "d": 50, "test_size": 100}),
+    ):
         population = task.population()
         total, count = 0.0, 0
         for batch, weights in population.chunks(100):
@@ -293,3 +296,71 @@ def test_patience_stops_a_run_at_a_plateau_and_stays_out_of_old_ids():
     assert RunSpec.from_dict(flat).id == base.id
     with pytest.raises(E2ELabError, match="patience"):
         Settings(budget=10, patience=-1).validate()
+
+
+# ------------------------------------------------------------------ schedule floor, alignment
+
+
+def test_schedule_floor_explains_a_ratio_below_one_by_the_phases():
+    from e2elab.claims import schedule_floor
+
+    def run(strategy, seed, ett, phases):
+        r = result(strategy, 1, seed, 0.9, ett)
+        r.phases = phases
+        return r
+
+    modular = [
+        {"label": "modular:recognizer", "share": 0.5, "train": ["recognizer"]},
+        {"label": "modular:adder_1", "share": 0.5, "train": ["adder_1"]},
+    ]
+    e2e = [{"label": "e2e", "share": 1.0, "train": ["recognizer", "adder_1"]}]
+    runs = [run("e2e", s, 20_000, e2e) for s in range(2)]
+    runs += [run("modular", s, 55_000, modular) for s in range(2)]
+    ok = schedule_floor(runs, "e2e", ["modular"])
+    assert ok.verdict == PASS and "modular 50,000" in ok.details
+    late = [run("e2e", s, 60_000, e2e) for s in range(2)] + runs[2:]
+    assert schedule_floor(late, "e2e", ["modular"]).verdict == FAIL
+
+
+def test_gradient_alignment_separates_informative_from_uninformative_losses():
+    """The recognizer's final-loss gradient at n = 1 points along its digit-supervised
+    gradient; a loss whose target is independent of its input (e2e on the output while
+    the digit is... here: the own-port loss against itself) is the sanity bound."""
+    from e2elab.claims import alignment_contrast
+    from e2elab.diagnostics.snr import alignment
+    from e2elab.records import SNRResult
+
+    torch.manual_seed(0)
+    mu = torch.randn(50)
+    a = mu + 0.1 * torch.randn(40, 50)
+    assert alignment(a, mu + 0.1 * torch.randn(40, 50)) > 0.95
+    other = torch.randn(50)
+    other -= (other @ mu) / (mu @ mu) * mu  # orthogonal to mu
+    assert abs(alignment(a, other + 0.1 * torch.randn(40, 50))) < 0.1
+
+    def snr(strategy, n, values):
+        return SNRResult(
+            "digit-chain",
+            {"n": n, "m": 10},
+            strategy,
+            "p",
+            64,
+            10,
+            alignment={"recognizer": values},
+        )
+
+    points = [
+        snr("plain", 1, [0.5, 0.6]),
+        snr("plain", 2, [0.0, 0.05]),
+        snr("forced", 1, [0.5, 0.6]),
+        snr("forced", 2, [0.4, 0.35]),
+    ]
+    ok = alignment_contrast([], points, "plain", "forced", "recognizer", low_where={"n": {">=": 2}})
+    assert ok.verdict == PASS
+    points[1] = snr("plain", 2, [0.4, 0.5])
+    assert (
+        alignment_contrast(
+            [], points, "plain", "forced", "recognizer", low_where={"n": {">=": 2}}
+        ).verdict
+        == FAIL
+    )

@@ -350,6 +350,63 @@ def ratio_grows_with_knob(
     return Verdict(verdict, detail, {"ratios": {str(k): v[0] for k, v in table.items()}})
 
 
+def schedule_floor(
+    results: list[RunResult],
+    slow: str,
+    fast: list[str],
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Where ``slow`` needs no more examples than ``fast``, the schedule says why: each of
+    ``fast`` trains its modules one phase after another, so its output cannot be right
+    before every module has begun training (its floor: the examples drawn before the
+    phase in which its last module starts), and ``slow`` reached the threshold (mean
+    over seeds) before the lowest of those floors."""
+    table = _by_knob_cells(results, [slow, *fast], where)
+    if not table:
+        return _no_data(f"{slow} and {fast} where {where}")
+    lines, bad = [], []
+    for key, by_strategy in sorted(table.items()):
+        slow_ett = _mean_ett(by_strategy.get(slow, []))
+        floors = {
+            name: _floor(runs[0]) for name, runs in by_strategy.items() if name != slow and runs
+        }
+        if slow_ett is None or not floors:
+            continue
+        lowest = min(floors.values())
+        listed = ", ".join(f"{name} {f:,}" for name, f in sorted(floors.items()))
+        lines.append(f"{key}: {slow} {_fmt_ett(slow_ett)}; floors: {listed}")
+        if not slow_ett <= lowest:
+            bad.append(key)
+    if not lines:
+        return _no_data(f"{slow} and {fast} with finished runs where {where}")
+    detail = "; ".join(lines) + (
+        f" -- {slow} not below the floor at {', '.join(bad)}" if bad else ""
+    )
+    return Verdict(FAIL if bad else PASS, detail)
+
+
+def _floor(run: RunResult) -> int:
+    """Examples drawn before the phase in which the run's last module starts training."""
+    seen: set[str] = set()
+    modules = {m for phase in run.phases for m in phase.get("train", [])}
+    drawn = 0.0
+    for phase in run.phases:
+        seen |= set(phase.get("train", []))
+        if seen >= modules:
+            break
+        drawn += phase["share"] * run.spec["budget"]
+    return round(drawn)
+
+
+def _by_knob_cells(
+    results: list[RunResult], strategies: list[str], where: dict[str, Any] | None
+) -> dict[str, dict[str, list[RunResult]]]:
+    out: dict[str, dict[str, list[RunResult]]] = {}
+    for (knobs, strategy), runs in cells(results, strategies, where).items():
+        out.setdefault(_short(knobs), {})[strategy] = runs
+    return out
+
+
 def examples_grow_with_knob(
     results: list[RunResult],
     strategy: str,
@@ -543,6 +600,58 @@ def snr_contrast(
 
 _FLOAT32_EPS = 2.0**-23
 
+
+def alignment_contrast(
+    results: list[RunResult],
+    snr: list[Any],
+    low: str,
+    high: str,
+    module: str,
+    where: dict[str, Any] | None = None,
+    low_where: dict[str, Any] | None = None,
+    boundary: float = 0.2,
+) -> Verdict:
+    """The gradient alignment of ``module`` (the cosine between the mean gradient of the
+    measured loss and that of its own ports' loss, mean over inits; see
+    ``SNRResult.alignment``) lies below ``boundary`` under ``low`` at every point of
+    ``where`` and ``low_where``, and above it under ``high`` at every point of ``where``:
+    the loss carries what the module's target would teach it only under ``high``."""
+
+    def points(strategy: str, extra: dict[str, Any]) -> list[tuple[Any, float, float, float]]:
+        chosen = []
+        for r in snr:
+            if r.strategy != strategy or module not in getattr(r, "alignment", {}):
+                continue
+            if not _knobs_match(r.knobs, {**(where or {}), **extra}):
+                continue
+            values = [v for v in r.alignment[module] if not math.isnan(v)]
+            ci = mean_interval(values) if values else None
+            label = _short(json.dumps(r.knobs, sort_keys=True))
+            if ci is not None:
+                chosen.append((label, ci.mean, ci.lo, ci.hi))
+        return sorted(chosen)
+
+    lows, highs = points(low, low_where or {}), points(high, {})
+    if not lows or not highs:
+        return _no_data(f"gradient alignment of {module} under {low} and {high}")
+    bad = [f"{low} @ {k}" for k, v, _, _ in lows if v >= boundary]
+    bad += [f"{high} @ {k}" for k, v, _, _ in highs if v <= boundary]
+
+    def listed(rows: list[tuple[Any, float, float, float]]) -> str:
+        return ", ".join(f"{k}: {v:.2f} [{lo:.2f}, {hi:.2f}]" for k, v, lo, hi in rows)
+
+    detail = f"{low}: {listed(lows)}; {high}: {listed(highs)}" + (
+        f" -- on the wrong side of {boundary:g}: {'; '.join(bad)}" if bad else ""
+    )
+    return Verdict(PASS if not bad else FAIL, detail)
+
+
+def _knobs_match(knobs: dict[str, Any], where: dict[str, Any]) -> bool:
+    fake = RunResult.__new__(RunResult)
+    fake.spec = {"knobs": knobs}
+    return _matches(fake, where)
+
+
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,
@@ -553,6 +662,8 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "snr_contrast": snr_contrast,
     "examples_grow_with_knob": examples_grow_with_knob,
     "lost_in_phase": lost_in_phase,
+    "alignment_contrast": alignment_contrast,
+    "schedule_floor": schedule_floor,
 }
 
 
@@ -585,7 +696,7 @@ def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> Non
             ) from None
         if key == "knob" and value not in known:
             raise ValueError(f"knob {value!r} of {name} is not a knob of the task: {known}")
-        if key == "where" and value is not None:
+        if key in ("where", "low_where") and value is not None:
             for knob, wanted in value.items():
                 if knob not in known:
                     raise ValueError(f"where names {knob!r}, not a knob of the task: {known}")
@@ -616,13 +727,14 @@ def evaluate(
 
 
 def deviations(verdicts: list[Verdict]) -> list[dict[str, str]]:
-    """For every FAIL: the diagnostic claims that explain it (``explains``), with their
-    verdicts and numbers. A FAIL is "explained" when all of them pass, "partly explained"
-    when some do, and "unexplained" when none does (or none measures it)."""
+    """For every FAIL that is not itself a diagnostic: the diagnostic claims that explain
+    it (``explains``), with their verdicts and numbers. A FAIL is "explained" when all of
+    them pass, "partly explained" when some do, and "unexplained" when none does (or none
+    measures it)."""
     rows = []
     for verdict in verdicts:
-        if verdict.verdict != FAIL:
-            continue
+        if verdict.verdict != FAIL or verdict.explains:
+            continue  # a diagnostic's FAIL shows under the claim it would explain
         found = [d for d in verdicts if verdict.id in d.explains]
         passed = [d for d in found if d.verdict == PASS]
         lines = [f"{d.id} ({d.verdict}): {d.statement} {d.details}" for d in found]

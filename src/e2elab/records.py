@@ -282,6 +282,10 @@ class SNRResult:
     # "sampled" (estimated from `batches` batches) or "exact" (summed over the task's
     # finite training distribution of `batches` examples: never a bound)
     method: str = "sampled"
+    # per module and init: the cosine between the mean gradient of the measured loss and
+    # the mean gradient of the loss on the module's own ports (its supervised direction);
+    # near 0: the loss carries none of what the module's target would teach it
+    alignment: dict[str, list[float]] = field(default_factory=dict)
 
     def log10_summary(self, module: str) -> tuple[float, float, float]:
         """Mean and 95% interval of log10 SNR over initialisations. Where an init's SNR is

@@ -39,7 +39,7 @@ from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
 from e2elab.records import Settings, SNRResult
 from e2elab.run import first_batch
-from e2elab.strategy import Strategy
+from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System, trace
 from e2elab.task import Task
 
@@ -47,7 +47,7 @@ from e2elab.task import Task
 MAX_POPULATION = 1 << 22
 FLOAT32_EPS = float(torch.finfo(torch.float32).eps)
 # Part of every stored measurement's key: measurements by an earlier estimator are redone.
-ESTIMATOR = "pairwise-unbiased-jackknife-v1"
+ESTIMATOR = "pairwise-unbiased-jackknife-v2-alignment"
 EXACT = "population-ghost-norm-v1"
 
 
@@ -169,19 +169,54 @@ def gradient_snr(
             m: torch.empty(batches, sum(p.numel() for p in params[m]), dtype=params[m][0].dtype)
             for m in modules
         }
+        # each module's supervised direction: the gradient of the loss on its own ports
+        own = {m: _own_phase(graph, m, chosen) for m in modules if graph.ports_of(m)}
+        supervised = {m: torch.empty_like(grads[m]) for m in own}
         generator = torch.Generator().manual_seed(10_000 * (seed + init) + 1)
         for i in range(batches):
             batch = task.sample(size, generator)
             loss = phase_loss(task, system, heads, graph, chosen, batch)
             for m, g in _module_gradients(loss, params).items():
                 grads[m][i].copy_(g)
+            for m, phase_of_m in own.items():
+                own_loss = phase_loss(task, system, heads, graph, phase_of_m, batch)
+                supervised[m][i].copy_(_module_gradients(own_loss, {m: params[m]})[m])
         for m in modules:
             estimate = snr_estimate(grads[m])
             out.per_init.setdefault(m, []).append(estimate.snr)
             out.resolved.setdefault(m, []).append(estimate.resolved)
             out.noise_top_share.setdefault(m, []).append(estimate.noise_top_share)
+            if m in own:
+                out.alignment.setdefault(m, []).append(alignment(grads[m], supervised[m]))
     assert out is not None
     return out
+
+
+def alignment(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine between the mean rows of ``a`` and ``b`` (B x P each, paired batches), from
+    unbiased estimates: <mu_a, mu_b> by the products of different batches' rows, the
+    squared norms as in ``snr_estimate``. Clipped to [-1, 1]; NaN if a norm is not
+    positive."""
+    b_count = a.shape[0]
+    cross = _gram_pair(a, b)
+    dot = float((cross.sum() - cross.trace()) / (b_count * (b_count - 1)))
+    norm_a, norm_b = snr_estimate(a).signal, snr_estimate(b).signal
+    if norm_a <= 0 or norm_b <= 0:
+        return math.nan
+    return max(-1.0, min(1.0, dot / math.sqrt(norm_a * norm_b)))
+
+
+def _gram_pair(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 20) -> torch.Tensor:
+    out = torch.zeros(a.shape[0], b.shape[0], dtype=torch.float64)
+    for start in range(0, a.shape[1], chunk):
+        out += a[:, start : start + chunk].double() @ b[:, start : start + chunk].double().T
+    return out
+
+
+def _own_phase(graph: Graph, module: str, like: Phase) -> Phase:
+    """``module`` trained on its own ports' targets, under ``like``'s wiring."""
+    losses = {p: 1.0 for p in graph.ports_of(module)}
+    return replace(like, train=frozenset({module}), losses=losses, label=f"own:{module}")
 
 
 def _trained_before(

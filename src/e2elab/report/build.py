@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +93,15 @@ def phase_losses(results: list[RunResult]) -> list[dict[str, str]]:
     """Cells (grid point x strategy) of multi-phase runs whose mean output metric at the
     end is more than ``PHASE_DROP`` below its mean at the end of the phase before."""
     rows = []
+    varying = {
+        k
+        for r in results
+        for k in r.spec["knobs"]
+        if len({json.dumps(x.spec["knobs"].get(k)) for x in results}) > 1
+    }
     for (knobs, strategy), runs in sorted(group(results, "knobs", "strategy").items()):
+        point = json.loads(knobs)
+        knobs = ", ".join(f"{k}={point[k]}" for k in sorted(varying)) or knobs
         ends = [r.phase_ends() for r in runs if r.status == "ok"]
         ends = [e for e in ends if len(e) >= 2]
         if not ends:

@@ -25,7 +25,16 @@ def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
     downward triangle marks an upper bound (the SNR was below resolution); the band
     leaves bounds out."""
     modules = list(dict.fromkeys(m for r in results for m in r.per_init))
-    strategies = list(dict.fromkeys(r.strategy for r in results))
+    # one line per strategy and value of every other knob that varies (e.g. m)
+    others = sorted(
+        {k for r in results for k in r.knobs if k != knob}
+        - {k for k in results[0].knobs if len({str(r.knobs.get(k)) for r in results}) == 1}
+    )
+
+    def series(r: SNRResult) -> str:
+        return ", ".join([r.strategy, *(f"{k}={r.knobs.get(k)}" for k in others)])
+
+    strategies = list(dict.fromkeys(series(r) for r in results))
     columns = min(3, len(modules))
     rows_count = math.ceil(len(modules) / columns)
     fig, grid = plt.subplots(
@@ -40,7 +49,7 @@ def snr_figure(results: list[SNRResult], knob: str, path: Path) -> Path:
             rows = sorted(
                 (r.knobs[knob], *r.log10_summary(module), r.is_bound(module))
                 for r in results
-                if r.strategy == strategy and module in r.per_init
+                if series(r) == strategy and module in r.per_init
             )
             if not rows:
                 continue
