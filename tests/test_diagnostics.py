@@ -323,9 +323,8 @@ def test_schedule_floor_explains_a_ratio_below_one_by_the_phases():
 
 
 def test_gradient_alignment_separates_informative_from_uninformative_losses():
-    """The recognizer's final-loss gradient at n = 1 points along its digit-supervised
-    gradient; a loss whose target is independent of its input (e2e on the output while
-    the digit is... here: the own-port loss against itself) is the sanity bound."""
+    """The alignment estimator: near 1 for paired gradients with the same mean, near 0
+    for orthogonal means; the claim splits strategies on either side of its boundary."""
     from e2elab.claims import alignment_contrast
     from e2elab.diagnostics.snr import alignment
     from e2elab.records import SNRResult
@@ -364,3 +363,35 @@ def test_gradient_alignment_separates_informative_from_uninformative_losses():
         ).verdict
         == FAIL
     )
+
+
+def test_snr_below_resolution_explains_an_undecided_contrast():
+    from e2elab.claims import snr_below_resolution
+    from e2elab.records import SNRResult
+
+    def point(strategy, k, value, resolved):
+        return SNRResult(
+            "line-parity",
+            {"k": k},
+            strategy,
+            "p",
+            32,
+            60,
+            {"scorer": [value, value]},
+            {"scorer": [resolved, resolved]},
+        )
+
+    undecided = [
+        point("e2e", 1, 0.04, False),
+        point("e2e", 4, 0.02, False),
+        point("hinted", 1, 0.04, False),
+        point("hinted", 4, 0.05, True),
+    ]
+    verdict = snr_below_resolution([], undecided, module="scorer")
+    assert verdict.verdict == PASS and "60 sampled batches" in verdict.details
+    assert "e2e at k=1" in verdict.details and "hinted at k=1" in verdict.details
+    resolved = [
+        point(s, k, v, True)
+        for s, k, v in [("e2e", 1, 0.1), ("e2e", 4, 1e-4), ("hinted", 1, 0.1), ("hinted", 4, 0.1)]
+    ]
+    assert snr_below_resolution([], resolved, module="scorer").verdict == FAIL

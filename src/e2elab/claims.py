@@ -595,7 +595,40 @@ def snr_contrast(
         )
     elif not ok:
         why = f" -- needs a drop >= {min_drop} under {falling} and <= {max_flat_drop} under {flat}"
-    return Verdict(PASS if ok else FAIL, "; ".join(parts) + why, {"drops": drops})
+    numbers = {"drops": drops, "unresolved": unresolved, "batches": max(batches, default=0)}
+    return Verdict(PASS if ok else FAIL, "; ".join(parts) + why, numbers)
+
+
+def snr_below_resolution(
+    results: list[RunResult],
+    snr: list[Any],
+    falling: str = "e2e",
+    flat: str = "hinted",
+    module: str = "",
+    knob: str = "k",
+    min_drop: float = 2.0,
+    max_flat_drop: float = 1.0,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """The diagnostic of an ``snr_contrast`` (same parameters) that cannot be decided:
+    PASS when points it needs are upper bounds (below the estimator's resolution), with
+    the batches they came from; each tenfold more batches resolve about tenfold smaller
+    SNRs. FAIL when every point it needs is resolved (then resolution is not why)."""
+    contrast = snr_contrast(
+        results, snr, falling, flat, module, knob, min_drop, max_flat_drop, where
+    )
+    if contrast.verdict == INCONCLUSIVE:
+        return contrast
+    unresolved = contrast.numbers.get("unresolved", [])
+    batches = contrast.numbers.get("batches", 0)
+    if not unresolved:
+        return Verdict(FAIL, "every point the contrast needs is resolved")
+    detail = (
+        f"below resolution from {batches} sampled batches: {', '.join(unresolved)}; "
+        f"10x the batches resolve about 10x smaller SNRs ({10 * batches} for one decade "
+        f"lower, {100 * batches} for two)"
+    )
+    return Verdict(PASS, detail, {"unresolved": unresolved})
 
 
 _FLOAT32_EPS = 2.0**-23
@@ -664,6 +697,7 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "lost_in_phase": lost_in_phase,
     "alignment_contrast": alignment_contrast,
     "schedule_floor": schedule_floor,
+    "snr_below_resolution": snr_below_resolution,
 }
 
 

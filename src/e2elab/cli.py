@@ -151,6 +151,11 @@ def _build_parser() -> _Parser:
     run.add_argument("--optimizer", help="adam or sgd (default: task's)")
     run.add_argument("--threshold", type=float, help="accuracy for examples-to-threshold")
     run.add_argument(
+        "--patience",
+        type=int,
+        help="stop a run when its output has not gained 0.002 for this many evaluations",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -277,6 +282,7 @@ def _one_cell(args: argparse.Namespace) -> experiments.Experiment:
         "lr": args.lr,
         "threshold": args.threshold,
         "optimizer": args.optimizer,
+        "patience": args.patience,
     }
     # every setting checked here, once, with the task's defaults under it
     type(task).defaults.override(budget=args.budget, device=args.device, **training).validate()
