@@ -76,7 +76,9 @@ def _matches(result: RunResult, where: dict[str, Any]) -> bool:
 
 def _strategy_matches(name: str, patterns: str | list[str]) -> bool:
     pats = [patterns] if isinstance(patterns, str) else patterns
-    return any(fnmatchcase(name, p) for p in pats)
+    # a strategy's own name matches itself even where it holds pattern characters
+    # (frozen_others:force=digit_[2-9],...)
+    return any(name == p or fnmatchcase(name, p) for p in pats)
 
 
 def cells(
@@ -508,7 +510,7 @@ def lost_in_phase(
         if not ok or final.mean >= level:
             continue
         ends = [r.phase_ends() for r in ok]
-        if any(len(e) < abs(phase) for e in ends):
+        if any(not -len(e) <= phase < len(e) for e in ends):
             unexplained.append(f"{_short(key[0])}: no phase {phase}")
             continue
         before = metric_interval([e[phase]["output"] for e in ends])
@@ -558,7 +560,7 @@ def snr_contrast(
     methods: dict[str, set[str]] = {falling: set(), flat: set()}
     batches: list[int] = []
     for r in snr:
-        if not all(r.knobs.get(k) == v for k, v in (where or {}).items()):
+        if not _knobs_match(r.knobs, where or {}):
             continue
         if r.strategy in series and module in r.per_init:
             methods[r.strategy].add(r.method)

@@ -177,6 +177,13 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
                 strategies.parse_strategy(text)
             except E2ELabError as error:
                 raise fail(field, error) from None
+    if exp.snr is not None and isinstance(exp.snr.exact, list):
+        unknown = [s for s in exp.snr.exact if s not in exp.snr.strategies]
+        if unknown:
+            raise fail(
+                "snr.exact",
+                f"{unknown[0]!r} is not one of snr.strategies: {', '.join(exp.snr.strategies)}",
+            )
     for i, claim in enumerate(exp.claims):
         if claim.check not in CHECKS:
             listed = ", ".join(sorted(CHECKS))

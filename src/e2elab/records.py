@@ -229,13 +229,14 @@ class RunResult:
 
     def phase_ends(self) -> list[dict[str, Any]]:
         """Per phase: its label, the examples drawn when it ended and the output's metric
-        there (read from the curve for runs stored before phases recorded it)."""
+        there (read from the curve for runs stored before phases recorded it; NaN and -1
+        for a phase that was never evaluated, e.g. one given no examples)."""
         out = []
         for index, phase in enumerate(self.phases):
             end = phase if "metrics" in phase else phase_end(self.curve, index)
-            if end:
-                value = end["metrics"].get(self.output, float("nan"))
-                out.append({"label": phase["label"], "examples": end["examples"], "output": value})
+            value = end["metrics"].get(self.output, math.nan) if end else math.nan
+            examples = end.get("examples", -1) if end else -1  # -1: never evaluated
+            out.append({"label": phase["label"], "examples": examples, "output": value})
         return out
 
     def rescored(self, threshold: float) -> RunResult:

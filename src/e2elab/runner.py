@@ -182,7 +182,7 @@ def measure_snr(
                     settings.batch_size,
                     EXACT if exact else ESTIMATOR,
                     code,
-                    *([settings.phase, config.budget, config.lr] if config else []),
+                    *([settings.phase, dataclasses.asdict(config)] if config else []),
                 ],
                 sort_keys=True,
             )

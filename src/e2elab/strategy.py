@@ -359,6 +359,11 @@ def forced_ports(patterns: list[str], graph: Graph) -> frozenset[str]:
     (with ``*``, ``?`` or ``[...]``) may match none (e.g. ``digit_[2-9]`` at n = 1)."""
     found: set[str] = set()
     for pattern in patterns:
+        if pattern.count("[") != pattern.count("]"):
+            raise E2ELabError(
+                f"force: {pattern!r} has an unbalanced bracket (a comma ends a port name, "
+                "so a class cannot list several: use a range, e.g. digit_[2-9])"
+            )
         if any(c in pattern for c in "*?["):
             found |= {p for p in graph.ports if fnmatchcase(p, pattern)}
         elif pattern in graph.ports:
@@ -371,7 +376,8 @@ def forced_ports(patterns: list[str], graph: Graph) -> frozenset[str]:
 def _forcing(built: Strategy, ports: frozenset[str]) -> Strategy:
     def forced(p: Phase) -> Phase:
         added = sorted(ports - p.teacher_forced)
-        label = p.label + (f" (forced: {','.join(added)})" if added else "")
+        shown = ",".join(added) if added else "none new" if ports else "none"
+        label = f"{p.label} (forced: {shown})"
         return replace(p, teacher_forced=p.teacher_forced | ports, label=label)
 
     phases = tuple(forced(p) for p in built.phases)

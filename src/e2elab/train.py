@@ -94,6 +94,8 @@ def train_seeds(
     """
     keep_freed_memory()
     device = _dev(config)
+    if config.patience:
+        batch = False  # each seed stops at its own plateau, as it would alone
     if len(seeds) > 1 and batch is None:
         batch = batching_pays(task, strategy, graph, seeds, config.optimizer, config.lr, device)
     if len(seeds) > 1 and not batch:
@@ -200,8 +202,10 @@ class _Loop:
         patience, port = self.config.patience, self.task.output
         if not patience:
             return False
+        last = len(self.boundaries) - 1
         for s in self.live():
-            values = [p["metrics"].get(port, float("nan")) for p in self.outcomes[s].curve]
+            curve = self.outcomes[s].curve
+            values = [p["metrics"].get(port, float("nan")) for p in curve if p["phase"] == last]
             if len(values) <= patience:
                 return False
             if max(values[-patience:]) > max(values[:-patience]) + PLATEAU_DELTA:

@@ -141,7 +141,13 @@ def gradient_snr(
         system = task.build_system()
         graph = trace(system, first_batch(task), task.ports)
         built = strategies.build(strategy, graph, task.output)
-        index = phase % len(built.phases)
+        count = len(built.phases)
+        if not -count <= phase < count:
+            raise E2ELabError(
+                f"SNR: strategy {strategy} has {count} phases; phase must be in "
+                f"{-count}..{count - 1}, got {phase}"
+            )
+        index = phase % count
         chosen = built.phases[index]
         if index > 0 and pretrain is not None:
             system = _trained_before(task, built, graph, index, pretrain, seed + init)
