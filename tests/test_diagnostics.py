@@ -431,3 +431,15 @@ def test_review_findings_stay_fixed():
     }
     with pytest.raises(E2ELabError, match=r"snr\.exact"):
         experiment.parse(data, "x.yaml")
+
+
+def test_every_seed_reaches_per_cell_or_by_best_of():
+    from e2elab.claims import every_seed_reaches
+
+    runs = [result("modular", 6, 0, 0.9, 40_000), result("modular", 6, 1, 0.85, None)]
+    runs += [result("greedy", 6, s, 0.9, 30_000) for s in range(2)]
+    each = every_seed_reaches(runs, ["modular", "greedy"])
+    assert each.verdict == FAIL and "not seeds 1" in each.details
+    best = every_seed_reaches(runs, ["modular", "greedy"], any_strategy=True)
+    assert best.verdict == PASS
+    assert every_seed_reaches(runs[:2], ["modular"], any_strategy=True).verdict == FAIL

@@ -352,6 +352,43 @@ def ratio_grows_with_knob(
     return Verdict(verdict, detail, {"ratios": {str(k): v[0] for k, v in table.items()}})
 
 
+def every_seed_reaches(
+    results: list[RunResult],
+    strategies: str | list[str],
+    where: dict[str, Any] | None = None,
+    any_strategy: bool = False,
+) -> Verdict:
+    """Every finished seed of every matching cell reaches the threshold (a mean that does
+    may hide a seed that never did, which makes examples-to-threshold infinite). With
+    ``any_strategy``, a grid point passes when one of the strategies does so (as a best-of
+    comparison needs)."""
+    groups = cells(results, strategies, where)
+    if not groups:
+        return _no_data(f"strategies {strategies} where {where}")
+    points: dict[str, list[tuple[bool, str]]] = {}
+    for key, runs in sorted(groups.items()):
+        ok = sorted(_ok(runs), key=lambda r: r.spec["seed"])
+        missed = [str(r.spec["seed"]) for r in ok if r.examples_to_threshold is None]
+        text = (
+            f"{key[1]} @ {_short(key[0])}: {len(ok) - len(missed)}/{len(ok)} seeds reached"
+            + (f" (not seeds {', '.join(missed)})" if missed else "")
+            + _unfinished(runs)
+        )
+        points.setdefault(key[0], []).append((bool(ok) and not missed, text))
+    if any_strategy:
+        short = [
+            " / ".join(text for _, text in cell)
+            for cell in points.values()
+            if not any(good for good, _ in cell)
+        ]
+        total, unit = len(points), "grid points have a strategy that reaches it in every seed"
+    else:
+        short = [text for cell in points.values() for good, text in cell if not good]
+        total, unit = len(groups), "cells reach it in every seed"
+    detail = f"{total - len(short)}/{total} {unit}" + (f"; {'; '.join(short)}" if short else "")
+    return Verdict(FAIL if short else PASS, detail)
+
+
 def schedule_floor(
     results: list[RunResult],
     slow: str,
@@ -699,6 +736,7 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "lost_in_phase": lost_in_phase,
     "alignment_contrast": alignment_contrast,
     "schedule_floor": schedule_floor,
+    "every_seed_reaches": every_seed_reaches,
     "snr_below_resolution": snr_below_resolution,
 }
 
