@@ -143,6 +143,8 @@ def test_lost_in_phase_explains_a_fine_tuning_that_destroyed():
     assert lost.verdict == PASS and "after modular:adder" in lost.details
     never = lost_in_phase([run(0, 0.4, 0.3), run(1, 0.5, 0.5)], "pretrain_finetune")
     assert never.verdict == FAIL and "never reached" in never.details
+    short = lost_in_phase([run(0, 0.4, 0.3), run(1, 0.5, 0.5)], "pretrain_finetune", or_short=True)
+    assert short.verdict == PASS and "short of 0.8 already" in short.details
     fine = lost_in_phase([run(0, 0.95, 0.9), run(1, 0.93, 0.95)], "pretrain_finetune")
     assert fine.verdict == INCONCLUSIVE
 

@@ -531,10 +531,13 @@ def lost_in_phase(
     strategy: str,
     phase: int = -2,
     where: dict[str, Any] | None = None,
+    or_short: bool = False,
 ) -> Verdict:
     """Where a cell of ``strategy`` ends below the threshold, it had reached it at the end
     of phase ``phase`` (default: the one before the last, e.g. pre-training before
-    fine-tuning): a later phase lost what that phase had. Means over seeds, with 95%
+    fine-tuning): a later phase lost what that phase had. With ``or_short`` a cell that
+    was already below the threshold there counts too (that phase fell short, and the
+    later ones did not make up for it); each cell says which. Means over seeds, with 95%
     intervals; INCONCLUSIVE when no cell ends below the threshold (nothing to explain)."""
     groups = cells(results, strategy, where)
     if not groups:
@@ -555,9 +558,10 @@ def lost_in_phase(
         lost = before.mean >= level
         lines.append(
             f"{key[1]} @ {_short(key[0])}: {before.format(3)} after {label}, "
-            f"{final.format(3)} at the end ({final.mean - before.mean:+.3f})"
+            f"{final.format(3)} at the end ({final.mean - before.mean:+.3f}; "
+            f"{'lost in a later phase' if lost else f'short of {level:g} already'})"
         )
-        if not lost:
+        if not lost and not or_short:
             unexplained.append(f"{_short(key[0])} never reached {level:g}")
     if not lines and not unexplained:
         return Verdict(INCONCLUSIVE, "no cell ends below the threshold: nothing lost")
