@@ -176,7 +176,12 @@ def gradient_snr(
             for m in modules
         }
         # each module's supervised direction: the gradient of the loss on its own ports
-        own = {m: _own_phase(graph, m, chosen) for m in modules if graph.ports_of(m)}
+        # (none where that is the measured loss itself, e.g. a one-module system)
+        own = {
+            m: _own_phase(graph, m, chosen)
+            for m in modules
+            if graph.ports_of(m) and set(graph.ports_of(m)) != set(chosen.losses)
+        }
         supervised = {m: torch.empty_like(grads[m]) for m in own}
         generator = torch.Generator().manual_seed(10_000 * (seed + init) + 1)
         for i in range(batches):
