@@ -24,8 +24,9 @@ def test_features_have_fixed_shapes_and_are_deterministic(family, source, sizes)
     assert first.shape == (20, sizes[family]) and first.dtype == np.float32
     assert np.isfinite(first).all()
     assert np.array_equal(first, extract(family, images.copy()))
-    # an example's features do not depend on the other images in the batch
-    assert np.array_equal(first[3:4], extract(family, images[3:4]))
+    # an example's features do not depend on the other images in the batch (up to the
+    # order of float sums in numpy's pooling)
+    assert np.allclose(first[3:4], extract(family, images[3:4]), rtol=1e-5, atol=1e-7)
 
 
 def test_gabor_bank_fits_the_image_and_is_normalised():
