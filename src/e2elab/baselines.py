@@ -16,8 +16,11 @@ import numpy as np
 import torch
 from sklearn.base import ClassifierMixin
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
-from sklearn.svm import SVC
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
 from sklearn.tree import DecisionTreeClassifier
 
 from e2elab.errors import E2ELabError, choices
@@ -46,7 +49,47 @@ MODELS: dict[str, tuple[Maker, int | None]] = {
         ),
         None,
     ),
+    # linear models on standardised features; C is chosen on the task's validation set
+    "logreg": (
+        lambda seed, jobs: make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=2000, random_state=seed)
+        ),
+        None,
+    ),
+    "linear_svm": (
+        lambda seed, jobs: make_pipeline(
+            StandardScaler(), LinearSVC(max_iter=5000, random_state=seed)
+        ),
+        None,
+    ),
 }
+
+# hyper-parameter grids, searched on the task's validation set where it has one
+GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
+    "logreg": ("logisticregression__C", (0.01, 0.1, 1.0, 10.0)),
+    "linear_svm": ("linearsvc__C", (0.001, 0.01, 0.1, 1.0)),
+    "svm": ("C", (0.1, 1.0, 10.0)),
+}
+
+
+def image_features(batch: Batch, family: str) -> np.ndarray:
+    """Hand-crafted ``family`` features (``e2elab.features``) of a batch whose one input
+    is a grey image, shaped (N, 1, H, W) or (N, H, W)."""
+    from e2elab.features import extract
+
+    if len(batch.x) != 1:
+        raise E2ELabError(
+            f"features= needs one image input per example; this task gives {sorted(batch.x)}"
+        )
+    images = next(iter(batch.x.values()))
+    if images.dim() == 4 and images.shape[1] == 1:
+        images = images[:, 0]
+    if images.dim() != 3:
+        raise E2ELabError(
+            f"features= needs grey images shaped (N, 1, H, W) or (N, H, W), got "
+            f"{tuple(images.shape)}"
+        )
+    return extract(family, images.numpy())
 
 
 def features(batch: Batch) -> np.ndarray:
@@ -55,7 +98,14 @@ def features(batch: Batch) -> np.ndarray:
     return torch.cat(parts, dim=1).numpy()
 
 
-def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1) -> dict[str, Any]:
+def fit_blackbox(
+    task: Task,
+    model: str,
+    examples: int,
+    seed: int,
+    jobs: int = 1,
+    feature_family: str | None = None,
+) -> dict[str, Any]:
     """Fit ``model`` on ``examples`` training examples and score it on ``task.test_set()``.
 
     Examples are drawn with ``task.sample``, except for a task with a fixed finite
@@ -76,11 +126,11 @@ def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1
             f"black-box baselines fit classifiers; task {task.name}'s output port "
             f"{task.output!r} is of kind {spec.port_kind.name!r}"
         )
-    make, cap = MODELS[model]
+    cap = MODELS[model][1]
     used = examples if cap is None else min(examples, cap)
     began = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
-    finite = task.train_set()
+    finite = task.train_set_for(seed)
     if finite is None:
         train = task.sample(used, generator)
     else:
@@ -88,12 +138,17 @@ def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1
         keep = torch.randperm(len(finite), generator=generator)[:used].sort().values
         train = finite if used == len(finite) else finite.take(keep)
     test = task.test_set()
+
+    def inputs(batch: Batch) -> np.ndarray:
+        return features(batch) if feature_family is None else image_features(batch, feature_family)
+
     y_train, y_test = _target(train, task.output), _target(test, task.output)
-    learner = make(seed, jobs)
-    learner.fit(features(train), y_train)
-    train_accuracy = float(np.mean(learner.predict(features(train)) == y_train))
-    test_accuracy = float(np.mean(learner.predict(features(test)) == y_test))
+    x_train = inputs(train)
+    learner, chosen = _choose(task, model, seed, jobs, x_train, y_train, inputs)
+    train_accuracy = float(np.mean(learner.predict(x_train) == y_train))
+    test_accuracy = float(np.mean(learner.predict(inputs(test)) == y_test))
     return {
+        "hyper_parameters": chosen,
         "model": model,
         "examples": examples,
         "examples_used": used,
@@ -103,6 +158,34 @@ def fit_blackbox(task: Task, model: str, examples: int, seed: int, jobs: int = 1
         "test_size": len(test),
         "seconds": time.perf_counter() - began,
     }
+
+
+def _choose(
+    task: Task,
+    model: str,
+    seed: int,
+    jobs: int,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    inputs: Callable[[Batch], np.ndarray],
+) -> tuple[ClassifierMixin, dict[str, float]]:
+    """The learner fitted on the training set, with its hyper-parameter chosen by accuracy
+    on the task's validation set (never the test set); the default where the task has no
+    validation set or the model no grid."""
+    make = MODELS[model][0]
+    validation = task.validation_set()
+    if model not in GRIDS or validation is None:
+        return make(seed, jobs).fit(x_train, y_train), {}
+    name, values = GRIDS[model]
+    x_val, y_val = inputs(validation), _target(validation, task.output)
+    best: tuple[float, float, ClassifierMixin] | None = None
+    for value in values:
+        learner = make(seed, jobs).set_params(**{name: value}).fit(x_train, y_train)
+        score = float(np.mean(learner.predict(x_val) == y_val))
+        if best is None or score > best[0]:
+            best = (score, value, learner)
+    assert best is not None
+    return best[2], {name.split("__")[-1]: best[1], "validation_accuracy": best[0]}
 
 
 def _target(batch: Batch, port: str) -> np.ndarray:

@@ -162,7 +162,10 @@ def _execute_seeds(
     check_strategy(instance, strategy)
     if strategy.blackbox is not None:
         return [
-            _execute_blackbox(s, instance, strategy.blackbox, time.perf_counter()) for s in specs
+            _execute_blackbox(
+                s, instance, strategy.blackbox, time.perf_counter(), strategy.params.get("features")
+            )
+            for s in specs
         ]
     seeds = [s.seed for s in specs]
     try:
@@ -295,9 +298,12 @@ def weights_hash(systems: list[System]) -> str:
     return digest.hexdigest()
 
 
-def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> RunResult:
-    """A baseline run: fit a scikit-learn learner on ``spec.budget`` raw examples."""
-    fit = fit_blackbox(task, model, spec.settings.budget, spec.seed)
+def _execute_blackbox(
+    spec: RunSpec, task: Task, model: str, began: float, family: str | None = None
+) -> RunResult:
+    """A baseline run: fit a scikit-learn learner on ``spec.budget`` raw examples (or on
+    their hand-crafted ``family`` features)."""
+    fit = fit_blackbox(task, model, spec.settings.budget, spec.seed, feature_family=family)
     test = task.test_set()
     output = task.output
     chance = chance_level(task.ports[output], test.targets[output])
@@ -324,11 +330,12 @@ def _execute_blackbox(spec: RunSpec, task: Task, model: str, began: float) -> Ru
         memory={"max_rss_bytes": _max_rss_bytes()},
         phases=[
             {
-                "label": f"blackbox:{model}",
+                "label": f"blackbox:{model}" + (f" on {family}" if family else ""),
                 "share": 1.0,
                 "train": [],
                 "seconds": fit["seconds"],
                 "train_accuracy": fit["train_accuracy"],
+                "hyper_parameters": fit["hyper_parameters"],
             }
         ],
         numerics=describe(spec.settings.device),

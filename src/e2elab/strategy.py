@@ -214,14 +214,22 @@ def ensemble(graph: Graph, output: str, members: int = 3) -> Strategy:
     return Strategy("ensemble", (phase,), members=members, params={"members": members})
 
 
-def blackbox(graph: Graph, output: str, model: str = "random_forest") -> Strategy:
-    """Not the system at all: a scikit-learn learner (random_forest, svm, mlp, ...) fitted
-    on the raw inputs flattened, with the same budget of training examples."""
+def blackbox(
+    graph: Graph, output: str, model: str = "random_forest", features: str = ""
+) -> Strategy:
+    """Not the system at all: a scikit-learn learner (random_forest, svm, mlp, logreg,
+    linear_svm, ...) fitted on the raw inputs flattened, or with ``features`` on
+    hand-crafted image features (hog, edges, gabor: the classic pipeline), with the same
+    budget of training examples."""
     from e2elab.baselines import MODELS
+    from e2elab.features import FAMILIES
 
     if model not in MODELS:
         raise choices("model for blackbox:", model, list(MODELS))
-    return Strategy("blackbox", (), params={"model": model}, blackbox=model)
+    if features and features not in FAMILIES:
+        raise choices("features for blackbox:", features, list(FAMILIES))
+    params = {"model": model, **({"features": features} if features else {})}
+    return Strategy("blackbox", (), params=params, blackbox=model)
 
 
 @dataclass(frozen=True)
@@ -258,9 +266,10 @@ STRATEGIES: dict[str, StrategyInfo] = {
     ),
     "blackbox": StrategyInfo(
         blackbox,
-        {"model": str},
+        {"model": str, "features": str},
         {"model": "random_forest"},
-        "baseline: a scikit-learn learner on the raw inputs, no modules",
+        "baseline: a scikit-learn learner on the raw inputs (or on hand-crafted FEATURES), "
+        "no modules",
     ),
 }
 

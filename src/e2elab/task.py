@@ -248,6 +248,17 @@ class Task(ABC):
         (``sample`` then draws from it with replacement); None for generated data."""
         return None
 
+    def train_set_for(self, seed: int) -> Batch | None:
+        """The training set of the run with ``seed``, where each run trains on a fixed
+        finite set of its own (e.g. a subset drawn by the seed); by default the task's
+        ``train_set``. Black-box learners fit on it."""
+        return self.train_set()
+
+    def validation_set(self) -> Batch | None:
+        """Examples held out from training and test, for choosing hyper-parameters
+        (black-box learners choose theirs on it); None where the task has none."""
+        return None
+
     def population(self) -> Population | None:
         """The training distribution as a finite set of weighted examples, where it is one
         (``diagnostics.exact_snr`` then computes the gradient's mean and variance exactly);

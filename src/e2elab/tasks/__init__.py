@@ -28,6 +28,7 @@ from typing import Any
 from e2elab.errors import E2ELabError, choices
 from e2elab.task import Task
 from e2elab.tasks.digit_chain import DigitChain
+from e2elab.tasks.images import Images
 from e2elab.tasks.line_parity import LineParity
 from e2elab.tasks.parity import Parity
 from e2elab.tasks.pentomino import Pentomino
@@ -35,7 +36,15 @@ from e2elab.tasks.sequence_copy import SequenceCopy
 from e2elab.tasks.stocks import Stocks
 
 ENTRY_POINT_GROUP = "e2elab.tasks"
-SHIPPED: tuple[type[Task], ...] = (DigitChain, LineParity, Parity, Pentomino, SequenceCopy, Stocks)
+SHIPPED: tuple[type[Task], ...] = (
+    DigitChain,
+    Images,
+    LineParity,
+    Parity,
+    Pentomino,
+    SequenceCopy,
+    Stocks,
+)
 TASKS: dict[str, type[Task]] = {}
 
 
