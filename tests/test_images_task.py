@@ -87,3 +87,35 @@ def test_the_classic_pipeline_chooses_its_hyper_parameter_on_validation():
         "model": "logreg",
     }
     assert np.isfinite(result.wall_seconds)
+
+
+def test_select_validation_reports_the_best_validation_point():
+    spec = make_spec(
+        "images",
+        "e2e",
+        knobs={"source": "digits", "train_size": 100},
+        budget=3200,
+        evaluations=8,
+        select="validation",
+    )
+    result = execute(spec)
+    key = "digit@validation"
+    points = [p for p in result.curve if p["phase"] == 0]
+    best = max(points, key=lambda p: p["metrics"][key])
+    assert result.selected_at == best["examples"]
+    assert result.final == best["metrics"]
+    assert (
+        "select" in spec.to_dict()
+        and spec.id
+        != make_spec(
+            "images",
+            "e2e",
+            knobs={"source": "digits", "train_size": 100},
+            budget=3200,
+            evaluations=8,
+        ).id
+    )
+    with pytest.raises(E2ELabError, match="needs a validation set"):
+        execute(make_spec("stocks", "e2e", budget=200, select="validation"))
+    with pytest.raises(E2ELabError, match="select"):
+        make_spec("images", "e2e", select="best")

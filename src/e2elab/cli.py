@@ -156,6 +156,10 @@ def _build_parser() -> _Parser:
         help="stop a run when its output has not gained 0.002 for this many evaluations",
     )
     run.add_argument(
+        "--select",
+        help="last (default) or validation: report the evaluation with the best validation score",
+    )
+    run.add_argument(
         "--out",
         type=Path,
         default=DEFAULT_OUT,
@@ -283,6 +287,7 @@ def _one_cell(args: argparse.Namespace) -> experiments.Experiment:
         "threshold": args.threshold,
         "optimizer": args.optimizer,
         "patience": args.patience,
+        "select": args.select,
     }
     # every setting checked here, once, with the task's defaults under it
     type(task).defaults.override(budget=args.budget, device=args.device, **training).validate()

@@ -38,6 +38,7 @@ class Training(_Strict):
     evaluations: int | None = Field(None, ge=1, le=MAX_EVALUATIONS)
     optimizer: str | None = None
     patience: int | None = Field(None, ge=0, le=MAX_EVALUATIONS)
+    select: str | None = None
 
 
 class ClaimSpec(_Strict):

@@ -29,6 +29,8 @@ SPEC_VERSION = 5
 
 OPTIMIZER_NAMES = ("adam", "sgd")
 PLATEAU_DELTA = 0.002
+SELECTIONS = ("last", "validation")
+VALIDATION = "@validation"  # suffix of a port's validation metric in a curve
 # Bounds no real setting reaches: past them a value is a typo, not a plan (1e10 examples
 # of the fastest task take about a day on a CPU).
 MAX_BUDGET = 10**10
@@ -59,6 +61,10 @@ class Settings:
     # stop when the output's metric has not risen by more than PLATEAU_DELTA over the best
     # so far for this many evaluations in a row (in the last phase); 0: train the budget
     patience: int = 0
+    # "validation": a run reports its test metrics at the evaluation of its last phase
+    # with the best validation score of the output (early stopping chosen on held-out
+    # data, never on the test set; needs Task.validation_set); "last": at its end
+    select: str = "last"
 
     def override(self, **changes: Any) -> Settings:
         """These settings with every change that is not None laid over them."""
@@ -82,6 +88,8 @@ class Settings:
                 raise E2ELabError(f"{name} must be a positive integer, got {value!r}")
             if value > most:
                 raise E2ELabError(f"{name} must be at most {most:,}, got {value:,}")
+        if self.select not in SELECTIONS:
+            raise choices("select", self.select, list(SELECTIONS))
         patience = self.patience
         if isinstance(patience, bool) or not isinstance(patience, int) or patience < 0:
             raise E2ELabError(f"patience must be a whole number >= 0, got {patience!r}")
@@ -146,6 +154,8 @@ class RunSpec:
             fields.pop(name)
         if not fields.get("patience"):  # off: the ids of runs stored before it existed
             fields.pop("patience", None)
+        if fields.get("select", "last") == "last":
+            fields.pop("select", None)
         fields["version"] = SPEC_VERSION
         text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -214,6 +224,9 @@ class RunResult:
     # per port: how its metric reads ("accuracy", "balanced accuracy", "R2", ...)
     metric_names: dict[str, str] = field(default_factory=dict)
     probe_metric: dict[str, str] = field(default_factory=dict)
+    # with Settings.select "validation": the examples at the evaluation whose test
+    # metrics ``final`` reports
+    selected_at: int | None = None
 
     @property
     def output_metric(self) -> float:

@@ -276,6 +276,7 @@ def _result(
         weights_sha256=weights_hash(outcome.systems),
         metric_names=_metric_names(instance),
         probe_metric=_probe_metrics(instance),
+        selected_at=outcome.selected_at,
     )
 
 

@@ -22,9 +22,10 @@ import torch
 from torch import Tensor
 
 from e2elab.allocator import keep_freed_memory
+from e2elab.errors import E2ELabError
 from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
-from e2elab.records import PLATEAU_DELTA, Settings
+from e2elab.records import PLATEAU_DELTA, VALIDATION, Settings
 from e2elab.replicas import OPTIMIZERS, Replicas, batching_pays, make_replicas, step_memory
 from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
@@ -47,6 +48,7 @@ class Outcome:
     memory: dict[str, Any] = field(default_factory=dict)
     phase_seconds: list[float] = field(default_factory=list)
     systems: list[System] = field(default_factory=list)  # the trained members
+    selected_at: int | None = None  # Settings.select "validation": the chosen evaluation
 
 
 Boundary = Callable[[int, list[list[System]]], None]
@@ -148,6 +150,15 @@ class _Loop:
         self.device = _dev(config)
         self.rngs = [torch.Generator().manual_seed(seed) for seed in seeds]
         self.test = task.test_set().to(self.device)
+        self.validation: Batch | None = None
+        if config.select == "validation":
+            validation = task.validation_set()
+            if validation is None:
+                raise E2ELabError(
+                    f"select: validation needs a validation set, and task {task.name} has "
+                    "none (Task.validation_set); use select: last"
+                )
+            self.validation = validation.to(self.device)
         self.outcomes = [Outcome() for _ in seeds]
         self.schedule = _Schedule(config.budget, config.evaluations)
         self.examples = 0
@@ -257,15 +268,45 @@ class _Loop:
                     if values:
                         merged = spec.average(values) if len(values) > 1 else values[0]
                         chunks[s].setdefault(port, []).append(merged)
+        held_out = self._validation_scores()
         for s in self.live():
             metrics: dict[str, float] = {}
             for port, values in chunks[s].items():
                 scores = task.ports[port].metrics(torch.cat(values), test.targets[port])
                 # the port's metric under its name; a kind's others as PORT:NAME
                 metrics |= {f"{port}:{k}" if k else port: v for k, v in scores.items()}
+            if held_out is not None:
+                metrics[task.output + VALIDATION] = held_out[s]
             point = {"examples": self.examples, "phase": phase, "metrics": metrics}
             self.outcomes[s].curve.append(point)
             self.outcomes[s].examples = self.examples
+
+    def _validation_scores(self) -> list[float] | None:
+        """The output's metric on the validation set, per seed (None: not selecting)."""
+        if self.validation is None:
+            return None
+        task, replicas, port = self.task, self.replicas, self.task.output
+        spec, chunk = task.ports[port], max(1, EVAL_CHUNK // replicas.eval_chunk_divisor)
+        parts: list[list[Tensor]] = [[] for _ in self.outcomes]
+        for start in range(0, len(self.validation), chunk):
+            part = self.validation.slice(start, start + chunk)
+            per_member = [replicas.ports(i, part) for i in range(replicas.members)]
+            for s in range(len(self.outcomes)):
+                values = [m[s][port] for m in per_member]
+                parts[s].append(spec.average(values) if len(values) > 1 else values[0])
+        target = self.validation.targets[port]
+        return [spec.metric(torch.cat(values), target) for values in parts]
+
+    def _select(self, outcome: Outcome) -> None:
+        """Report the last phase's evaluation with the best validation score (the
+        earliest of equals) instead of the last one."""
+        key = self.task.output + VALIDATION
+        last = len(self.boundaries) - 1
+        points = [p for p in outcome.curve if p["phase"] == last and key in p["metrics"]]
+        if points:
+            best = max(points, key=lambda p: p["metrics"][key])  # max keeps the first
+            outcome.final = dict(best["metrics"])
+            outcome.selected_at = int(best["examples"])
 
     def _flops(self, outcome: Outcome) -> float:
         """Forward + backward FLOPs of the examples this run trained on, phase by phase."""
@@ -286,6 +327,8 @@ class _Loop:
         )
         for s, outcome in enumerate(self.outcomes):
             outcome.final = dict(outcome.curve[-1]["metrics"])
+            if self.validation is not None:
+                self._select(outcome)
             if self.stopped is not None and outcome.status == "ok":
                 outcome.reason = (
                     f"stopped at a plateau after {self.stopped:,} examples: the output gained "
