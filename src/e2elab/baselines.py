@@ -73,15 +73,16 @@ GRIDS: dict[str, tuple[str, tuple[float, ...]]] = {
 
 
 def image_features(batch: Batch, family: str) -> np.ndarray:
-    """Hand-crafted ``family`` features (``e2elab.features``) of a batch whose one input
-    is a grey image, shaped (N, 1, H, W) or (N, H, W)."""
+    """Hand-crafted ``family`` features (``e2elab.features``) of a batch's grey images:
+    its input ``image`` (or its only input), shaped (N, 1, H, W) or (N, H, W)."""
     from e2elab.features import extract
 
-    if len(batch.x) != 1:
+    if "image" not in batch.x and len(batch.x) != 1:
         raise E2ELabError(
-            f"features= needs one image input per example; this task gives {sorted(batch.x)}"
+            "features= needs an input named 'image' (or a single input) holding grey "
+            f"images; this task gives {sorted(batch.x)}"
         )
-    images = next(iter(batch.x.values()))
+    images = batch.x["image"] if "image" in batch.x else next(iter(batch.x.values()))
     if images.dim() == 4 and images.shape[1] == 1:
         images = images[:, 0]
     if images.dim() != 3:

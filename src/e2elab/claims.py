@@ -19,8 +19,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from itertools import pairwise
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import TypeAdapter, ValidationError
 from scipy.stats import binomtest
 
@@ -389,6 +390,111 @@ def every_seed_reaches(
     return Verdict(FAIL if short else PASS, detail)
 
 
+def _paired(
+    results: list[RunResult], a: str, b: str, knob: str, where: dict[str, Any] | None
+) -> dict[Any, list[tuple[float, float]]]:
+    """Per value of ``knob``: (a's, b's) output metric per seed present in both (seeds
+    pair up: the same seed draws the same data, e.g. the same training subset)."""
+    out: dict[Any, list[tuple[float, float]]] = {}
+    by_point = _by_knob_cells(results, [a, b], where)
+    for cellsets in by_point.values():
+        runs_a = {r.spec["seed"]: r for r in _ok(cellsets.get(a, []))}
+        runs_b = {r.spec["seed"]: r for r in _ok(cellsets.get(b, []))}
+        for seed in sorted(set(runs_a) & set(runs_b)):
+            value = runs_a[seed].spec["knobs"][knob]
+            out.setdefault(value, []).append(
+                (runs_a[seed].output_metric, runs_b[seed].output_metric)
+            )
+    return dict(sorted(out.items()))
+
+
+def accuracy_beats(
+    results: list[RunResult],
+    winner: str,
+    loser: str,
+    knob: str,
+    at: Literal["smallest", "largest"] = "smallest",
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """At the smallest (``at: smallest``) or largest (``at: largest``) value of ``knob``,
+    ``winner``'s output metric exceeds ``loser``'s: the 95% interval of the mean paired
+    difference over seeds lies above 0."""
+    table = _paired(results, winner, loser, knob, where)
+    if not table:
+        return _no_data(f"{winner} and {loser} with the same seeds where {where}")
+    value = min(table) if at == "smallest" else max(table)
+    pairs = table[value]
+    if len(pairs) < 2:
+        return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(pairs)} paired seed(s); need 2")
+    diff = mean_interval([a - b for a, b in pairs])
+    means = [sum(p[i] for p in pairs) / len(pairs) for i in (0, 1)]
+    detail = (
+        f"{knob}={value}: {winner} {means[0]:.3f} vs {loser} {means[1]:.3f}, difference "
+        f"{diff.format(3)} over {len(pairs)} seeds"
+    )
+    ok = diff.lo > 0
+    return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
+
+
+def crossover(
+    results: list[RunResult],
+    early: str,
+    late: str,
+    knob: str,
+    where: dict[str, Any] | None = None,
+    resamples: int = 2000,
+) -> Verdict:
+    """Where ``late`` overtakes ``early`` as ``knob`` grows: the point, interpolated on a
+    log scale between the last value where ``early`` leads and the next, from which
+    ``late``'s mean is at least ``early``'s at every larger value; with a 95% bootstrap
+    interval (seeds resampled with replacement, pairs kept). PASS with the crossover;
+    FAIL "no crossover in the range" when ``late`` never takes the lead for good, or
+    leads from the smallest value on."""
+    table = _paired(results, early, late, knob, where)
+    if len(table) < 2:
+        return _no_data(f"{early} and {late} at two values of {knob} where {where}")
+    values = list(table)
+
+    def locate(diffs: list[float]) -> float | None:
+        # diffs: late - early per value; the crossover lies after the last lead of early
+        leads = [i for i, d in enumerate(diffs) if d < 0]
+        if not leads or leads[-1] == len(diffs) - 1:
+            return None
+        i = leads[-1]
+        lo, hi = math.log(values[i]), math.log(values[i + 1])
+        d0, d1 = diffs[i], diffs[i + 1]
+        return math.exp(lo + (hi - lo) * (-d0) / (d1 - d0))
+
+    def diffs_of(pairs_by_value: list[list[tuple[float, float]]]) -> list[float]:
+        return [sum(b - a for a, b in pairs) / len(pairs) for pairs in pairs_by_value]
+
+    observed = [table[v] for v in values]
+    point = locate(diffs_of(observed))
+    means = ", ".join(
+        f"{knob}={v}: {early} {sum(a for a, _ in p) / len(p):.3f} / {late} "
+        f"{sum(b for _, b in p) / len(p):.3f}"
+        for v, p in zip(values, observed, strict=True)
+    )
+    if point is None:
+        return Verdict(FAIL, f"no crossover in the range; {means}")
+    rng = np.random.default_rng(0)
+    found, none = [], 0
+    for _ in range(resamples):
+        sample = [[p[j] for j in rng.integers(0, len(p), len(p))] for p in observed]
+        where_found = locate(diffs_of(sample))
+        if where_found is None:
+            none += 1
+        else:
+            found.append(where_found)
+    lo, hi = np.percentile(found, [2.5, 97.5]) if found else (math.nan, math.nan)
+    detail = (
+        f"{late} overtakes {early} at {knob} ~ {point:,.0f} (95% bootstrap interval "
+        f"{lo:,.0f} to {hi:,.0f}; {none} of {resamples} resamples had no crossover in the "
+        f"range); {means}"
+    )
+    return Verdict(PASS, detail, {"crossover": point, "interval": [float(lo), float(hi)]})
+
+
 def schedule_floor(
     results: list[RunResult],
     slow: str,
@@ -741,6 +847,8 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "alignment_contrast": alignment_contrast,
     "schedule_floor": schedule_floor,
     "every_seed_reaches": every_seed_reaches,
+    "accuracy_beats": accuracy_beats,
+    "crossover": crossover,
     "snr_below_resolution": snr_below_resolution,
 }
 

@@ -176,14 +176,11 @@ class Images(Task):
         return torch.from_numpy(self._features(self.split.train_images))
 
     def _batch(self, images: np.ndarray, labels: np.ndarray, features: Tensor | None) -> Batch:
+        x = {"image": torch.from_numpy(images)[:, None]}  # (N, 1, H, W)
         if self.settings["front"] == "mlp":
-            x = {
-                "features": features
-                if features is not None
-                else torch.from_numpy(self._features(images))
-            }
-        else:
-            x = {"image": torch.from_numpy(images)[:, None]}
+            x["features"] = (
+                features if features is not None else torch.from_numpy(self._features(images))
+            )
         return Batch(x, {"digit": torch.from_numpy(labels)})
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
