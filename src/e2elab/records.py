@@ -227,6 +227,9 @@ class RunResult:
     # with Settings.select "validation": the examples at the evaluation whose test
     # metrics ``final`` reports
     selected_at: int | None = None
+    # small things a task keeps from the trained system (Task.artifacts), e.g. the
+    # first layer's filters for a figure; plain lists and numbers
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_metric(self) -> float:

@@ -277,6 +277,7 @@ def _result(
         metric_names=_metric_names(instance),
         probe_metric=_probe_metrics(instance),
         selected_at=outcome.selected_at,
+        artifacts=instance.artifacts(outcome.systems[0]) if outcome.systems else {},
     )
 
 

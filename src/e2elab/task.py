@@ -248,6 +248,12 @@ class Task(ABC):
         (``sample`` then draws from it with replacement); None for generated data."""
         return None
 
+    def artifacts(self, system: torch.nn.Module) -> dict[str, Any]:
+        """Small things to keep from a trained system in its stored result (plain lists
+        and numbers, a few kB at most), e.g. first-layer filters for a figure; {} by
+        default."""
+        return {}
+
     def train_set_for(self, seed: int) -> Batch | None:
         """The training set of the run with ``seed``, where each run trains on a fixed
         finite set of its own (e.g. a subset drawn by the seed); by default the task's

@@ -10,6 +10,7 @@ from e2elab.claims import Verdict, deviations, evaluate
 from e2elab.experiment import Experiment
 from e2elab.query import group
 from e2elab.records import RunResult, SNRResult
+from e2elab.report.approaches import approach_figures
 from e2elab.report.figures import all_figures
 from e2elab.report.page import Section, write_report
 from e2elab.report.snr import snr_figure
@@ -54,6 +55,8 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         figures += all_figures(part.results, sweep_knob(exp), folder)
         if part.snr:
             figures.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
+        if exp.task == "images":  # approaches differ by knob (front) and by strategy
+            figures += approach_figures(part.results, sweep_knob(exp), folder, exp.name)
         summaries.append(f"== {exp.name} ==\n{summary_tables(part.results)}")
     rows = [v.as_row() for v in verdicts]
     sections = [

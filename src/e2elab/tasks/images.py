@@ -25,6 +25,7 @@ training loop seeds one generator per run with the run's seed): ``sample`` reads
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 import torch
@@ -217,3 +218,15 @@ class Images(Task):
     def validation_set(self) -> Batch:
         """Held out from training and test: for choosing hyper-parameters."""
         return self._validation
+
+    def artifacts(self, system: torch.nn.Module) -> dict[str, Any]:
+        """The first layer's filters, (K, k, k) as nested lists: what the CNN learned,
+        or the hybrid's fixed Gabor bank (none for the MLP)."""
+        net = system.net
+        if isinstance(net, ConvNet):
+            weights = net.first.weight[:, 0]
+        elif isinstance(net, GaborNet):
+            weights = net.bank[:, 0]
+        else:
+            return {}
+        return {"first_layer": weights.detach().cpu().double().numpy().round(5).tolist()}
