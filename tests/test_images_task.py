@@ -119,3 +119,20 @@ def test_select_validation_reports_the_best_validation_point():
         execute(make_spec("stocks", "e2e", budget=200, select="validation"))
     with pytest.raises(E2ELabError, match="select"):
         make_spec("images", "e2e", select="best")
+
+
+def test_a_suite_skips_full_mnist_in_one_line_when_it_is_missing(monkeypatch, capsys):
+    import sys
+
+    from e2elab import experiment
+    from e2elab.cli import _available
+    from e2elab.tasks.images import Images
+
+    monkeypatch.setitem(sys.modules, "torchvision", None)
+    _, parts = experiment.load_all("features")
+    kept = _available([p.with_profile("quick") for p in parts])
+    assert [p.name for p in kept] == ["features-digits-quick", "features-mnist-quick"]
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "skipping features-mnist-full-quick" in lines[0]
+    assert "torchvision" in lines[0]
+    assert Images.unavailable({"source": "mnist-sample"}) is None

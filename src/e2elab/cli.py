@@ -394,6 +394,22 @@ def _executor(args: argparse.Namespace) -> Any:
     )
 
 
+def _available(parts: list[experiments.Experiment]) -> list[experiments.Experiment]:
+    """The parts of a suite whose task can be built here; one line for each skipped."""
+    from e2elab.tasks import task_class
+
+    kept = []
+    for part in parts:
+        reason = task_class(part.task).unavailable(part.grid_points()[0])
+        if reason is None:
+            kept.append(part)
+        else:
+            print(f"e2elab: skipping {part.name}: {reason}", file=sys.stderr)
+    if not kept:
+        raise E2ELabError("no part of this suite can run here (see the lines above)")
+    return kept
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     from e2elab.report.build import Part, build_report
     from e2elab.runner import measure_snr
@@ -403,6 +419,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     profile = "quick" if args.quick else args.profile
     name, loaded = experiments.load_all(args.experiment)
     parts = [exp.with_profile(profile) for exp in loaded]
+    if len(parts) > 1:
+        parts = _available(parts)
     name = f"{name}-{profile}" if profile else name
     executor, overrides = _executor(args), {"device": args.device}
     for experiment in parts:

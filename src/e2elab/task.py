@@ -248,6 +248,13 @@ class Task(ABC):
         (``sample`` then draws from it with replacement); None for generated data."""
         return None
 
+    @classmethod
+    def unavailable(cls, knobs: dict[str, Any]) -> str | None:
+        """Why this member of the family cannot be built here (an optional dataset or
+        package that is missing), as one line; None when it can. A suite skips a part
+        whose task is unavailable, saying this line, and runs the rest."""
+        return None
+
     def artifacts(self, system: torch.nn.Module) -> dict[str, Any]:
         """Small things to keep from a trained system in its stored result (plain lists
         and numbers, a few kB at most), e.g. first-layer filters for a figure; {} by

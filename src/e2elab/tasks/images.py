@@ -24,6 +24,7 @@ training loop seeds one generator per run with the run's seed): ``sample`` reads
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from typing import Any
 
@@ -36,6 +37,11 @@ from e2elab.errors import E2ELabError
 from e2elab.features import FAMILIES, extract, gabor_bank
 from e2elab.system import System
 from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
+
+
+def _mnist_root(knobs: dict[str, Any]) -> str:
+    return str(knobs.get("root") or os.environ.get("E2ELAB_MNIST_ROOT", ""))
+
 
 # per source: (test images, validation images)
 PARTS = {"digits": (400, 200), "mnist-sample": (1000, 300), "mnist": (10_000, 5_000)}
@@ -134,6 +140,24 @@ class Images(Task):
         budget=30_000, batch_size=32, lr=1e-3, threshold=0.9, evaluations=20
     )
 
+    @classmethod
+    def unavailable(cls, knobs: dict[str, Any]) -> str | None:
+        """Full MNIST needs torchvision and a local copy (knob ``root``, or the folder in
+        $E2ELAB_MNIST_ROOT); the shipped sources are always there."""
+        if knobs.get("source") != "mnist":
+            return None
+        try:
+            import torchvision  # noqa: F401
+        except ImportError:
+            return "full MNIST needs torchvision, which is not installed (pip install torchvision)"
+        root = _mnist_root(knobs)
+        if not root or not os.path.isdir(root):
+            return (
+                f"full MNIST needs a local copy: no folder {root!r} (set knob root or "
+                "E2ELAB_MNIST_ROOT; torchvision.datasets.MNIST(root, download=True) makes one)"
+            )
+        return None
+
     def __init__(self, **knobs) -> None:
         super().__init__(**knobs)
         pool = len(self.split.train_labels)
@@ -147,7 +171,7 @@ class Images(Task):
     def split(self):
         s = self.settings
         test, val = PARTS[s["source"]]
-        return image_split(s["source"], test, val, s["split_seed"], s["root"] or None)
+        return image_split(s["source"], test, val, s["split_seed"], _mnist_root(s) or None)
 
     @cached_property
     def ports(self) -> dict[str, PortSpec]:
