@@ -93,7 +93,9 @@ def test_a_list_at_top_level_is_rejected(tmp_path):
 def test_unknown_profile_and_unknown_experiment():
     with pytest.raises(E2ELabError, match="has no profile 'slow'"):
         experiments.load("glasmachers").with_profile("slow")
-    with pytest.raises(E2ELabError, match="unknown experiment 'nope'; choose one of: glasmachers"):
+    with pytest.raises(
+        E2ELabError, match=r"unknown experiment 'nope'; choose one of: .*glasmachers"
+    ):
         experiments.load("nope")
 
 

@@ -94,8 +94,10 @@ def image_features(batch: Batch, family: str) -> np.ndarray:
 
 
 def features(batch: Batch) -> np.ndarray:
-    """Every input tensor flattened per example and concatenated: (B, features) float32."""
-    parts = [batch.x[name].reshape(len(batch), -1).float() for name in sorted(batch.x)]
+    """Every input tensor flattened per example and concatenated: (B, features) float32;
+    only ``image`` where a batch has one (its other inputs are derived from it)."""
+    names = ["image"] if "image" in batch.x else sorted(batch.x)
+    parts = [batch.x[name].reshape(len(batch), -1).float() for name in names]
     return torch.cat(parts, dim=1).numpy()
 
 
@@ -147,6 +149,7 @@ def fit_blackbox(
     x_train = inputs(train)
     learner, chosen = _choose(task, model, seed, jobs, x_train, y_train, inputs)
     train_accuracy = float(np.mean(learner.predict(x_train) == y_train))
+    fitted = time.perf_counter() - began
     test_accuracy = float(np.mean(learner.predict(inputs(test)) == y_test))
     return {
         "hyper_parameters": chosen,
@@ -158,6 +161,7 @@ def fit_blackbox(
         "chance": spec.chance,
         "test_size": len(test),
         "seconds": time.perf_counter() - began,
+        "fit_seconds": fitted,
     }
 
 

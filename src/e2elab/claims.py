@@ -14,7 +14,7 @@ import inspect
 import json
 import math
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -392,19 +392,17 @@ def every_seed_reaches(
 
 def _paired(
     results: list[RunResult], a: str, b: str, knob: str, where: dict[str, Any] | None
-) -> dict[Any, list[tuple[float, float]]]:
-    """Per value of ``knob``: (a's, b's) output metric per seed present in both (seeds
+) -> dict[Any, dict[int, tuple[float, float]]]:
+    """Per value of ``knob``, per seed present in both: (a's, b's) output metric (seeds
     pair up: the same seed draws the same data, e.g. the same training subset)."""
-    out: dict[Any, list[tuple[float, float]]] = {}
-    by_point = _by_knob_cells(results, [a, b], where)
-    for cellsets in by_point.values():
+    out: dict[Any, dict[int, tuple[float, float]]] = {}
+    for cellsets in _by_knob_cells(results, [a, b], where).values():
         runs_a = {r.spec["seed"]: r for r in _ok(cellsets.get(a, []))}
         runs_b = {r.spec["seed"]: r for r in _ok(cellsets.get(b, []))}
         for seed in sorted(set(runs_a) & set(runs_b)):
             value = runs_a[seed].spec["knobs"][knob]
-            out.setdefault(value, []).append(
-                (runs_a[seed].output_metric, runs_b[seed].output_metric)
-            )
+            pair = (runs_a[seed].output_metric, runs_b[seed].output_metric)
+            out.setdefault(value, {})[seed] = pair
     return dict(sorted(out.items()))
 
 
@@ -423,7 +421,7 @@ def accuracy_beats(
     if not table:
         return _no_data(f"{winner} and {loser} with the same seeds where {where}")
     value = min(table) if at == "smallest" else max(table)
-    pairs = table[value]
+    pairs = list(table[value].values())
     if len(pairs) < 2:
         return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(pairs)} paired seed(s); need 2")
     diff = mean_interval([a - b for a, b in pairs])
@@ -443,17 +441,23 @@ def crossover(
     knob: str,
     where: dict[str, Any] | None = None,
     resamples: int = 2000,
+    min_share: float = 0.95,
 ) -> Verdict:
     """Where ``late`` overtakes ``early`` as ``knob`` grows: the point, interpolated on a
     log scale between the last value where ``early`` leads and the next, from which
     ``late``'s mean is at least ``early``'s at every larger value; with a 95% bootstrap
-    interval (seeds resampled with replacement, pairs kept). PASS with the crossover;
-    FAIL "no crossover in the range" when ``late`` never takes the lead for good, or
-    leads from the smallest value on."""
+    interval. A resample draws seeds with replacement once for every value (a seed's
+    runs at all sizes share its nested subsets). PASS when the observed curves cross and
+    at least ``min_share`` of the resamples cross in the range too; FAIL "no crossover in
+    the range" when the observed ones do not (``late`` never takes the lead for good, or
+    leads from the smallest value on), and FAIL with the share when too few resamples do."""
     table = _paired(results, early, late, knob, where)
     if len(table) < 2:
         return _no_data(f"{early} and {late} at two values of {knob} where {where}")
     values = list(table)
+    seeds = sorted(set.intersection(*(set(table[v]) for v in values)))
+    if len(seeds) < 2:
+        return Verdict(INCONCLUSIVE, f"fewer than 2 seeds with runs of both at every {knob}")
 
     def locate(diffs: list[float]) -> float | None:
         # diffs: late - early per value; the crossover lies after the last lead of early
@@ -465,34 +469,35 @@ def crossover(
         d0, d1 = diffs[i], diffs[i + 1]
         return math.exp(lo + (hi - lo) * (-d0) / (d1 - d0))
 
-    def diffs_of(pairs_by_value: list[list[tuple[float, float]]]) -> list[float]:
-        return [sum(b - a for a, b in pairs) / len(pairs) for pairs in pairs_by_value]
+    def diffs_of(chosen: Sequence[int]) -> list[float]:
+        return [sum(table[v][s][1] - table[v][s][0] for s in chosen) / len(chosen) for v in values]
 
-    observed = [table[v] for v in values]
-    point = locate(diffs_of(observed))
+    point = locate(diffs_of(seeds))
     means = ", ".join(
-        f"{knob}={v}: {early} {sum(a for a, _ in p) / len(p):.3f} / {late} "
-        f"{sum(b for _, b in p) / len(p):.3f}"
-        for v, p in zip(values, observed, strict=True)
+        f"{knob}={v}: {early} {sum(table[v][s][0] for s in seeds) / len(seeds):.3f} / {late} "
+        f"{sum(table[v][s][1] for s in seeds) / len(seeds):.3f}"
+        for v in values
     )
     if point is None:
         return Verdict(FAIL, f"no crossover in the range; {means}")
     rng = np.random.default_rng(0)
-    found, none = [], 0
+    found = []
     for _ in range(resamples):
-        sample = [[p[j] for j in rng.integers(0, len(p), len(p))] for p in observed]
-        where_found = locate(diffs_of(sample))
-        if where_found is None:
-            none += 1
-        else:
+        chosen = [seeds[j] for j in rng.integers(0, len(seeds), len(seeds))]
+        where_found = locate(diffs_of(chosen))
+        if where_found is not None:
             found.append(where_found)
+    share = len(found) / resamples
     lo, hi = np.percentile(found, [2.5, 97.5]) if found else (math.nan, math.nan)
     detail = (
         f"{late} overtakes {early} at {knob} ~ {point:,.0f} (95% bootstrap interval "
-        f"{lo:,.0f} to {hi:,.0f}; {none} of {resamples} resamples had no crossover in the "
-        f"range); {means}"
+        f"{lo:,.0f} to {hi:,.0f}, over the {share:.0%} of {resamples} resamples of "
+        f"{len(seeds)} seeds that cross in the range); {means}"
     )
-    return Verdict(PASS, detail, {"crossover": point, "interval": [float(lo), float(hi)]})
+    numbers = {"crossover": point, "interval": [float(lo), float(hi)], "share": share}
+    if share < min_share:
+        return Verdict(FAIL, detail + f" -- fewer than {min_share:.0%} of resamples cross", numbers)
+    return Verdict(PASS, detail, numbers)
 
 
 def schedule_floor(

@@ -264,10 +264,18 @@ def _result(
                 "share": p.share,
                 "train": sorted(p.train),
                 "seconds": s,
+                "evaluation_seconds": e,
                 "lr_scale": p.lr_scale,
                 **phase_end(outcome.curve, i),
             }
-            for i, (p, s) in enumerate(zip(strategy.phases, outcome.phase_seconds, strict=False))
+            for i, (p, s, e) in enumerate(
+                zip(
+                    strategy.phases,
+                    outcome.phase_seconds,
+                    outcome.phase_evaluation_seconds,
+                    strict=False,
+                )
+            )
         ],
         probes=probes,
         probes_at_init=probes_at_init,
@@ -336,6 +344,7 @@ def _execute_blackbox(
                 "share": 1.0,
                 "train": [],
                 "seconds": fit["seconds"],
+                "evaluation_seconds": fit["seconds"] - fit["fit_seconds"],
                 "train_accuracy": fit["train_accuracy"],
                 "hyper_parameters": fit["hyper_parameters"],
             }

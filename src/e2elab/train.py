@@ -47,6 +47,8 @@ class Outcome:
     examples: int = 0
     memory: dict[str, Any] = field(default_factory=dict)
     phase_seconds: list[float] = field(default_factory=list)
+    # of each phase's seconds, those spent evaluating on held-out data
+    phase_evaluation_seconds: list[float] = field(default_factory=list)
     systems: list[System] = field(default_factory=list)  # the trained members
     selected_at: int | None = None  # Settings.select "validation": the chosen evaluation
 
@@ -113,12 +115,14 @@ def train_seeds(
     for index, (phase, stop) in enumerate(zip(strategy.phases, boundaries, strict=True)):
         if on_boundary is not None:
             on_boundary(index, loop.replicas.systems())
-        began = time.perf_counter()
+        began, evaluated = time.perf_counter(), loop.evaluation_seconds
         loop.run_phase(phase, index, stop - start, on_progress)
         seconds = (time.perf_counter() - began) / len(seeds)
+        evaluation = (loop.evaluation_seconds - evaluated) / len(seeds)
         for outcome in loop.outcomes:
             if outcome.status == "ok" or len(outcome.phase_seconds) == index:
                 outcome.phase_seconds.append(seconds)
+                outcome.phase_evaluation_seconds.append(evaluation)
         start = stop
         if not loop.live() or loop.stopped is not None:
             break
@@ -165,6 +169,7 @@ class _Loop:
         self.checked = 0  # examples at the last divergence check
         self.bad = torch.zeros(len(seeds), dtype=torch.bool, device=self.device)
         self.stopped: int | None = None  # examples drawn when a plateau ended the run
+        self.evaluation_seconds = 0.0  # spent in evaluate, all seeds together
 
     def live(self) -> list[int]:
         return [s for s, o in enumerate(self.outcomes) if o.status == "ok"]
@@ -211,6 +216,8 @@ class _Loop:
         """Every live seed's output metric has not beaten its best from before the last
         ``patience`` evaluations by more than PLATEAU_DELTA (``Settings.patience``)."""
         patience, port = self.config.patience, self.task.output
+        if self.validation is not None:  # never let the test set decide when to stop
+            port += VALIDATION
         if not patience:
             return False
         last = len(self.boundaries) - 1
@@ -255,6 +262,13 @@ class _Loop:
     def evaluate(self, phase: int) -> None:
         """Metrics of every port on the held-out set, with the composed system (no cuts, no
         forcing), for every seed still training. Ensemble members' values are averaged."""
+        began = time.perf_counter()
+        try:
+            self._evaluate(phase)
+        finally:
+            self.evaluation_seconds += time.perf_counter() - began
+
+    def _evaluate(self, phase: int) -> None:
         task, test, replicas = self.task, self.test, self.replicas
         chunk = max(1, EVAL_CHUNK // replicas.eval_chunk_divisor)
         seeds = len(self.outcomes)

@@ -32,14 +32,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from e2elab.data.images import CLASSES, image_split, nested_subset
+from e2elab.data.images import CLASSES, image_split, load_images, nested_subset
 from e2elab.errors import E2ELabError
 from e2elab.features import FAMILIES, extract, gabor_bank
 from e2elab.system import System
 from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
 
 
-def _mnist_root(knobs: dict[str, Any]) -> str:
+def mnist_root(knobs: dict[str, Any]) -> str:
+    """The folder of a local full MNIST copy: the knob ``root``, else $E2ELAB_MNIST_ROOT."""
     return str(knobs.get("root") or os.environ.get("E2ELAB_MNIST_ROOT", ""))
 
 
@@ -150,12 +151,16 @@ class Images(Task):
             import torchvision  # noqa: F401
         except ImportError:
             return "full MNIST needs torchvision, which is not installed (pip install torchvision)"
-        root = _mnist_root(knobs)
+        root = mnist_root(knobs)
         if not root or not os.path.isdir(root):
             return (
                 f"full MNIST needs a local copy: no folder {root!r} (set knob root or "
                 "E2ELAB_MNIST_ROOT; torchvision.datasets.MNIST(root, download=True) makes one)"
             )
+        try:
+            load_images("mnist", root)
+        except E2ELabError as error:
+            return str(error)
         return None
 
     def __init__(self, **knobs) -> None:
@@ -171,7 +176,7 @@ class Images(Task):
     def split(self):
         s = self.settings
         test, val = PARTS[s["source"]]
-        return image_split(s["source"], test, val, s["split_seed"], _mnist_root(s) or None)
+        return image_split(s["source"], test, val, s["split_seed"], mnist_root(s) or None)
 
     @cached_property
     def ports(self) -> dict[str, PortSpec]:
@@ -188,8 +193,16 @@ class Images(Task):
     # ---------------------------------------------------------------- data
 
     def subset(self, seed: int) -> np.ndarray:
-        """Indices into the training pool of the run with ``seed``."""
-        return nested_subset(self.split.train_labels, self.settings["train_size"], seed)
+        """Indices into the training pool of the run with ``seed`` (kept per seed: every
+        training batch asks)."""
+        if seed not in self._subsets:
+            size = self.settings["train_size"]
+            self._subsets[seed] = nested_subset(self.split.train_labels, size, seed)
+        return self._subsets[seed]
+
+    @cached_property
+    def _subsets(self) -> dict[int, np.ndarray]:
+        return {}
 
     def _features(self, images: np.ndarray) -> np.ndarray:
         return extract(self.settings["features"], images)
