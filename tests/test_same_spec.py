@@ -50,7 +50,8 @@ def _comparable(result: RunResult | dict[str, Any]) -> dict[str, Any]:
     data = result.to_dict() if isinstance(result, RunResult) else dict(result)
     for key in ("wall_seconds", "memory", "numerics"):
         data.pop(key)
-    data["phases"] = [{k: v for k, v in p.items() if k != "seconds"} for p in data["phases"]]
+    timing = ("seconds", "evaluation_seconds")
+    data["phases"] = [{k: v for k, v in p.items() if k not in timing} for p in data["phases"]]
     return json.loads(json.dumps(data, allow_nan=True))  # NaN-safe: compare as JSON text
 
 
