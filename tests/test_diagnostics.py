@@ -445,3 +445,22 @@ def test_every_seed_reaches_per_cell_or_by_best_of():
     best = every_seed_reaches(runs, ["modular", "greedy"], any_strategy=True)
     assert best.verdict == PASS
     assert every_seed_reaches(runs[:2], ["modular"], any_strategy=True).verdict == FAIL
+
+
+def test_an_snr_phase_out_of_range_is_refused_before_anything_trains():
+    from e2elab import experiment
+    from e2elab.runner import experiment_specs
+
+    exp = experiment.parse(
+        {
+            "name": "x",
+            "task": "stocks",
+            "strategies": ["e2e"],
+            "seeds": 1,
+            "budget": 1000,
+            "snr": {"strategies": ["e2e"], "phase": 3},
+        },
+        "x.yaml",
+    )
+    with pytest.raises(E2ELabError, match=r"snr\.phase 3: strategy e2e has 1 phases"):
+        experiment_specs(exp)
