@@ -57,6 +57,9 @@ def experiment_specs(
         ]
         for text in names:
             check_strategy(task, strategies.build(text, graph, task.output))  # fail fast
+            for seed in range(experiment.seeds):
+                spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **layers)
+                specs.setdefault(spec.id, spec)
         for text in experiment.snr.strategies if experiment.snr else []:
             count = len(strategies.build(text, graph, task.output).phases)
             if count and not -count <= experiment.snr.phase < count:
@@ -64,9 +67,6 @@ def experiment_specs(
                     f"snr.phase {experiment.snr.phase}: strategy {text} has {count} phases; "
                     f"give a phase in {-count}..{count - 1}"
                 )
-            for seed in range(experiment.seeds):
-                spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **layers)
-                specs.setdefault(spec.id, spec)
     return list(specs.values())
 
 
