@@ -839,6 +839,110 @@ def _knobs_match(knobs: dict[str, Any], where: dict[str, Any]) -> bool:
     return _matches(fake, where)
 
 
+def _point_value(cellsets: dict[str, list[RunResult]], knob: str) -> Any:
+    runs = next(iter(cellsets.values()))
+    return runs[0].spec["knobs"].get(knob)
+
+
+def stays_at_chance(
+    results: list[RunResult],
+    base: str,
+    others: list[str],
+    knob: str,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """No rescue: at every value of ``knob`` where every finished seed of ``base`` ends
+    at chance, every finished seed of each of ``others`` (e.g. ensembles of ``base``, a
+    wider ``base``) ends at chance too. Needs at least one such value where each of
+    ``others`` has finished runs; a value where ``base`` learns is not judged."""
+    table = _by_knob_cells(results, [base, *others], where)
+    if not table:
+        return _no_data(f"{base} and {others} where {where}")
+    judged, rescued, lines = 0, [], []
+    for cellsets in sorted(table.values(), key=lambda c: _sortable(_point_value(c, knob))):
+        value = _point_value(cellsets, knob)
+        ok_base = _ok(cellsets.get(base, []))
+        if not ok_base or not all(r.breakdown for r in ok_base):
+            continue
+        parts = [f"{base} {metric_interval([r.output_metric for r in ok_base]).format(3)}"]
+        complete = True
+        for other in others:
+            ok = _ok(cellsets.get(other, []))
+            if not ok:
+                complete = False
+                parts.append(f"{other}: no finished run")
+                continue
+            broken = sum(r.breakdown for r in ok)
+            accuracy = metric_interval([r.output_metric for r in ok]).format(3)
+            parts.append(f"{other} {accuracy} ({broken}/{len(ok)} at chance)")
+            if broken != len(ok):
+                rescued.append(f"{other} at {knob}={value}")
+        judged += complete
+        lines.append(f"{knob}={value}: " + ", ".join(parts))
+    if not lines:
+        return Verdict(
+            INCONCLUSIVE, f"{base} is at chance at no value of {knob}: nothing to rescue"
+        )
+    detail = "; ".join(lines)
+    if rescued:
+        return Verdict(FAIL, f"rescued: {', '.join(rescued)}; {detail}")
+    return Verdict(PASS if judged else INCONCLUSIVE, detail)
+
+
+def best_at_each(
+    results: list[RunResult],
+    strategies: list[str],
+    expected: list[str],
+    knob: str,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """At every value of ``knob``, the strategy with the highest mean output metric among
+    ``strategies`` is one of ``expected``, and it beats the best of the rest: the 95%
+    interval of the paired difference over seeds (same seed, same data) lies above 0."""
+    table = _by_knob_cells(results, list(strategies), where)
+    if not table:
+        return _no_data(f"{strategies} where {where}")
+    lines, wrong, unresolved = [], [], []
+    for cellsets in sorted(table.values(), key=lambda c: _sortable(_point_value(c, knob))):
+        value = _point_value(cellsets, knob)
+        means = {
+            name: float(np.mean([r.output_metric for r in _ok(runs)]))
+            for name, runs in cellsets.items()
+            if _ok(runs)
+        }
+        if not means:
+            continue
+        best = max(means, key=lambda name: means[name])
+        rest = {n: m for n, m in means.items() if n not in expected}
+        line = f"{knob}={value}: best {best} {means[best]:.3f}"
+        if best not in expected:
+            wrong.append(f"{knob}={value}")
+        elif rest:
+            rival = max(rest, key=lambda name: rest[name])
+            seeds_a = {r.spec["seed"]: r.output_metric for r in _ok(cellsets[best])}
+            seeds_b = {r.spec["seed"]: r.output_metric for r in _ok(cellsets[rival])}
+            diffs = [seeds_a[k] - seeds_b[k] for k in sorted(set(seeds_a) & set(seeds_b))]
+            if len(diffs) < 2:
+                unresolved.append(f"{knob}={value}")
+                line += f", vs {rival} {rest[rival]:.3f}: {len(diffs)} paired seed(s)"
+            else:
+                diff = mean_interval(diffs)
+                line += f", best other {rival} {rest[rival]:.3f}, difference {diff.format(3)}"
+                if not diff.lo > 0:
+                    unresolved.append(f"{knob}={value}")
+        lines.append(line)
+    detail = "; ".join(lines)
+    if wrong:
+        return Verdict(FAIL, f"another strategy is best at {', '.join(wrong)}; {detail}")
+    if unresolved:
+        return Verdict(FAIL, f"not clearly ahead at {', '.join(unresolved)}; {detail}")
+    return Verdict(PASS, detail)
+
+
+def _sortable(value: Any) -> tuple[int, Any]:
+    return (0, value) if isinstance(value, (int, float)) else (1, str(value))
+
+
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,
@@ -855,6 +959,8 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "accuracy_beats": accuracy_beats,
     "crossover": crossover,
     "snr_below_resolution": snr_below_resolution,
+    "stays_at_chance": stays_at_chance,
+    "best_at_each": best_at_each,
 }
 
 

@@ -446,7 +446,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 f"{counts.trained} trained{rescored}"
                 + (f", {len(snr)} SNR measurements" if snr else "")
             )
-            done.append(Part(experiment, store.results(experiment.name), snr))
+            sources = experiments.source_labels(experiment, store)
+            done.append(Part(experiment, store.results(experiment.name), snr, sources))
         report = build_report(done, out / "report", f"e2elab report: {name}")
     console.print(claims_table(report.verdicts, name))
     minutes = (time.perf_counter() - began) / 60
@@ -549,7 +550,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 raise choices("experiment in this store", name, list(stored))
             experiment = experiments.Experiment.model_validate(stored[name])
             snr = [SNRResult(**r) for r in store.snr(name).values()]
-            parts.append(Part(experiment, store.results(name), snr))
+            sources = experiments.source_labels(experiment, store)
+            parts.append(Part(experiment, store.results(name), snr, sources))
     title = f"e2elab report: {', '.join(names)}"
     report = build_report(parts, args.out, title)
     console.print(claims_table(report.verdicts, ", ".join(names)))

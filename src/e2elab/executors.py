@@ -93,8 +93,10 @@ def die_with_parent(parent: int) -> None:
 
 
 def run_payload(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Train a seed batch given as dicts (what crosses a process boundary)."""
-    return [r.to_dict() for r in execute_seeds([RunSpec.from_dict(spec) for spec in specs])]
+    """Train a seed batch given as dicts (what crosses a process boundary), with any
+    saved modules' bytes beside the result's JSON fields."""
+    results = execute_seeds([RunSpec.from_dict(spec) for spec in specs])
+    return [{**r.to_dict(), "checkpoints": dict(r.checkpoints)} for r in results]
 
 
 def _payload(batch: list[RunSpec]) -> list[dict[str, Any]]:

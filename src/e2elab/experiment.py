@@ -11,6 +11,8 @@ back (for a report) must not load the training code.
 from __future__ import annotations
 
 import itertools
+import json
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from e2elab.claims import CHECKS, check_params
 from e2elab.errors import E2ELabError
-from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_EVALUATIONS, MAX_SEEDS
+from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_EVALUATIONS, MAX_SEEDS, RunResult
 
 # an experiment file larger than this is refused before it is parsed
 MAX_FILE_BYTES = 1 << 20
@@ -68,6 +70,48 @@ class SNRSpec(_Strict):
         return strategy in self.exact if isinstance(self.exact, list) else self.exact
 
 
+LABEL = r"^[A-Za-z0-9_.-]+$"
+
+
+class Variant(_Strict):
+    """More runs: ``strategies`` at every grid point with some fixed knobs set otherwise
+    (e.g. the same system with modules three times as wide). Claims and figures see them
+    as strategy ``STRATEGY@LABEL`` at the grid point they extend."""
+
+    label: str = Field(pattern=LABEL, max_length=40)
+    knobs: dict[str, Any] = Field(min_length=1)
+    strategies: list[str] = Field(min_length=1)
+
+
+class Transfer(_Strict):
+    """Module reuse: every run of the ``source`` experiment (in the same store; a part
+    before this one in a suite) under each of ``strategies`` gives its trained
+    ``module``, with the same seed, to a run here that loads it, freezes it and trains
+    the rest under ``train``. Claims and figures see those runs as ``from:STRATEGY``."""
+
+    source: str
+    module: str
+    strategies: list[str] = Field(min_length=1)
+    train: str = "e2e"
+
+
+class Figure(_Strict):
+    """A figure an experiment asks for besides the standard ones.
+
+    ``against``: the output metric against a number (``x``), one line per series, each
+    mapping x values to strategies (e.g. accuracy against ensemble size M). ``bars``: the
+    output metric per strategy, and the linear probe of ``probe`` ports beside it."""
+
+    kind: str = Field(pattern="^(against|bars)$")
+    title: str
+    caption: str = ""
+    at: dict[str, Any] = {}
+    x: str = ""
+    series: dict[str, dict[str, str]] = {}
+    strategies: list[str] = []
+    probe: str = ""
+
+
 class Profile(_Strict):
     knobs: dict[str, Any] | None = None
     grid: dict[str, list[Any]] | None = None
@@ -77,6 +121,7 @@ class Profile(_Strict):
     training: Training | None = None
     expected_minutes: float | None = None
     snr: SNRSpec | None = None
+    variants: list[Variant] | None = None
 
 
 class Experiment(_Strict):
@@ -94,6 +139,11 @@ class Experiment(_Strict):
     training: Training = Training()
     expected_minutes: float | None = None
     snr: SNRSpec | None = None
+    variants: list[Variant] = []
+    # modules every run keeps in the store ("*": all), e.g. for another experiment to reuse
+    save_modules: list[str] = []
+    transfer: Transfer | None = None
+    figures: list[Figure] = []
     profiles: dict[str, Profile] = {}
     claims: list[ClaimSpec] = []
 
@@ -106,7 +156,33 @@ class Experiment(_Strict):
             raise E2ELabError(f"experiment {self.name} has no profile {profile!r}; has: {listed}")
         overrides = self.profiles[profile].model_dump(exclude_none=True)
         update = {k: getattr(self.profiles[profile], k) for k in overrides}
+        if self.transfer is not None:  # the source runs under the same profile
+            source = f"{self.transfer.source}-{profile}"
+            update["transfer"] = self.transfer.model_copy(update={"source": source})
         return self.model_copy(update={**update, "name": f"{self.name}-{profile}"})
+
+    def labelled(
+        self, results: list[RunResult], sources: dict[str, str] | None = None
+    ) -> list[RunResult]:
+        """The runs as claims and figures see them: a variant's run as strategy
+        ``STRATEGY@LABEL`` at the grid point it extends, a transfer run as
+        ``from:SOURCE`` (``sources``: source run id -> its label; see ``transfer``)."""
+        out = []
+        for result in results:
+            spec = result.spec
+            for variant in self.variants:
+                knobs = spec["knobs"]
+                if all(_same(knobs.get(k), v) for k, v in variant.knobs.items()):
+                    base = {k: self.knobs[k] for k in variant.knobs}
+                    strategy = f"{spec['strategy']}@{variant.label}"
+                    spec = {**spec, "strategy": strategy, "knobs": {**knobs, **base}}
+                    break
+            source = transfer_source(spec)
+            if self.transfer is not None and source is not None:
+                label = (sources or {}).get(source, source[:8])
+                spec = {**spec, "strategy": f"from:{label}"}
+            out.append(result if spec is result.spec else replace(result, spec=spec))
+        return out
 
     def grid_points(self) -> list[dict[str, Any]]:
         """Every combination of the grid's values, merged over the fixed knobs."""
@@ -116,7 +192,58 @@ class Experiment(_Strict):
 
     def overrides(self) -> dict[str, Any]:
         """The training settings this experiment sets (over the task's defaults)."""
-        return {"budget": self.budget, **self.training.model_dump(exclude_none=True)}
+        extra = {"save_modules": ",".join(self.save_modules)} if self.save_modules else {}
+        return {"budget": self.budget, **self.training.model_dump(exclude_none=True), **extra}
+
+    def variant_points(self) -> list[tuple[Variant, dict[str, Any]]]:
+        """Every variant at every grid point: (variant, its knobs)."""
+        return [(v, {**k, **v.knobs}) for v in self.variants for k in self.grid_points()]
+
+
+def source_runs(experiment: Experiment, store: Any) -> dict[tuple[str, int], str]:
+    """(source label, seed) -> the source run's id, for runs that saved the module."""
+    transfer = experiment.transfer
+    assert transfer is not None
+    stored = store.experiments()
+    if transfer.source not in stored:
+        raise E2ELabError(
+            f"transfer.source: no experiment {transfer.source!r} in {store.path}; run it "
+            "first (in a suite, list it before this one)"
+        )
+    source = Experiment.model_validate(stored[transfer.source])
+    saved = store.saved_modules()
+    found: dict[tuple[str, int], list[str]] = {}
+    for result in source.labelled(store.results(transfer.source)):
+        if result.status == "ok" and transfer.module in saved.get(result.id, []):
+            key = (result.spec["strategy"], result.spec["seed"])
+            found.setdefault(key, []).append(result.id)
+    for (label, seed), ids in found.items():
+        if len(ids) > 1 and label in transfer.strategies:
+            raise E2ELabError(
+                f"transfer: {label!r} seed {seed} names {len(ids)} runs of "
+                f"{transfer.source} (it has several grid points); give the source one grid "
+                "point per strategy, or a variant per extra point"
+            )
+    return {key: ids[0] for key, ids in found.items()}
+
+
+def source_labels(experiment: Experiment, store: Any) -> dict[str, str]:
+    """Source run id -> its label, for reading ``experiment``'s transfer runs."""
+    if experiment.transfer is None or experiment.transfer.source not in store.experiments():
+        return {}
+    return {run_id: label for (label, _), run_id in source_runs(experiment, store).items()}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return a == b or str(a).lower() == str(b).lower()
+
+
+def transfer_source(spec: dict[str, Any]) -> str | None:
+    """The id of the run whose module a run loaded (None if it loaded none from a run)."""
+    text = spec.get("load_from") or ""
+    if "#" not in text:
+        return None
+    return text.rpartition("#")[2].split(",")[0] or None
 
 
 def _where(error: dict[str, Any]) -> str:
@@ -174,7 +301,35 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
     task = None if cls.unavailable(exp.grid_points()[0]) else cls(**exp.grid_points()[0])
     if task is not None:
         _check_threshold(task, settings.threshold, fail, "training.threshold")
-    for field, texts in (("strategies", exp.strategies), ("snr.strategies", _snr(exp))):
+    _check_variants(exp, cls, fail)
+    if exp.transfer is not None:
+        try:
+            strategies.parse_strategy(exp.transfer.train)
+        except E2ELabError as error:
+            raise fail("transfer.train", error) from None
+    for i, figure in enumerate(exp.figures):
+        for knob in figure.at:
+            if knob not in knobs:
+                raise fail(f"figures.{i}.at", f"{knob!r} is not a knob of task {exp.task}: {knobs}")
+        if figure.kind == "against" and not figure.series:
+            raise fail(
+                f"figures.{i}.series", "an 'against' figure needs series: {name: {x: strategy}}"
+            )
+        if figure.kind == "bars" and not figure.strategies:
+            raise fail(f"figures.{i}.strategies", "a 'bars' figure needs strategies")
+        for name, points in figure.series.items():
+            for x in points:
+                try:
+                    float(x)
+                except ValueError:
+                    raise fail(
+                        f"figures.{i}.series.{name}", f"x value {x!r} is not a number"
+                    ) from None
+    for field, texts in (
+        ("strategies", exp.strategies),
+        ("snr.strategies", _snr(exp)),
+        *((f"variants.{i}.strategies", v.strategies) for i, v in enumerate(exp.variants)),
+    ):
         for text in texts:
             try:
                 strategies.parse_strategy(text)
@@ -207,6 +362,38 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
         threshold = claim.params.get("threshold")
         if isinstance(threshold, (int, float)) and task is not None:
             _check_threshold(task, threshold, fail, f"claims.{i}.params.threshold")
+
+
+def _check_variants(exp: Experiment, cls: Any, fail: Any) -> None:
+    """A variant sets fixed knobs (given in ``knobs:``, the value every other run has) to
+    other values; no two variants set the same values, nor share a label."""
+    seen: dict[str, str] = {}
+    for i, variant in enumerate(exp.variants):
+        for knob, value in variant.knobs.items():
+            if knob not in cls.knobs:
+                raise fail(f"variants.{i}.knobs", f"{knob!r} is not a knob of task {exp.task}")
+            if knob in exp.grid:
+                raise fail(
+                    f"variants.{i}.knobs",
+                    f"{knob!r} is swept by the grid; a variant sets fixed knobs only",
+                )
+            if knob not in exp.knobs:
+                raise fail(
+                    f"variants.{i}.knobs",
+                    f"give {knob!r} in knobs: too (the value the other runs use), so that "
+                    "the variant's runs can be compared with theirs",
+                )
+            if _same(exp.knobs[knob], value):
+                raise fail(f"variants.{i}.knobs", f"{knob}={value!r} is the value knobs: gives")
+        key = json.dumps(variant.knobs, sort_keys=True, default=str)
+        if key in seen or variant.label in seen.values():
+            raise fail(f"variants.{i}", "two variants set the same knobs or share a label")
+        seen[key] = variant.label
+        try:
+            for _, knobs_at in exp.variant_points():
+                cls.resolve_knobs(knobs_at)
+        except E2ELabError as error:
+            raise fail(f"variants.{i}.knobs", error) from None
 
 
 def _snr(exp: Experiment) -> list[str]:

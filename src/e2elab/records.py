@@ -65,6 +65,15 @@ class Settings:
     # with the best validation score of the output (early stopping chosen on held-out
     # data, never on the test set; needs Task.validation_set); "last": at its end
     select: str = "last"
+    # modules whose trained parameters the run keeps in the store ("recognizer,adder_1",
+    # or "*" for every module; see e2elab.checkpoints): not in the id, a run that lacks
+    # them is trained again (bit for bit the same weights)
+    save_modules: str = ""
+    # modules loaded from checkpoints before training: "MODULE=SHA256,..." (in the id:
+    # the weights, not where they were read) and where to read them, "MODULE=SOURCE,..."
+    # with SOURCE a checkpoint file or STORE#RUN_ID (not in the id)
+    load: str = ""
+    load_from: str = ""
 
     def override(self, **changes: Any) -> Settings:
         """These settings with every change that is not None laid over them."""
@@ -101,6 +110,9 @@ class Settings:
             raise E2ELabError(f"threshold must be a number, got {threshold!r}")
         if not math.isfinite(threshold):
             raise E2ELabError(f"threshold must be a finite number, got {threshold!r}")
+        for name in ("save_modules", "load", "load_from"):
+            if not isinstance(getattr(self, name), str):
+                raise E2ELabError(f"{name} must be text, got {getattr(self, name)!r}")
         if self.optimizer not in OPTIMIZER_NAMES:
             raise choices("optimizer", self.optimizer, list(OPTIMIZER_NAMES))
         if not isinstance(self.device, str) or not _DEVICE.match(self.device):
@@ -150,8 +162,10 @@ class RunSpec:
     def id(self) -> str:
         """A hash of every field that changes the result (not the device or threshold)."""
         fields = self.to_dict()
-        for name in ("device", "threshold"):
-            fields.pop(name)
+        for name in ("device", "threshold", "save_modules", "load_from"):
+            fields.pop(name, None)
+        if not fields.get("load"):  # nothing loaded: the ids of runs stored before it
+            fields.pop("load", None)
         if not fields.get("patience"):  # off: the ids of runs stored before it existed
             fields.pop("patience", None)
         if fields.get("select", "last") == "last":
@@ -230,13 +244,18 @@ class RunResult:
     # small things a task keeps from the trained system (Task.artifacts), e.g. the
     # first layer's filters for a figure; plain lists and numbers
     artifacts: dict[str, Any] = field(default_factory=dict)
+    # module -> checkpoint bytes (Settings.save_modules), on their way to the store: kept
+    # in its own table, never in the result's JSON (read them with Store.checkpoint)
+    checkpoints: dict[str, bytes] = field(default_factory=dict, repr=False)
 
     @property
     def output_metric(self) -> float:
         return self.final.get(self.output, float("nan"))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(dataclasses.replace(self, checkpoints={}))
+        out.pop("checkpoints")
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:

@@ -14,10 +14,11 @@ from typing import Any
 
 import torch
 
+from e2elab import checkpoints
 from e2elab import strategy as strategies
 from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
-from e2elab.errors import E2ELabError
+from e2elab.errors import E2ELabError, choices
 from e2elab.numerics import describe, fixed_numerics
 from e2elab.records import (
     SPEC_VERSION,
@@ -69,6 +70,13 @@ def make_spec(
     base = settings if settings is not None else cls.defaults
     chosen = base.override(**overrides).validate()
     chosen = chosen.override(device=resolve_device(chosen.device))
+    if chosen.load_from and not chosen.load:
+        chosen = chosen.override(
+            load=checkpoints.resolve(chosen.load_from, instance.build_system())[0]
+        )
+    if chosen.load and not chosen.load_from:
+        raise E2ELabError("load names weights but not where to read them; give load_from")
+    _check_saved(chosen.save_modules, instance)
     name, params = strategies.parse_strategy(strategy)
     source = reference(cls) if isinstance(task, Task) or ":" not in task else task
     return RunSpec(
@@ -80,6 +88,16 @@ def make_spec(
         code=fingerprint(cls, _system_class(instance)),
         source=source,
     )
+
+
+def _check_saved(names: str, task: Task) -> None:
+    """``save_modules`` lists modules of the system (or is ``*``)."""
+    if not names or names.strip() == "*":
+        return
+    modules = [n for n, _ in task.build_system().named_children()]
+    for name in (n.strip() for n in names.split(",")):
+        if name not in modules:
+            raise choices("module to save (save_modules)", name, modules, "or * for every module")
 
 
 def resolve_device(name: str) -> str:
@@ -153,6 +171,7 @@ def _execute_seeds(
         raise E2ELabError("execute_seeds: the specs must differ only by seed")
     began = time.perf_counter()
     instance = task if task is not None else task_for(first)
+    instance = checkpoints.preload(instance, first.settings.load, first.settings.load_from)
     torch.manual_seed(first.seed)
     system = _checked_system(instance)
     sample = first_batch(instance)
@@ -286,7 +305,24 @@ def _result(
         probe_metric=_probe_metrics(instance),
         selected_at=outcome.selected_at,
         artifacts=instance.artifacts(outcome.systems[0]) if outcome.systems else {},
+        checkpoints=(
+            checkpoints.saved(outcome.systems[0], spec.settings.save_modules, _about(spec))
+            if outcome.status == "ok" and outcome.systems
+            else {}
+        ),
     )
+
+
+def _about(spec: RunSpec) -> dict[str, Any]:
+    """What a saved module's header says of the run it came from."""
+    return {
+        "run_id": spec.id,
+        "task": spec.task,
+        "knobs": spec.knobs,
+        "strategy": spec.strategy,
+        "seed": spec.seed,
+        "e2elab_code": spec.code,
+    }
 
 
 def _metric_names(task: Task) -> dict[str, str]:
@@ -381,7 +417,9 @@ def _probes_at_init(task: Task, spec: RunSpec) -> dict[str, float]:
     """Probes of the untrained system: the baseline a module must beat to have learned.
     Every strategy starts from the same initialisation for a seed, so this is cached."""
     device = spec.settings.device
-    key = json.dumps([spec.task, spec.knobs, spec.seed, device, spec.code], sort_keys=True)
+    key = json.dumps(
+        [spec.task, spec.knobs, spec.seed, device, spec.code, spec.settings.load], sort_keys=True
+    )
     if key not in _INIT_PROBES:
         torch.manual_seed(spec.seed)
         system = task.build_system().to(device)

@@ -17,7 +17,7 @@ from e2elab import strategy as strategies
 from e2elab.diagnostics.snr import ESTIMATOR, EXACT, gradient_snr
 from e2elab.errors import E2ELabError
 from e2elab.executors import Executor, SerialExecutor
-from e2elab.experiment import Experiment
+from e2elab.experiment import Experiment, source_runs
 from e2elab.numerics import fixed_numerics
 from e2elab.records import RunResult, RunSpec, SNRResult
 from e2elab.run import first_batch, make_spec, task_for
@@ -36,38 +36,99 @@ class SweepCounts:
 
 
 def experiment_specs(
-    experiment: Experiment, overrides: dict[str, Any] | None = None
+    experiment: Experiment, overrides: dict[str, Any] | None = None, store: Store | None = None
 ) -> list[RunSpec]:
-    """The runs of ``experiment``: grid points x strategies x seeds. Each run's settings
-    are the task's defaults, then the experiment's, then ``overrides`` (the command
-    line's, e.g. ``device``), validated once. Every grid point's task is built, traced
-    and checked here, before anything trains."""
+    """The runs of ``experiment``: grid points x strategies x seeds, its variants' runs,
+    and (with ``store``, which holds the source runs) its transfer runs. Each run's
+    settings are the task's defaults, then the experiment's, then ``overrides`` (the
+    command line's, e.g. ``device``), validated once. Every grid point's task is built,
+    traced and checked here, before anything trains."""
     specs: dict[str, RunSpec] = {}
     layers = {**experiment.overrides(), **{k: v for k, v in (overrides or {}).items()}}
-    for knobs in experiment.grid_points():
+    cells = [(knobs, experiment.strategies, True) for knobs in experiment.grid_points()]
+    cells += [(knobs, v.strategies, False) for v, knobs in experiment.variant_points()]
+    for knobs, texts, base in cells:
         task = make_task(experiment.task, knobs)
         system = task.build_system()
         batch = first_batch(task)
         graph = trace(system, batch, task.ports)
         check_task(task, system, graph, batch)
-        names = [
-            s
-            for text in experiment.strategies
-            for s in strategies.expand(text, list(graph.modules))
-        ]
+        names = [s for text in texts for s in strategies.expand(text, list(graph.modules))]
         for text in names:
             check_strategy(task, strategies.build(text, graph, task.output))  # fail fast
             for seed in range(experiment.seeds):
                 spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **layers)
                 specs.setdefault(spec.id, spec)
-        for text in experiment.snr.strategies if experiment.snr else []:
+        for text in experiment.snr.strategies if experiment.snr and base else []:
             count = len(strategies.build(text, graph, task.output).phases)
             if count and not -count <= experiment.snr.phase < count:
                 raise E2ELabError(
                     f"snr.phase {experiment.snr.phase}: strategy {text} has {count} phases; "
                     f"give a phase in {-count}..{count - 1}"
                 )
+        if experiment.transfer is not None and base:
+            for spec in _transfer_specs(experiment, task, graph, knobs, layers, store):
+                specs.setdefault(spec.id, spec)
     return list(specs.values())
+
+
+def _transfer_specs(
+    experiment: Experiment,
+    task: Any,
+    graph: Any,
+    knobs: dict[str, Any],
+    layers: dict[str, Any],
+    store: Store | None,
+) -> list[RunSpec]:
+    """The transfer runs at one grid point: per source strategy and seed, the source
+    run's module loaded and frozen, the rest trained under ``transfer.train``. Without a
+    store only the target side is checked (the sources may not have trained yet)."""
+    from e2elab.checkpoints import store_source
+
+    transfer = experiment.transfer
+    assert transfer is not None
+    if transfer.module not in graph.modules:
+        raise E2ELabError(
+            f"transfer.module {transfer.module!r} is not a module of {experiment.task}; "
+            f"its modules are: {', '.join(graph.modules)}"
+        )
+    name, params = strategies.parse_strategy(transfer.train)
+    params["freeze"] = sorted({*params.get("freeze", []), transfer.module})
+    text = strategies.format_strategy(name, params)
+    check_strategy(task, strategies.build(text, graph, task.output))
+    if store is None:
+        return []
+    runs = source_runs(experiment, store)
+    out = []
+    for label in transfer.strategies:
+        for seed in range(experiment.seeds):
+            run_id = runs.get((label, seed))
+            if run_id is None:
+                have = sorted({lab for lab, _ in runs})
+                raise E2ELabError(
+                    f"transfer: the source experiment {transfer.source} has no finished run "
+                    f"of {label!r} with seed {seed} that saved {transfer.module!r}; it has: "
+                    f"{', '.join(have) or '(none)'}. Give the source as many seeds, and "
+                    f"save_modules: [{transfer.module}]"
+                )
+            source = store_source(store.path, run_id)
+            load_from = f"{transfer.module}={source}"
+            spec = make_spec(
+                experiment.task, text, seed=seed, knobs=knobs, load_from=load_from, **layers
+            )
+            out.append(spec)
+    return out
+
+
+def _missing_modules(spec: RunSpec, saved: dict[str, list[str]]) -> bool:
+    """A stored run that should have kept modules (save_modules) but did not."""
+    names = spec.settings.save_modules
+    if not names:
+        return False
+    have = saved.get(spec.id, [])
+    if names.strip() == "*":
+        return not have
+    return any(n.strip() not in have for n in names.split(","))
 
 
 def run_experiment(
@@ -88,10 +149,13 @@ def run_experiment(
     stored runs. A stored run that this experiment judges at another accuracy threshold
     is re-scored from its curve when read, not retrained.
     """
-    specs = experiment_specs(experiment, overrides)
+    specs = experiment_specs(experiment, overrides, store)
     _check_importable(specs, executor)
-    # a run that failed (e.g. out of memory) says nothing about its spec: it trains again
-    stored = set() if force else store.ids() - store.ids("failed")
+    # a run that failed (e.g. out of memory) says nothing about its spec: it trains again;
+    # so does one stored without the modules this experiment saves (the same weights)
+    saved = store.saved_modules()
+    unsaved = {s.id for s in specs if _missing_modules(s, saved)}
+    stored = set() if force else store.ids() - store.ids("failed") - unsaved
     done = [s for s in specs if s.id in stored]
     todo = [s for s in specs if s.id not in stored]
     if before_training is not None:

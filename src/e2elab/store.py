@@ -67,6 +67,16 @@ CREATE TABLE IF NOT EXISTS experiment_runs (
     PRIMARY KEY (experiment, run_id)
 );
 """
+# saved modules (Settings.save_modules): safetensors bytes, one row per run and module;
+# made on first use, so stores written before it stay readable by older versions
+_MODULES = """
+CREATE TABLE IF NOT EXISTS modules (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    module TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (run_id, module)
+);
+"""
 
 
 class StoreWriteError(E2ELabError):
@@ -100,6 +110,8 @@ class Store:
                 self._identify()
                 if not readonly:
                     self._check_writable()
+                    with self._db:
+                        self._db.executescript(_MODULES)
         except sqlite3.DatabaseError as error:
             raise E2ELabError(
                 f"{self.path} is not a readable e2elab results store ({error}); "
@@ -115,7 +127,7 @@ class Store:
             self._db = sqlite3.connect(self.path)
             with self._db:
                 self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                self._db.executescript(_SCHEMA)
+                self._db.executescript(_SCHEMA + _MODULES)
                 self._stamp_version()
         except (OSError, sqlite3.DatabaseError) as error:
             self.path.unlink(missing_ok=True)  # leave no half-made store behind
@@ -236,6 +248,10 @@ class Store:
                     "INSERT OR REPLACE INTO experiment_runs VALUES (?, ?, ?)",
                     (experiment, result.id, spec.get("threshold")),
                 )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO modules VALUES (?, ?, ?)",
+                [(result.id, m, sqlite3.Binary(b)) for m, b in result.checkpoints.items()],
+            )
 
     def link(self, experiment: str, thresholds: dict[str, float | None]) -> None:
         """Record that already-stored runs (id -> the experiment's threshold for them)
@@ -285,6 +301,46 @@ class Store:
                 f"SELECT rowid, result FROM runs WHERE id IN ({marks})", part
             ).fetchall()
         return [RunResult.from_dict(json.loads(text)) for _, text in sorted(found)]
+
+    def _has_modules_table(self) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type='table' AND name='modules'"
+        ).fetchone()
+        return row is not None
+
+    def saved_modules(self) -> dict[str, list[str]]:
+        """Run id -> the modules saved with it."""
+        if not self._has_modules_table():
+            return {}
+        out: dict[str, list[str]] = {}
+        for run_id, module in self._db.execute(
+            "SELECT run_id, module FROM modules ORDER BY run_id, module"
+        ):
+            out.setdefault(run_id, []).append(module)
+        return out
+
+    def checkpoint(self, run_id: str, module: str) -> bytes:
+        """The saved module ``module`` of run ``run_id`` (a unique id prefix will do)."""
+        found = [i for i in self.ids() if i.startswith(run_id)] if run_id else []
+        if len(found) != 1:
+            what = "no run" if not found else f"{len(found)} runs"
+            raise E2ELabError(
+                f"{self.path}: {what} with id {run_id!r}; give a stored run's id "
+                "('e2elab modules list STORE' lists those with saved modules)"
+            )
+        row = None
+        if self._has_modules_table():
+            row = self._db.execute(
+                "SELECT data FROM modules WHERE run_id = ? AND module = ?", (found[0], module)
+            ).fetchone()
+        if row is None:
+            saved = self.saved_modules().get(found[0], [])
+            has = f"it saved: {', '.join(saved)}" if saved else "it saved no module"
+            raise E2ELabError(
+                f"{self.path}: run {found[0]} has no saved module {module!r} ({has}); train "
+                "it with --save-modules (or save_modules: in the experiment)"
+            )
+        return bytes(row[0])
 
     def put_snr(self, experiment: str, key: str, result: dict[str, Any]) -> None:
         """Store one gradient-SNR measurement (see diagnostics.snr) under ``key``."""

@@ -206,12 +206,20 @@ def local(graph: Graph, output: str) -> Strategy:
     return Strategy("local", (phase,))
 
 
-def ensemble(graph: Graph, output: str, members: int = 3) -> Strategy:
-    """Independently trained end-to-end members, outputs averaged; the budget is shared."""
-    if members < 1:
-        raise E2ELabError(f"ensemble: members must be >= 1, got {members}")
-    phase = Phase(train=_all_modules(graph), losses={output: 1.0}, label="e2e-member")
-    return Strategy("ensemble", (phase,), members=members, params={"members": members})
+MEMBER_STRATEGIES = ("e2e", "hinted", "modular", "greedy", "pretrain_finetune", "local")
+
+
+def ensemble(graph: Graph, output: str, members: int = 3, of: str = "e2e") -> Strategy:
+    """``members`` independently trained systems (each under strategy ``of``, from its
+    own initialisation and data), outputs averaged; the budget of examples is shared."""
+    if not 1 <= members <= 1000:
+        raise E2ELabError(f"ensemble: members must be in 1..1000, got {members}")
+    if of not in MEMBER_STRATEGIES:
+        raise choices("strategy for ensemble members (of=)", of, list(MEMBER_STRATEGIES))
+    base = STRATEGIES[of].builder(graph, output)
+    phases = tuple(replace(p, label=f"{p.label}-member") for p in base.phases)
+    params: dict[str, Any] = {"members": members, **({"of": of} if of != "e2e" else {})}
+    return Strategy("ensemble", phases, members=members, params=params)
 
 
 def blackbox(
@@ -262,7 +270,11 @@ STRATEGIES: dict[str, StrategyInfo] = {
     ),
     "local": StrategyInfo(local, {}, {}, "DGL: per-module auxiliary heads, all ports cut"),
     "ensemble": StrategyInfo(
-        ensemble, {"members": int}, {"members": 3}, "averaged independent e2e members"
+        ensemble,
+        {"members": int, "of": str},
+        {"members": 3, "of": "e2e"},
+        "MEMBERS independent systems trained under OF (default e2e), outputs averaged; "
+        "the examples are shared among them",
     ),
     "blackbox": StrategyInfo(
         blackbox,
@@ -275,10 +287,12 @@ STRATEGIES: dict[str, StrategyInfo] = {
 
 
 # parameters every strategy takes, applied to its phases after it is built
-COMMON: dict[str, type] = {"force": list}
+COMMON: dict[str, type] = {"force": list, "freeze": list}
 COMMON_HELP = (
     "every strategy also takes force=PORT[,PORT...]: those ports are teacher-forced in every "
-    "phase (downstream modules see the target); a name may be a pattern (digit_[2-9])"
+    "phase (downstream modules see the target); a name may be a pattern (digit_[2-9]); and "
+    "freeze=MODULE[,...]: those modules never train (e.g. a module loaded with --load); "
+    "phases left with nothing to train are dropped and the others share their budget"
 )
 
 
@@ -320,7 +334,7 @@ def parse_strategy(text: str) -> tuple[str, dict[str, Any]]:
     for key, value in params.items():
         if types[key] is list:
             if not value:
-                raise E2ELabError(f"strategy {name}: {key} needs at least one port name")
+                raise E2ELabError(f"strategy {name}: {key} needs at least one name")
             params[key] = sorted(set(value))
     return name, params
 
@@ -355,12 +369,35 @@ def build(text: str, graph: Graph, output: str) -> Strategy:
         )
     common = {k: params.pop(k) for k in list(params) if k in COMMON}
     if common and name == "blackbox":
-        raise E2ELabError("blackbox has no modules or ports to force; drop force=")
+        raise E2ELabError("blackbox has no modules or ports to force or freeze; drop them")
     built = info.builder(graph, output, **params)
     if "force" in common:
         built = _forcing(built, forced_ports(common["force"], graph))
         built = replace(built, params={**built.params, "force": common["force"]})
+    if "freeze" in common:
+        built = _freezing(built, common["freeze"], graph)
     return built
+
+
+def _freezing(built: Strategy, modules: list[str], graph: Graph) -> Strategy:
+    """``built`` with ``modules`` trained in no phase; phases left with nothing to train
+    are dropped and the rest keep their proportions of the budget."""
+    for module in modules:
+        if module not in graph.modules:
+            raise choices("module to freeze:", module, list(graph.modules))
+    frozen = frozenset(modules)
+    kept = [replace(p, train=p.train - frozen) for p in built.phases if p.train - frozen]
+    if not kept:
+        raise E2ELabError(
+            f"strategy {built.name}: freezing {', '.join(modules)} leaves no module to train; "
+            "freeze fewer modules"
+        )
+    total = sum(p.share for p in kept)
+    phases = tuple(
+        replace(p, share=p.share / total, label=f"{p.label} (frozen: {','.join(modules)})")
+        for p in kept
+    )
+    return replace(built, phases=phases, params={**built.params, "freeze": list(modules)})
 
 
 def forced_ports(patterns: list[str], graph: Graph) -> frozenset[str]:

@@ -11,6 +11,7 @@ from e2elab.experiment import Experiment
 from e2elab.query import group
 from e2elab.records import RunResult, SNRResult
 from e2elab.report.approaches import approach_figures
+from e2elab.report.declared import declared_figures
 from e2elab.report.figures import all_figures
 from e2elab.report.page import Section, write_report
 from e2elab.report.snr import snr_figure
@@ -24,6 +25,13 @@ class Part:
     experiment: Experiment
     results: list[RunResult]
     snr: list[SNRResult] = field(default_factory=list)
+    # transfer runs: source run id -> the source's label (runner.source_labels)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def runs(self) -> list[RunResult]:
+        """The results as claims and figures read them (variants and transfers named)."""
+        return self.experiment.labelled(self.results, self.sources)
 
 
 @dataclass(frozen=True)
@@ -49,15 +57,16 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
     figures: list[Path] = []
     summaries = []
     for part in parts:
-        exp = part.experiment
-        verdicts += evaluate(exp.claims, part.results, part.snr)
+        exp, results = part.experiment, part.runs
+        verdicts += evaluate(exp.claims, results, part.snr)
         folder = out_dir / "figures" / (exp.name if len(parts) > 1 else "")
-        figures += all_figures(part.results, sweep_knob(exp), folder)
+        figures += all_figures(results, sweep_knob(exp), folder)
+        figures += declared_figures(exp, results, folder)
         if part.snr:
             figures.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
         if exp.task == "images":  # approaches differ by knob (front) and by strategy
-            figures += approach_figures(part.results, sweep_knob(exp), folder, exp.name)
-        summaries.append(f"== {exp.name} ==\n{summary_tables(part.results)}")
+            figures += approach_figures(results, sweep_knob(exp), folder, exp.name)
+        summaries.append(f"== {exp.name} ==\n{summary_tables(results)}")
     rows = [v.as_row() for v in verdicts]
     sections = [
         Section(
@@ -78,7 +87,7 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         Section(
             "Lost in the last phase",
             PHASE_COLUMNS,
-            [row for part in parts for row in phase_losses(part.results)],
+            [row for part in parts for row in phase_losses(part.runs)],
             f"Cells whose mean output metric fell by more than {PHASE_DROP} in their last "
             "phase (e.g. fine-tuning after pre-training), means over seeds.",
         ),

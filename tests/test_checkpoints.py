@@ -1,0 +1,124 @@
+"""Saved modules: safetensors checkpoints in the store, loading by run id, and every
+refusal (not a checkpoint, another module, another structure or shape, corrupt)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save as save_bytes
+
+from e2elab import checkpoints
+from e2elab.errors import E2ELabError
+from e2elab.modules import mlp
+from e2elab.run import execute, make_spec
+from e2elab.store import Store
+from e2elab.tasks import make_task
+
+
+def _recognizer(width: int = 8) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return mlp(64, width, 10)
+
+
+def test_a_checkpoint_round_trips_and_loads_into_a_module_of_the_same_structure():
+    source = _recognizer()
+    data = checkpoints.encode(source, "recognizer", {"run_id": "abc"})
+    checkpoint = checkpoints.decode(data, "test")
+    assert checkpoint.module == "recognizer"
+    assert json.loads(checkpoint.meta["about"]) == {"run_id": "abc"}
+    system = make_task("digit-chain", {"n": 1, "recognizer_width": 8}).build_system()
+    assert not torch.equal(system.recognizer[0].weight, source[0].weight)
+    checkpoints.load_into(system, "recognizer", checkpoint, "test")
+    for a, b in zip(system.recognizer.state_dict().values(), source.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_bytes_that_are_not_a_checkpoint_are_refused_in_one_line():
+    with pytest.raises(E2ELabError, match="not a module checkpoint"):
+        checkpoints.decode(b"\x00" * 64, "junk.bin")
+    with pytest.raises(E2ELabError, match="not a module checkpoint"):
+        checkpoints.decode(b"", "empty.bin")
+    plain = save_bytes({"w": torch.zeros(2)})  # safetensors, but not e2elab's
+    with pytest.raises(E2ELabError, match="not an e2elab module checkpoint"):
+        checkpoints.decode(plain, "plain.safetensors")
+    other = save_bytes({"w": torch.zeros(2)}, metadata={"format": "e2elab-module"})
+    with pytest.raises(E2ELabError, match="format version"):
+        checkpoints.decode(other, "old.safetensors")
+
+
+def test_a_corrupt_tensor_is_refused_by_its_hash():
+    data = bytearray(checkpoints.encode(_recognizer(), "recognizer"))
+    data[-5] ^= 0xFF  # a byte of the last tensor's data
+    with pytest.raises(E2ELabError, match="corrupt"):
+        checkpoints.decode(bytes(data), "flipped.safetensors")
+
+
+def test_another_module_name_shape_or_structure_is_refused_with_what_differs():
+    checkpoint = checkpoints.decode(checkpoints.encode(_recognizer(8), "recognizer"), "c")
+    with pytest.raises(E2ELabError, match="holds module 'recognizer', not 'adder'"):
+        checkpoints.check_fits(checkpoint, _recognizer(8), "adder", "c")
+    with pytest.raises(E2ELabError, match=r"has shape \[8, 64\] in the checkpoint and \[16, 64\]"):
+        checkpoints.check_fits(checkpoint, _recognizer(16), "recognizer", "c")
+    tanh = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.Tanh(), torch.nn.Linear(8, 10))
+    with pytest.raises(E2ELabError, match="same structure"):
+        checkpoints.check_fits(checkpoint, tanh, "recognizer", "c")
+    extra = torch.nn.Sequential(torch.nn.Linear(64, 8))
+    with pytest.raises(E2ELabError, match="checkpoint lacks|module lacks"):
+        checkpoints.check_fits(checkpoint, extra, "recognizer", "c")
+
+
+def test_a_run_saves_its_modules_in_the_store_and_another_run_loads_one(tmp_path):
+    spec = make_spec(
+        "digit-chain", "modular", knobs={"n": 2}, budget=2000, save_modules="recognizer"
+    )
+    source = execute(spec)
+    assert "checkpoints" not in source.to_dict()  # the bytes never enter the result's JSON
+    path = tmp_path / "s.sqlite"
+    with Store(path) as store:
+        store.put(source, "src")
+        assert store.saved_modules() == {source.id: ["recognizer"]}
+        with pytest.raises(E2ELabError, match="no saved module 'adder_1'.*saved: recognizer"):
+            store.checkpoint(source.id, "adder_1")
+        with pytest.raises(E2ELabError, match="no run with id"):
+            store.checkpoint("ffffffff", "recognizer")
+    load_from = f"recognizer={checkpoints.store_source(path, source.id)}"
+    knobs = {"n": 2, "m": 7}
+    target = make_spec(
+        "digit-chain", "e2e:freeze=recognizer", knobs=knobs, budget=1000, load_from=load_from,
+        save_modules="recognizer",
+    )
+    random = make_spec("digit-chain", "e2e:freeze=recognizer", knobs=knobs, budget=1000)
+    assert target.id != random.id  # the loaded weights are part of the run's identity
+    moved = tmp_path / "moved.safetensors"
+    with Store(path, readonly=True) as store:
+        moved.write_bytes(store.checkpoint(source.id, "recognizer"))
+    same = make_spec(
+        "digit-chain", "e2e:freeze=recognizer", knobs=knobs, budget=1000,
+        load_from=f"recognizer={moved}", save_modules="recognizer",
+    )
+    assert same.id == target.id  # where the weights were read from is not
+    result = execute(target)
+    kept = checkpoints.decode(result.checkpoints["recognizer"], "target")
+    loaded = checkpoints.decode(moved.read_bytes(), "source")
+    assert kept.sha256 == loaded.sha256  # loaded, then frozen: unchanged by training
+    assert result.probes_at_init["digit_1"] == pytest.approx(result.probes["digit_1"])
+
+
+def test_loading_into_a_system_of_another_shape_is_refused_before_training(tmp_path):
+    moved = tmp_path / "r.safetensors"
+    moved.write_bytes(checkpoints.encode(_recognizer(8), "recognizer"))
+    with pytest.raises(E2ELabError, match="shape"):
+        make_spec("digit-chain", "e2e", knobs={"n": 1}, load_from=f"recognizer={moved}")
+    with pytest.raises(E2ELabError, match="holds module 'recognizer', not 'adder_1'"):
+        make_spec(
+            "digit-chain", "e2e", knobs={"n": 1, "recognizer_width": 8},
+            load_from=f"adder_1={moved}",
+        )
+    with pytest.raises(E2ELabError, match="does not exist"):
+        make_spec("digit-chain", "e2e", knobs={"n": 1}, load_from="recognizer=/no/such.file")
+    with pytest.raises(E2ELabError, match="MODULE=SOURCE"):
+        make_spec("digit-chain", "e2e", knobs={"n": 1}, load_from="recognizer")
+    with pytest.raises(E2ELabError, match="unknown module to save"):
+        make_spec("digit-chain", "e2e", knobs={"n": 1}, save_modules="encoder")
