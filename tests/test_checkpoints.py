@@ -86,7 +86,11 @@ def test_a_run_saves_its_modules_in_the_store_and_another_run_loads_one(tmp_path
     load_from = f"recognizer={checkpoints.store_source(path, source.id)}"
     knobs = {"n": 2, "m": 7}
     target = make_spec(
-        "digit-chain", "e2e:freeze=recognizer", knobs=knobs, budget=1000, load_from=load_from,
+        "digit-chain",
+        "e2e:freeze=recognizer",
+        knobs=knobs,
+        budget=1000,
+        load_from=load_from,
         save_modules="recognizer",
     )
     random = make_spec("digit-chain", "e2e:freeze=recognizer", knobs=knobs, budget=1000)
@@ -95,8 +99,12 @@ def test_a_run_saves_its_modules_in_the_store_and_another_run_loads_one(tmp_path
     with Store(path, readonly=True) as store:
         moved.write_bytes(store.checkpoint(source.id, "recognizer"))
     same = make_spec(
-        "digit-chain", "e2e:freeze=recognizer", knobs=knobs, budget=1000,
-        load_from=f"recognizer={moved}", save_modules="recognizer",
+        "digit-chain",
+        "e2e:freeze=recognizer",
+        knobs=knobs,
+        budget=1000,
+        load_from=f"recognizer={moved}",
+        save_modules="recognizer",
     )
     assert same.id == target.id  # where the weights were read from is not
     result = execute(target)
@@ -113,7 +121,9 @@ def test_loading_into_a_system_of_another_shape_is_refused_before_training(tmp_p
         make_spec("digit-chain", "e2e", knobs={"n": 1}, load_from=f"recognizer={moved}")
     with pytest.raises(E2ELabError, match="holds module 'recognizer', not 'adder_1'"):
         make_spec(
-            "digit-chain", "e2e", knobs={"n": 1, "recognizer_width": 8},
+            "digit-chain",
+            "e2e",
+            knobs={"n": 1, "recognizer_width": 8},
             load_from=f"adder_1={moved}",
         )
     with pytest.raises(E2ELabError, match="does not exist"):
@@ -122,3 +132,61 @@ def test_loading_into_a_system_of_another_shape_is_refused_before_training(tmp_p
         make_spec("digit-chain", "e2e", knobs={"n": 1}, load_from="recognizer")
     with pytest.raises(E2ELabError, match="unknown module to save"):
         make_spec("digit-chain", "e2e", knobs={"n": 1}, save_modules="encoder")
+
+
+def _one_line_error(capsys, argv: list[str], expected: str) -> None:
+    from e2elab.cli import main
+
+    capsys.readouterr()  # what earlier commands printed
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert expected in err, err
+
+
+def test_the_command_line_saves_lists_exports_and_loads_modules(tmp_path, capsys):
+    from e2elab.cli import main
+
+    out = tmp_path / "out"
+    base = ["run", "--task", "digit-chain", "--knob", "n=1", "--seeds", "1", "--budget", "640"]
+    assert main([*base, "--strategy", "modular", "--save-modules", "--out", str(out)]) == 0
+    store = out / "results.sqlite"
+    with Store(store, readonly=True) as opened:
+        ((run_id, names),) = opened.saved_modules().items()
+    assert names == ["adder_1", "recognizer"]
+    capsys.readouterr()
+    assert main(["modules", "list", str(store)]) == 0
+    assert run_id in capsys.readouterr().out
+    file = tmp_path / "r.safetensors"
+    assert main(["modules", "export", str(store), run_id[:6], "recognizer", "-o", str(file)]) == 0
+    assert checkpoints.decode(file.read_bytes(), "f").module == "recognizer"
+    compare = ["run", "--task", "digit-compare", "--seeds", "1", "--budget", "640"]
+    frozen = ["--strategy", "e2e:freeze=recognizer"]
+    for source in (run_id, str(file)):
+        assert main([*compare, *frozen, "--load", f"recognizer={source}", "--out", str(out)]) == 0
+    # refusals, one line each, before anything trains
+    _one_line_error(
+        capsys, [*compare, "--load", "recognizer=abc", "--out", str(tmp_path / "x")], "no store at"
+    )
+    _one_line_error(
+        capsys, [*compare, "--load", "recognizer=ffff", "--out", str(out)], "no run with id 'ffff'"
+    )
+    _one_line_error(
+        capsys,
+        [*compare, "--load", "comparator=" + str(file), "--out", str(out)],
+        "holds module 'recognizer', not 'comparator'",
+    )
+    wide = [*compare, "--knob", "recognizer_width=32", "--load", f"recognizer={file}"]
+    _one_line_error(capsys, [*wide, "--out", str(out)], "shape")
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not a checkpoint at all")
+    _one_line_error(
+        capsys,
+        [*compare, "--load", f"recognizer={junk}", "--out", str(out)],
+        "is not a module checkpoint",
+    )
+    _one_line_error(
+        capsys,
+        ["modules", "export", str(store), run_id, "encoder", "-o", str(file)],
+        "has no saved module 'encoder'",
+    )

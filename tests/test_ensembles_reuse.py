@@ -106,12 +106,21 @@ def test_variants_are_checked_and_read_back_as_strategy_at_label():
 
 def test_a_transfer_experiment_loads_each_source_runs_module_by_seed(tmp_path):
     source = {
-        **BASE, "name": "src", "grid": {}, "knobs": {**BASE["knobs"], "m": 10},
-        "strategies": ["modular", "e2e"], "seeds": 2, "save_modules": ["recognizer"],
+        **BASE,
+        "name": "src",
+        "grid": {},
+        "knobs": {**BASE["knobs"], "m": 10},
+        "strategies": ["modular", "e2e"],
+        "seeds": 2,
+        "save_modules": ["recognizer"],
     }
     target = {
-        "name": "tgt", "task": "digit-compare", "knobs": {"recognizer_width": 8},
-        "strategies": ["e2e:freeze=recognizer"], "seeds": 2, "budget": 640,
+        "name": "tgt",
+        "task": "digit-compare",
+        "knobs": {"recognizer_width": 8},
+        "strategies": ["e2e:freeze=recognizer"],
+        "seeds": 2,
+        "budget": 640,
         "training": {"evaluations": 1},
         "transfer": {"source": "src", "module": "recognizer", "strategies": ["modular", "e2e"]},
     }

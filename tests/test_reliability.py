@@ -156,7 +156,7 @@ def _claim(check: str, **params) -> dict:
         ({"training": {"batch_size": 10**11}}, "field 'training.batch_size'"),
         ({"training": {"optimizer": "adamw"}}, "field 'training': unknown optimizer 'adamw'"),
         ({"strategies": ["frozen_others:module=zzz"]}, "unknown module for frozen_others: 'zzz'"),
-        ({"strategies": ["ensemble:members=0"]}, "ensemble: members must be >= 1"),
+        ({"strategies": ["ensemble:members=0"]}, "ensemble: members must be in 1..1000"),
         ({"strategies": ["hinted:weight=-1"]}, "hinted: weight must be >= 0"),
         ({"grid": {"n": [1000]}}, "knob n must be at most 64"),
     ],

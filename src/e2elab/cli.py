@@ -113,6 +113,14 @@ def _executor_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--no-batch-seeds", action="store_true", help=NO_BATCH_HELP)
     command.add_argument("--force", action="store_true", help="retrain runs already stored")
     command.add_argument(
+        "--save-modules",
+        nargs="?",
+        const="*",
+        metavar="MODULE[,MODULE...]",
+        help="keep the trained modules (all, or those named) in the store, for --load and "
+        "'e2elab modules export'",
+    )
+    command.add_argument(
         "--max-hours",
         type=float,
         help="refuse a sweep whose estimated time (from timed training steps) exceeds this",
@@ -158,6 +166,14 @@ def _build_parser() -> _Parser:
     run.add_argument(
         "--select",
         help="last (default) or validation: report the evaluation with the best validation score",
+    )
+    run.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="MODULE=RUN_ID|FILE",
+        help="start MODULE from a saved module: a run id in the --out store (saved with "
+        "--save-modules) or a checkpoint file; freeze it with the strategy's freeze=MODULE",
     )
     run.add_argument(
         "--out",
@@ -206,6 +222,18 @@ def _build_parser() -> _Parser:
     rerun.add_argument("store", type=Path, help="a results.sqlite file")
     rerun.add_argument("run_id", help="the run's id (or a unique prefix of it)")
     rerun.set_defaults(handler=_cmd_rerun)
+
+    modules = commands.add_parser("modules", help="list or export the modules runs saved")
+    actions = modules.add_subparsers(title="actions", parser_class=_Parser)
+    listed = actions.add_parser("list", help="the runs of a store that saved modules")
+    listed.add_argument("store", type=Path, help="a results.sqlite file")
+    listed.set_defaults(handler=_cmd_modules_list)
+    exported = actions.add_parser("export", help="write one saved module as a checkpoint file")
+    exported.add_argument("store", type=Path, help="a results.sqlite file")
+    exported.add_argument("run_id", help="the run's id (or a unique prefix of it)")
+    exported.add_argument("module", help="the module's name, e.g. recognizer")
+    exported.add_argument("-o", "--output", type=Path, required=True, help=".safetensors file")
+    exported.set_defaults(handler=_cmd_modules_export)
 
     export = commands.add_parser("export", help="write a store's runs or curves as a table")
     export.add_argument("store", type=Path, help="a results.sqlite file")
@@ -270,7 +298,30 @@ def parse_knobs(pairs: list[str], task: str) -> dict[str, Any]:
     return knobs
 
 
-def _one_cell(args: argparse.Namespace) -> experiments.Experiment:
+def _load_sources(pairs: list[str], store: Path) -> str | None:
+    """``--load MODULE=RUN_ID|FILE`` flags as ``Settings.load_from`` text."""
+    from e2elab.checkpoints import parse_pairs, store_source
+
+    if not pairs:
+        return None
+    sources = parse_pairs(",".join(pairs), "--load")
+    out = []
+    for module, source in sources.items():
+        if Path(source).is_file():
+            out.append(f"{module}={Path(source).resolve()}")
+        elif "/" in source or source.endswith(".safetensors"):
+            raise E2ELabError(f"--load {module}={source}: no such file; give a checkpoint file")
+        else:
+            if not store.exists():
+                raise E2ELabError(
+                    f"--load {module}={source}: no store at {store} to find run {source} in; "
+                    "give --out the folder of the run's store, or a checkpoint file"
+                )
+            out.append(f"{module}={store_source(store, source)}")
+    return ",".join(out)
+
+
+def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experiments.Experiment:
     """``e2elab run``'s arguments as an experiment of one grid point."""
     from e2elab import strategy as strategies
     from e2elab.run import first_batch
@@ -302,7 +353,7 @@ def _one_cell(args: argparse.Namespace) -> experiments.Experiment:
         "budget": args.budget,
         "training": {k: v for k, v in training.items() if v is not None},
     }
-    text = json.dumps(definition, sort_keys=True, default=str)
+    text = json.dumps({**definition, "load": load_from}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     name = f"run-{args.task.replace(':', '.')}-{digest}"
     # the same checks as an experiment file's, named as the command line's flags
@@ -328,8 +379,10 @@ def _applicable(task: Any, graph: Any) -> list[str]:
 def _cmd_run(args: argparse.Namespace) -> int:
     from e2elab.summary import strategy_table, summarize
 
-    experiment = _one_cell(args)
-    executor, overrides = _executor(args), {"device": args.device}
+    load_from = _load_sources(args.load, args.out / "results.sqlite")
+    experiment = _one_cell(args, load_from)
+    executor = _executor(args)
+    overrides = {"device": args.device, "save_modules": args.save_modules, "load_from": load_from}
     specs = _specs(experiment, overrides)  # every check, before the store is touched
     writable_folder(args.out, "--out")
     with _opened(args.out / "results.sqlite") as store:
@@ -422,7 +475,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if len(parts) > 1:
         parts = _available(parts)
     name = f"{name}-{profile}" if profile else name
-    executor, overrides = _executor(args), {"device": args.device}
+    executor = _executor(args)
+    overrides = {"device": args.device, "save_modules": args.save_modules}
     for experiment in parts:
         try:
             _specs(experiment, overrides)  # every check, before the store is touched
@@ -692,6 +746,48 @@ def _cmd_export(args: argparse.Namespace) -> int:
     writable_file(args.output, "-o")
     rows = export(args.store, args.format, args.output, args.table, args.experiment)
     print(f"wrote {rows} {args.table} rows to {args.output}")
+    return 0
+
+
+def _cmd_modules_list(args: argparse.Namespace) -> int:
+    from e2elab.store import Store
+
+    with Store(args.store, readonly=True) as store:
+        saved = store.saved_modules()
+        results = {r.id: r for r in store.results_by_id(list(saved))}
+    if not saved:
+        print(f"{args.store}: no run saved modules; train with --save-modules")
+        return 0
+    table = Table("run", "task", "knobs", "strategy", "seed", "modules")
+    for run_id, names in saved.items():
+        spec = results[run_id].spec if run_id in results else {}
+        knobs = ", ".join(f"{k}={v}" for k, v in spec.get("knobs", {}).items())
+        table.add_row(
+            run_id,
+            spec.get("task", "?"),
+            knobs,
+            spec.get("strategy", "?"),
+            str(spec.get("seed", "?")),
+            ", ".join(names),
+        )
+    wide_console().print(table)
+    return 0
+
+
+def _cmd_modules_export(args: argparse.Namespace) -> int:
+    from e2elab.checkpoints import decode
+    from e2elab.store import Store
+
+    with Store(args.store, readonly=True) as store:
+        data = store.checkpoint(args.run_id, args.module)
+    decode(data, f"run {args.run_id}")  # never write out what would not load
+    if args.output.is_dir():
+        raise E2ELabError(f"-o {args.output} is a folder; give a file name (.safetensors)")
+    writable_folder(args.output.parent if str(args.output.parent) else Path("."), "-o")
+    temporary = args.output.with_name(args.output.name + ".part")
+    temporary.write_bytes(data)
+    temporary.replace(args.output)
+    print(f"{args.output}: module {args.module} of run {args.run_id}, {len(data):,} bytes")
     return 0
 
 

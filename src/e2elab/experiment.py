@@ -162,11 +162,14 @@ class Experiment(_Strict):
         return self.model_copy(update={**update, "name": f"{self.name}-{profile}"})
 
     def labelled(
-        self, results: list[RunResult], sources: dict[str, str] | None = None
+        self, results: list[RunResult], sources: dict[str, list[str]] | None = None
     ) -> list[RunResult]:
         """The runs as claims and figures see them: a variant's run as strategy
         ``STRATEGY@LABEL`` at the grid point it extends, a transfer run as
-        ``from:SOURCE`` (``sources``: source run id -> its label; see ``transfer``)."""
+        ``from:SOURCE`` (``sources``: source run id -> the labels of every source run
+        whose module has the same weights, see ``source_labels``: two strategies that
+        train the module alike, e.g. modular's and greedy's first phase, give one
+        computation, read under both labels)."""
         out = []
         for result in results:
             spec = result.spec
@@ -179,8 +182,12 @@ class Experiment(_Strict):
                     break
             source = transfer_source(spec)
             if self.transfer is not None and source is not None:
-                label = (sources or {}).get(source, source[:8])
-                spec = {**spec, "strategy": f"from:{label}"}
+                labels = (sources or {}).get(source) or [source[:8]]
+                for index, label in enumerate(labels):
+                    alias = result.id if index == 0 else f"{result.id}~{label}"
+                    named = {**spec, "strategy": f"from:{label}"}
+                    out.append(replace(result, id=alias, spec=named))
+                continue
             out.append(result if spec is result.spec else replace(result, spec=spec))
         return out
 
@@ -227,11 +234,18 @@ def source_runs(experiment: Experiment, store: Any) -> dict[tuple[str, int], str
     return {key: ids[0] for key, ids in found.items()}
 
 
-def source_labels(experiment: Experiment, store: Any) -> dict[str, str]:
-    """Source run id -> its label, for reading ``experiment``'s transfer runs."""
+def source_labels(experiment: Experiment, store: Any) -> dict[str, list[str]]:
+    """Source run id -> the labels of every source run whose module has the same
+    weights (SHA-256), for reading ``experiment``'s transfer runs."""
     if experiment.transfer is None or experiment.transfer.source not in store.experiments():
         return {}
-    return {run_id: label for (label, _), run_id in source_runs(experiment, store).items()}
+    module = experiment.transfer.module
+    runs = source_runs(experiment, store)
+    weights = {run_id: store.module_sha256(run_id, module) for run_id in runs.values()}
+    by_weights: dict[Any, list[str]] = {}
+    for (label, _), run_id in runs.items():
+        by_weights.setdefault(weights[run_id] or run_id, []).append(label)
+    return {run_id: by_weights[weights[run_id] or run_id] for run_id in runs.values()}
 
 
 def _same(a: Any, b: Any) -> bool:

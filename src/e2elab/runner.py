@@ -44,7 +44,10 @@ def experiment_specs(
     command line's, e.g. ``device``), validated once. Every grid point's task is built,
     traced and checked here, before anything trains."""
     specs: dict[str, RunSpec] = {}
-    layers = {**experiment.overrides(), **{k: v for k, v in (overrides or {}).items()}}
+    layers = {
+        **experiment.overrides(),
+        **{k: v for k, v in (overrides or {}).items() if v is not None},
+    }
     cells = [(knobs, experiment.strategies, True) for knobs in experiment.grid_points()]
     cells += [(knobs, v.strategies, False) for v, knobs in experiment.variant_points()]
     for knobs, texts, base in cells:

@@ -342,6 +342,31 @@ class Store:
             )
         return bytes(row[0])
 
+    def module_sha256(self, run_id: str, module: str) -> str | None:
+        """The SHA-256 a saved module's header gives for its tensors (read without
+        decoding them), or None if the run saved no such module."""
+        if not self._has_modules_table():
+            return None
+        row = self._db.execute(
+            "SELECT substr(data, 1, 8), length(data) FROM modules WHERE run_id = ? AND module = ?",
+            (run_id, module),
+        ).fetchone()
+        if row is None:
+            return None
+        size = int.from_bytes(bytes(row[0]), "little")
+        if not 0 < size <= min(row[1] - 8, 1 << 24):
+            return None
+        head = self._db.execute(
+            "SELECT substr(data, 9, ?) FROM modules WHERE run_id = ? AND module = ?",
+            (size, run_id, module),
+        ).fetchone()
+        try:
+            meta = json.loads(bytes(head[0]).decode("utf-8")).get("__metadata__") or {}
+        except (ValueError, AttributeError):
+            return None
+        sha = meta.get("sha256") if isinstance(meta, dict) else None
+        return sha if isinstance(sha, str) else None
+
     def put_snr(self, experiment: str, key: str, result: dict[str, Any]) -> None:
         """Store one gradient-SNR measurement (see diagnostics.snr) under ``key``."""
         with self._db:

@@ -334,7 +334,11 @@ def parse_strategy(text: str) -> tuple[str, dict[str, Any]]:
     for key, value in params.items():
         if types[key] is list:
             if not value:
-                raise E2ELabError(f"strategy {name}: {key} needs at least one name")
+                raise E2ELabError(
+                    f"strategy {name}: {key} needs at least one "
+                    + ("port" if key == "force" else "module")
+                    + " name"
+                )
             params[key] = sorted(set(value))
     return name, params
 

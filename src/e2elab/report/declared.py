@@ -44,6 +44,11 @@ def _values(
     return out
 
 
+def _finite(value: float) -> float:
+    """An interval's half-width, 0 where one seed gives none."""
+    return value if value == value and abs(value) != float("inf") else 0.0
+
+
 def _file(folder: Path, title: str) -> Path:
     slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:60] or "figure"
     return folder / f"{slug}.png"
@@ -61,7 +66,7 @@ def _against(figure: Figure, results: list[RunResult], path: Path) -> Path | Non
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     drawn = False
     for name, points in figure.series.items():
-        xs, means, los, his = [], [], [], []
+        xs, means, los, his, dots = [], [], [], [], []
         for x, strategy in sorted(points.items(), key=lambda kv: float(kv[0])):
             values = _values(results, strategy, figure.at)
             if not values:
@@ -69,11 +74,13 @@ def _against(figure: Figure, results: list[RunResult], path: Path) -> Path | Non
             ci = mean_interval(values)
             xs.append(float(x))
             means.append(ci.mean)
-            los.append(ci.mean - ci.lo)
-            his.append(ci.hi - ci.mean)
-            ax.scatter([float(x)] * len(values), values, s=8, alpha=0.35)
+            los.append(_finite(ci.mean - ci.lo))
+            his.append(_finite(ci.hi - ci.mean))
+            dots += [(float(x), v) for v in values]
         if xs:
-            ax.errorbar(xs, means, yerr=[los, his], marker="o", capsize=3, label=name)
+            line = ax.errorbar(xs, means, yerr=[los, his], marker="o", capsize=3, label=name)
+            color = line.lines[0].get_color()
+            ax.scatter(*zip(*dots, strict=True), s=8, alpha=0.35, color=color)
             drawn = True
     if not drawn:
         plt.close(fig)
@@ -110,7 +117,8 @@ def _bars(figure: Figure, results: list[RunResult], path: Path) -> Path | None:
             if not values:
                 continue
             ci = mean_interval(values)
-            ax.bar(i, ci.mean, yerr=[[ci.mean - ci.lo], [ci.hi - ci.mean]], capsize=3, alpha=0.7)
+            spread = [[_finite(ci.mean - ci.lo)], [_finite(ci.hi - ci.mean)]]
+            ax.bar(i, ci.mean, yerr=spread, capsize=3, alpha=0.7)
             ax.scatter([i] * len(values), values, s=8, color="black", zorder=3)
             drawn = True
         ax.set_xticks(range(len(names)), names, rotation=35, ha="right", fontsize=8)
