@@ -65,7 +65,7 @@ def test_another_module_name_shape_or_structure_is_refused_with_what_differs():
     with pytest.raises(E2ELabError, match="same structure"):
         checkpoints.check_fits(checkpoint, tanh, "recognizer", "c")
     extra = torch.nn.Sequential(torch.nn.Linear(64, 8))
-    with pytest.raises(E2ELabError, match="checkpoint lacks|module lacks"):
+    with pytest.raises(E2ELabError, match=r"checkpoint lacks|module lacks"):
         checkpoints.check_fits(checkpoint, extra, "recognizer", "c")
 
 
@@ -79,7 +79,7 @@ def test_a_run_saves_its_modules_in_the_store_and_another_run_loads_one(tmp_path
     with Store(path) as store:
         store.put(source, "src")
         assert store.saved_modules() == {source.id: ["recognizer"]}
-        with pytest.raises(E2ELabError, match="no saved module 'adder_1'.*saved: recognizer"):
+        with pytest.raises(E2ELabError, match=r"no saved module .adder_1.*saved: recognizer"):
             store.checkpoint(source.id, "adder_1")
         with pytest.raises(E2ELabError, match="no run with id"):
             store.checkpoint("ffffffff", "recognizer")

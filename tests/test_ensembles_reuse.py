@@ -147,7 +147,7 @@ def test_a_transfer_experiment_loads_each_source_runs_module_by_seed(tmp_path):
         with pytest.raises(E2ELabError, match="no finished run of 'hinted' with seed 0"):
             bad = {**target, "transfer": {**target["transfer"], "strategies": ["hinted"]}}
             run_experiment(parse(bad, "t"), store, SerialExecutor())
-        with pytest.raises(E2ELabError, match="transfer.module 'adder' is not a module"):
+        with pytest.raises(E2ELabError, match=r"transfer\.module 'adder' is not a module"):
             bad = {**target, "transfer": {**target["transfer"], "module": "adder"}}
             experiment_specs(parse(bad, "t"), None, store)
 
