@@ -138,13 +138,29 @@ def summary_tables(results: list[RunResult]) -> str:
     lines = []
     for (knobs,), runs in group(results, "knobs").items():
         lines.append(f"{knobs}  (threshold {runs[0].spec['threshold']:g})")
+        flops = _mean_flops(runs)
         for row in summarize(runs):
             done = row.runs - row.diverged - row.failed
             lines.append(
                 f"  {row.strategy:34s} acc {row.accuracy.format(3):24s} "
                 f"examples-to-threshold {row.examples_to_threshold.format(0):24s} "
                 f"reached {row.reached}/{done}  at chance {row.breakdowns}/{done}"
+                + (
+                    f"  training {flops[row.strategy] / 1e9:,.1f} GFLOP"
+                    if row.strategy in flops
+                    else ""
+                )
                 + (f"  diverged {row.diverged}" if row.diverged else "")
                 + (f"  failed {row.failed}" if row.failed else "")
             )
     return "\n".join(lines)
+
+
+def _mean_flops(runs: list[RunResult]) -> dict[str, float]:
+    """Strategy -> mean training FLOPs over its finished runs (where recorded)."""
+    found: dict[str, list[float]] = {}
+    for r in runs:
+        value = r.memory.get("training_flops") if r.status == "ok" else None
+        if isinstance(value, (int, float)) and value > 0:
+            found.setdefault(r.spec["strategy"], []).append(float(value))
+    return {k: sum(v) / len(v) for k, v in found.items()}
