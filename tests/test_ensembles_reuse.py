@@ -179,3 +179,19 @@ def test_best_at_each_needs_the_expected_winner_clearly_ahead():
     wrong = _cells({"modular": [0.5, 0.5], "e2e": [0.9, 0.9]}, set())
     verdict = best_at_each(wrong, ["modular", "e2e"], ["modular"], "n")
     assert verdict.verdict == FAIL and "another strategy is best at n=3" in verdict.details
+
+
+def test_budget_each_gives_every_member_the_whole_budget():
+    from e2elab.run import execute, make_spec
+
+    knobs = {"n": 1, "recognizer_width": 8, "adder_width": 8}
+    shared = execute(make_spec("digit-chain", "ensemble:members=3", knobs=knobs, budget=960))
+    each = execute(
+        make_spec("digit-chain", "ensemble:budget=each,members=3", knobs=knobs, budget=960)
+    )
+    assert shared.curve[-1]["examples"] == 960
+    assert each.curve[-1]["examples"] == 3 * 960
+    assert each.memory["training_flops"] == pytest.approx(3 * shared.memory["training_flops"])
+    _, graph = _graph()
+    with pytest.raises(E2ELabError, match="unknown budget for ensemble"):
+        strategies.build("ensemble:budget=all", graph, "sum_2")

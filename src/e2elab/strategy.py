@@ -65,6 +65,9 @@ class Strategy:
     phases: tuple[Phase, ...]
     members: int = 1
     params: Mapping[str, Any] = field(default_factory=dict)
+    # "shared": the members split the run's budget of examples; "each": every member
+    # draws the whole budget (the run draws members x budget; matched in FLOPs, not data)
+    member_budget: str = "shared"
     blackbox: str | None = None  # a scikit-learn learner on raw inputs instead of the system
 
     def __post_init__(self) -> None:
@@ -209,17 +212,24 @@ def local(graph: Graph, output: str) -> Strategy:
 MEMBER_STRATEGIES = ("e2e", "hinted", "modular", "greedy", "pretrain_finetune", "local")
 
 
-def ensemble(graph: Graph, output: str, members: int = 3, of: str = "e2e") -> Strategy:
+def ensemble(
+    graph: Graph, output: str, members: int = 3, of: str = "e2e", budget: str = "shared"
+) -> Strategy:
     """``members`` independently trained systems (each under strategy ``of``, from its
-    own initialisation and data), outputs averaged; the budget of examples is shared."""
+    own initialisation and data), outputs averaged. ``budget=shared`` (the default): the
+    members split the run's budget of examples; ``budget=each``: every member draws the
+    whole budget, so the run draws ``members`` times as many examples."""
     if not 1 <= members <= 1000:
         raise E2ELabError(f"ensemble: members must be in 1..1000, got {members}")
     if of not in MEMBER_STRATEGIES:
         raise choices("strategy for ensemble members (of=)", of, list(MEMBER_STRATEGIES))
+    if budget not in ("shared", "each"):
+        raise choices("budget for ensemble:", budget, ["shared", "each"])
     base = STRATEGIES[of].builder(graph, output)
     phases = tuple(replace(p, label=f"{p.label}-member") for p in base.phases)
     params: dict[str, Any] = {"members": members, **({"of": of} if of != "e2e" else {})}
-    return Strategy("ensemble", phases, members=members, params=params)
+    params |= {"budget": budget} if budget != "shared" else {}
+    return Strategy("ensemble", phases, members=members, params=params, member_budget=budget)
 
 
 def blackbox(
@@ -271,10 +281,10 @@ STRATEGIES: dict[str, StrategyInfo] = {
     "local": StrategyInfo(local, {}, {}, "DGL: per-module auxiliary heads, all ports cut"),
     "ensemble": StrategyInfo(
         ensemble,
-        {"members": int, "of": str},
-        {"members": 3, "of": "e2e"},
+        {"members": int, "of": str, "budget": str},
+        {"members": 3, "of": "e2e", "budget": "shared"},
         "MEMBERS independent systems trained under OF (default e2e), outputs averaged; "
-        "the examples are shared among them",
+        "they share the budget of examples (budget=each: each draws all of it)",
     ),
     "blackbox": StrategyInfo(
         blackbox,

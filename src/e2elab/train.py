@@ -108,6 +108,8 @@ def train_seeds(
             for seed in seeds
         ]
     replicas = make_replicas(task, strategy, graph, seeds, device)
+    if strategy.member_budget == "each":  # every member draws the whole budget
+        config = config.override(budget=config.budget * strategy.members)
     boundaries = [round(config.budget * s) for s in _cumulative(strategy.phases)]
     loop = _Loop(task, graph, config, seeds, replicas, boundaries)
     loop.evaluate(-1)
