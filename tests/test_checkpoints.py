@@ -61,9 +61,19 @@ def test_another_module_name_shape_or_structure_is_refused_with_what_differs():
         checkpoints.check_fits(checkpoint, _recognizer(8), "adder", "c")
     with pytest.raises(E2ELabError, match=r"has shape \[8, 64\] in the checkpoint and \[16, 64\]"):
         checkpoints.check_fits(checkpoint, _recognizer(16), "recognizer", "c")
-    tanh = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.Tanh(), torch.nn.Linear(8, 10))
-    with pytest.raises(E2ELabError, match="same structure"):
+    tanh = _recognizer(8)
+    tanh[3] = torch.nn.Tanh()  # the same tensors, another activation
+    with pytest.raises(E2ELabError, match=r"ReLU\(\).*in the checkpoint.*Tanh\(\).*here"):
         checkpoints.check_fits(checkpoint, tanh, "recognizer", "c")
+    doubled = _recognizer(8).double()
+    with pytest.raises(E2ELabError, match=r"torch\.float32 in the checkpoint and torch\.float64"):
+        checkpoints.check_fits(checkpoint, doubled, "recognizer", "c")
+    broken = _recognizer(8)
+    with torch.no_grad():
+        broken[0].weight[0, 0] = float("nan")
+    bad = checkpoints.decode(checkpoints.encode(broken, "recognizer"), "nan")
+    with pytest.raises(E2ELabError, match="NaN or infinite"):
+        checkpoints.check_fits(bad, _recognizer(8), "recognizer", "nan")
     extra = torch.nn.Sequential(torch.nn.Linear(64, 8))
     with pytest.raises(E2ELabError, match=r"checkpoint lacks|module lacks"):
         checkpoints.check_fits(checkpoint, extra, "recognizer", "c")
@@ -169,7 +179,9 @@ def test_the_command_line_saves_lists_exports_and_loads_modules(tmp_path, capsys
         capsys, [*compare, "--load", "recognizer=abc", "--out", str(tmp_path / "x")], "no store at"
     )
     _one_line_error(
-        capsys, [*compare, "--load", "recognizer=ffff", "--out", str(out)], "no run with id 'ffff'"
+        capsys,
+        [*compare, "--load", "recognizer=ffff", "--out", str(out)],
+        "no run with an id starting with 'ffff'",
     )
     _one_line_error(
         capsys,
@@ -190,3 +202,90 @@ def test_the_command_line_saves_lists_exports_and_loads_modules(tmp_path, capsys
         ["modules", "export", str(store), run_id, "encoder", "-o", str(file)],
         "has no saved module 'encoder'",
     )
+
+
+def test_output_files_never_replace_a_store_and_run_ids_are_kept_whole(tmp_path, capsys):
+    from e2elab.cli import main
+
+    out = tmp_path / "out"
+    base = ["run", "--task", "digit-chain", "--knob", "n=1", "--seeds", "1", "--budget", "640"]
+    assert (
+        main([*base, "--strategy", "modular", "--save-modules", "recognizer", "--out", str(out)])
+        == 0
+    )
+    store = out / "results.sqlite"
+    with Store(store, readonly=True) as opened:
+        (run_id,) = opened.saved_modules()
+    for argv in (
+        ["modules", "export", str(store), run_id, "recognizer", "-o", str(store)],
+        ["export", str(store), "-o", str(store)],
+    ):
+        _one_line_error(capsys, argv, "is the store being read")
+    other = tmp_path / "other.sqlite"
+    Store(other).close()
+    _one_line_error(
+        capsys,
+        ["modules", "export", str(store), run_id, "recognizer", "-o", str(other)],
+        "is a SQLite database",
+    )
+    with Store(store, readonly=True) as opened:
+        assert opened.saved_modules() == {run_id: ["recognizer"]}  # nothing lost
+    new = tmp_path / "new" / "deeper" / "r.safetensors"
+    assert main(["modules", "export", str(store), run_id, "recognizer", "-o", str(new)]) == 0
+    # a bare --save-modules (every module) retrains the run that kept one, to the same weights
+    assert main([*base, "--strategy", "modular", "--save-modules", "--out", str(out)]) == 0
+    with Store(store, readonly=True) as opened:
+        assert opened.saved_modules() == {run_id: ["adder_1", "recognizer"]}
+    # a black box keeps no module and is not retrained for it
+    blackbox = [*base, "--strategy", "blackbox:model=logreg", "--save-modules", "--out", str(out)]
+    assert main(blackbox) == 0
+    capsys.readouterr()
+    assert main(blackbox) == 0
+    assert "1 already stored, 0 trained" in capsys.readouterr().out
+    # --load keeps the whole run id, not the prefix typed
+    load = [
+        "run",
+        "--task",
+        "digit-compare",
+        "--seeds",
+        "1",
+        "--budget",
+        "640",
+        "--strategy",
+        "e2e:freeze=recognizer",
+        "--load",
+        f"recognizer={run_id[:5]}",
+        "--out",
+        str(out),
+    ]
+    assert main(load) == 0
+    with Store(store, readonly=True) as opened:
+        loaded = [r for r in opened.results() if r.spec.get("load_from")]
+    assert loaded and loaded[0].spec["load_from"].endswith("#" + run_id)
+
+
+def test_loading_leaves_the_callers_task_untouched(tmp_path):
+    from e2elab.run import run
+
+    file = tmp_path / "r.safetensors"
+    file.write_bytes(checkpoints.encode(_recognizer(64), "recognizer"))
+    task = make_task("digit-chain", {"n": 1})
+    plain = run(task, "e2e", budget=640)
+    run(task, "e2e:freeze=recognizer", budget=640, load_from=f"recognizer={file}")
+    again = run(task, "e2e", budget=640)
+    assert again.id == plain.id and again.weights_sha256 == plain.weights_sha256
+
+
+def test_loading_into_a_blackbox_or_freezing_frozen_others_own_module_is_refused(tmp_path):
+    from e2elab import strategy as strategies
+    from e2elab.run import first_batch
+    from e2elab.system import trace
+
+    file = tmp_path / "r.safetensors"
+    file.write_bytes(checkpoints.encode(_recognizer(64), "recognizer"))
+    with pytest.raises(E2ELabError, match="blackbox trains no module"):
+        make_spec("digit-chain", "blackbox", knobs={"n": 1}, load_from=f"recognizer={file}")
+    task = make_task("digit-chain", {"n": 1})
+    graph = trace(task.build_system(), first_batch(task), task.ports)
+    with pytest.raises(E2ELabError, match="frozen_others trains recognizer alone"):
+        strategies.build("frozen_others:module=recognizer,freeze=recognizer", graph, "sum_1")

@@ -195,3 +195,48 @@ def test_budget_each_gives_every_member_the_whole_budget():
     _, graph = _graph()
     with pytest.raises(E2ELabError, match="unknown budget for ensemble"):
         strategies.build("ensemble:budget=all", graph, "sum_2")
+
+
+def test_best_at_each_is_inconclusive_where_a_listed_strategy_has_no_finished_run():
+    only = _cells({"e2e": [0.9, 0.9]}, set())
+    verdict = best_at_each(only, ["e2e", "modular"], ["e2e"], "n")
+    assert verdict.verdict == INCONCLUSIVE and "no finished run of modular" in verdict.details
+    assert best_at_each([], ["e2e"], ["e2e"], "n").verdict == INCONCLUSIVE
+
+
+def test_a_run_of_overlapping_variants_reads_as_the_most_specific_one():
+    narrow = {"label": "r", "knobs": {"recognizer_width": 16}, "strategies": ["e2e"]}
+    both = {
+        "label": "ra",
+        "knobs": {"recognizer_width": 16, "adder_width": 16},
+        "strategies": ["e2e"],
+    }
+    exp = parse({**BASE, "variants": [narrow, both]}, "t")
+    r = result("e2e", 1, 0, 0.9, 100)
+    knobs = {**BASE["knobs"], "m": 2, "recognizer_width": 16}
+    runs = [
+        dataclasses.replace(r, spec={**r.spec, "knobs": knobs}),
+        dataclasses.replace(r, spec={**r.spec, "knobs": {**knobs, "adder_width": 16}}),
+    ]
+    labelled = exp.labelled(runs)
+    assert [x.spec["strategy"] for x in labelled] == ["e2e@r", "e2e@ra"]
+    assert labelled[0].spec["knobs"] == labelled[1].spec["knobs"] == {**BASE["knobs"], "m": 2}
+
+
+@pytest.mark.parametrize(
+    ("figure", "match"),
+    [
+        ({"kind": "against", "title": "t", "series": {"a": {"0": "e2e"}}}, "positive finite"),
+        ({"kind": "against", "title": "t", "series": {"a": {"nan": "e2e"}}}, "positive finite"),
+        ({"kind": "against", "title": "t"}, "needs series"),
+        ({"kind": "bars", "title": "t"}, "needs strategies"),
+        ({"kind": "pie", "title": "t"}, "figures.0.kind"),
+        ({"kind": "bars", "title": "t", "strategies": ["e2e"], "at": {"q": 1}}, "not a knob"),
+    ],
+)
+def test_declared_figures_are_checked_on_load(figure, match):
+    with pytest.raises(E2ELabError, match=match):
+        parse({**BASE, "figures": [figure]}, "t")
+    twice = {"kind": "bars", "title": "same", "strategies": ["e2e"]}
+    with pytest.raises(E2ELabError, match="share a title"):
+        parse({**BASE, "figures": [twice, twice]}, "t")

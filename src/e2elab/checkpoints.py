@@ -14,6 +14,7 @@ not hash to its header.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Iterable
@@ -156,6 +157,19 @@ def check_fits(checkpoint: Checkpoint, module: torch.nn.Module, name: str, sourc
             f"or the checkpoint has tensors the module lacks ({_few(extra)}); "
             "save the checkpoint from a module of the same structure"
         )
+    for key, tensor in module.state_dict().items():
+        theirs = checkpoint.tensors[key]
+        if theirs.dtype != tensor.dtype:
+            raise E2ELabError(
+                f"{source}: {name}.{key} is {theirs.dtype} in the checkpoint and "
+                f"{tensor.dtype} in this system; save the checkpoint from a module of the "
+                "same dtype"
+            )
+        if theirs.is_floating_point() and not bool(torch.isfinite(theirs).all()):
+            raise E2ELabError(
+                f"{source}: {name}.{key} holds NaN or infinite values (from a run that "
+                "diverged?); load the module of a run that finished"
+            )
     for key, shape in wanted.items():
         if have[key] != shape:
             raise E2ELabError(
@@ -165,9 +179,10 @@ def check_fits(checkpoint: Checkpoint, module: torch.nn.Module, name: str, sourc
             )
     here = structure_of(module)
     if checkpoint.structure != here:
+        theirs, ours = _difference(checkpoint.structure, here)
         raise E2ELabError(
-            f"{source}: module {name!r} is {_clip(checkpoint.structure)} in the checkpoint "
-            f"but {_clip(here)} here; load it into a module of the same structure"
+            f"{source}: module {name!r} differs in structure: {theirs} in the checkpoint, "
+            f"{ours} here; load it into a module of the same structure"
         )
 
 
@@ -191,8 +206,20 @@ def _few(names: Iterable[str]) -> str:
     )
 
 
-def _clip(text: str, most: int = 90) -> str:
-    return text if len(text) <= most else text[: most - 3] + "..."
+def _difference(a: str, b: str, before: int = 30, after: int = 40) -> tuple[str, str]:
+    """The two texts around where they first differ ("...(1): ReLU() (2)..." against
+    "...(1): Tanh() (2)...")."""
+    at = next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+    start = max(0, at - before)
+
+    def cut(text: str) -> str:
+        head = "..." if start else ""
+        tail = "..." if len(text) > at + after else ""
+        return repr(head + text[start : at + after] + tail)
+
+    return cut(a), cut(b)
 
 
 # --- checkpoints named in a run's settings (Settings.load, Settings.load_from) --------
@@ -255,6 +282,7 @@ def preload(task: Any, load: str, load_from: str) -> Any:
     probes start from), after checking they are still the weights ``load`` names."""
     if not load:
         return task
+    task = copy.copy(task)  # the caller's task object keeps building untouched systems
     build = task.build_system
     first = build()
     resolved, checkpoints = resolve(load_from, first)

@@ -910,7 +910,10 @@ def best_at_each(
             for name, runs in cellsets.items()
             if _ok(runs)
         }
-        if not means:
+        absent = [name for name in strategies if name not in means]
+        if absent:  # a strategy without finished runs here could be the best: not judged
+            unresolved.append(f"{knob}={value}")
+            lines.append(f"{knob}={value}: no finished run of {', '.join(absent)}")
             continue
         best = max(means, key=lambda name: means[name])
         rest = {n: m for n, m in means.items() if n not in expected}
@@ -934,6 +937,8 @@ def best_at_each(
     detail = "; ".join(lines)
     if wrong:
         return Verdict(FAIL, f"another strategy is best at {', '.join(wrong)}; {detail}")
+    if any("no finished run" in line for line in lines):
+        return Verdict(INCONCLUSIVE, detail)
     if unresolved:
         return Verdict(FAIL, f"not clearly ahead at {', '.join(unresolved)}; {detail}")
     return Verdict(PASS, detail)

@@ -33,7 +33,7 @@ from rich.table import Table
 from e2elab import experiment as experiments
 from e2elab.claims import Verdict
 from e2elab.errors import E2ELabError, choices
-from e2elab.paths import writable_file, writable_folder
+from e2elab.paths import not_a_store, writable_file, writable_folder
 
 # The training half (torch) is imported inside the commands that train: ``report``,
 # ``export`` and ``list --help`` start without it.
@@ -317,8 +317,20 @@ def _load_sources(pairs: list[str], store: Path) -> str | None:
                     f"--load {module}={source}: no store at {store} to find run {source} in; "
                     "give --out the folder of the run's store, or a checkpoint file"
                 )
-            out.append(f"{module}={store_source(store, source)}")
+            out.append(f"{module}={store_source(store, _full_id(store, source))}")
     return ",".join(out)
+
+
+def _full_id(path: Path, prefix: str) -> str:
+    """The one stored run id that starts with ``prefix`` (kept whole in a run's spec)."""
+    from e2elab.store import Store
+
+    with Store(path, create=False, readonly=True) as store:
+        found = sorted(i for i in store.ids() if i.startswith(prefix)) if prefix else []
+    if len(found) != 1:
+        what = "no run" if not found else f"{len(found)} runs ({', '.join(found[:3])}...)"
+        raise E2ELabError(f"{path}: {what} with an id starting with {prefix!r}; give more of it")
+    return found[0]
 
 
 def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experiments.Experiment:
@@ -705,7 +717,7 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
             found = "no run" if not ids else f"{len(ids)} runs ({', '.join(ids[:4])}...)"
             raise E2ELabError(f"{found} in {args.store} has an id starting with {args.run_id!r}")
         (stored,) = store.results_by_id(ids)
-    spec = RunSpec.from_dict(stored.spec)
+    spec = RunSpec.from_dict(_moved_sources(stored.spec, args.store))
     if spec.id != stored.id:
         raise E2ELabError(
             f"run {stored.id} was stored by another e2elab version (its spec now hashes to "
@@ -740,10 +752,28 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     return 1
 
 
+def _moved_sources(spec: dict[str, Any], store: Path) -> dict[str, Any]:
+    """A spec whose modules were loaded from runs of a store that has since moved (or
+    been copied): read them from ``store``, the one being rerun, which holds those runs.
+    The weights' SHA-256 (in the id) still has to match."""
+    from e2elab.checkpoints import parse_pairs, store_source
+
+    text = spec.get("load_from") or ""
+    if not text:
+        return spec
+    pairs = parse_pairs(text, "load_from")
+    for module, source in pairs.items():
+        path, hashmark, run_id = source.rpartition("#")
+        if hashmark and not Path(path).exists():
+            pairs[module] = store_source(store, run_id)
+    return {**spec, "load_from": ",".join(f"{m}={s}" for m, s in pairs.items())}
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from e2elab.query import export
 
     writable_file(args.output, "-o")
+    not_a_store(args.output, "-o", args.store)
     rows = export(args.store, args.format, args.output, args.table, args.experiment)
     print(f"wrote {rows} {args.table} rows to {args.output}")
     return 0
@@ -781,9 +811,9 @@ def _cmd_modules_export(args: argparse.Namespace) -> int:
     with Store(args.store, readonly=True) as store:
         data = store.checkpoint(args.run_id, args.module)
     decode(data, f"run {args.run_id}")  # never write out what would not load
-    if args.output.is_dir():
-        raise E2ELabError(f"-o {args.output} is a folder; give a file name (.safetensors)")
-    writable_folder(args.output.parent if str(args.output.parent) else Path("."), "-o")
+    writable_file(args.output, "-o")
+    not_a_store(args.output, "-o", args.store)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
     temporary = args.output.with_name(args.output.name + ".part")
     temporary.write_bytes(data)
     temporary.replace(args.output)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -173,13 +174,15 @@ class Experiment(_Strict):
         out = []
         for result in results:
             spec = result.spec
-            for variant in self.variants:
-                knobs = spec["knobs"]
-                if all(_same(knobs.get(k), v) for k, v in variant.knobs.items()):
-                    base = {k: self.knobs[k] for k in variant.knobs}
-                    strategy = f"{spec['strategy']}@{variant.label}"
-                    spec = {**spec, "strategy": strategy, "knobs": {**knobs, **base}}
-                    break
+            knobs = spec["knobs"]
+            matching = [
+                v for v in self.variants if all(_same(knobs.get(k), x) for k, x in v.knobs.items())
+            ]
+            if matching:  # the most specific: {a, b} over {a} for a run that sets both
+                variant = max(matching, key=lambda v: len(v.knobs))
+                base = {k: self.knobs[k] for k in variant.knobs}
+                strategy = f"{spec['strategy']}@{variant.label}"
+                spec = {**spec, "strategy": strategy, "knobs": {**knobs, **base}}
             source = transfer_source(spec)
             if self.transfer is not None and source is not None:
                 labels = (sources or {}).get(source) or [source[:8]]
@@ -215,7 +218,8 @@ def source_runs(experiment: Experiment, store: Any) -> dict[tuple[str, int], str
     if transfer.source not in stored:
         raise E2ELabError(
             f"transfer.source: no experiment {transfer.source!r} in {store.path}; run it "
-            "first (in a suite, list it before this one)"
+            "first (in a suite, list it before this one; under a profile, the source "
+            "runs under the same profile and needs it too)"
         )
     source = Experiment.model_validate(stored[transfer.source])
     saved = store.saved_modules()
@@ -243,6 +247,8 @@ def source_labels(experiment: Experiment, store: Any) -> dict[str, list[str]]:
     runs = source_runs(experiment, store)
     weights = {run_id: store.module_sha256(run_id, module) for run_id in runs.values()}
     by_weights: dict[Any, list[str]] = {}
+    listed = set(experiment.transfer.strategies)
+    runs = {key: run_id for key, run_id in runs.items() if key[0] in listed}
     for (label, _), run_id in runs.items():
         by_weights.setdefault(weights[run_id] or run_id, []).append(label)
     return {run_id: by_weights[weights[run_id] or run_id] for run_id in runs.values()}
@@ -334,11 +340,19 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
         for name, points in figure.series.items():
             for x in points:
                 try:
-                    float(x)
+                    number = float(x)
                 except ValueError:
+                    number = math.nan
+                if not 0 < number < math.inf:  # drawn on a log axis
                     raise fail(
-                        f"figures.{i}.series.{name}", f"x value {x!r} is not a number"
-                    ) from None
+                        f"figures.{i}.series.{name}",
+                        f"x value {x!r} is not a positive finite number",
+                    )
+    titles = [f.title for f in exp.figures]
+    if len(set(titles)) != len(titles):
+        raise fail("figures", "two figures share a title (their file name); give each its own")
+    if any(not name.strip() for name in exp.save_modules):
+        raise fail("save_modules", "an empty module name; list module names, or '*'")
     for field, texts in (
         ("strategies", exp.strategies),
         ("snr.strategies", _snr(exp)),

@@ -46,3 +46,21 @@ def _writable(existing: Path, path: Path, flag: str) -> None:
             f"{flag} {path}: {existing} cannot be written (read-only or no permission); "
             "choose a writable folder"
         )
+
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def not_a_store(path: Path, flag: str, source: Path | None = None) -> Path:
+    """Refuse to write over ``source`` (the store being read) or over any existing
+    SQLite database: an output file must never replace a results store."""
+    if source is not None and path.exists() and source.exists() and path.samefile(source):
+        raise E2ELabError(f"{flag} {path} is the store being read; give another file name")
+    if path.is_file():
+        with path.open("rb") as handle:
+            if handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+                raise E2ELabError(
+                    f"{flag} {path} is a SQLite database (perhaps a results store); "
+                    "e2elab does not write over one: give another file name"
+                )
+    return path

@@ -50,7 +50,8 @@ def group(
 
 def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     """One row per run (see the module docstring). Columns: run_id, task, ``knob_<name>``,
-    strategy, seed, the settings, status, output metric and chance, at-chance flag,
+    strategy, seed, the settings (with any loaded modules), status, output metric and
+    chance, at-chance flag,
     examples-to-threshold, ``final_<port>``, ``probe_<port>``, ``probe_init_<port>``,
     memory (bytes), training FLOPs, wall seconds and the weights' hash."""
     rows = []
@@ -66,6 +67,10 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
             "lr": spec.get("lr"),
             "optimizer": spec.get("optimizer"),
             "threshold": spec.get("threshold"),
+            # modules loaded before training: MODULE=SHA256 of the weights, and where
+            # they were read (STORE#RUN_ID: the run they came from)
+            "load": spec.get("load") or None,
+            "load_from": spec.get("load_from") or None,
             "status": r.status,
             "reason": r.reason,
             "output": r.output,

@@ -78,6 +78,10 @@ def make_spec(
         raise E2ELabError("load names weights but not where to read them; give load_from")
     _check_saved(chosen.save_modules, instance)
     name, params = strategies.parse_strategy(strategy)
+    if name == "blackbox" and chosen.load:
+        raise E2ELabError(
+            "blackbox trains no module of the system, so it loads none; drop the load"
+        )
     source = reference(cls) if isinstance(task, Task) or ":" not in task else task
     return RunSpec(
         task=instance.name,
@@ -306,16 +310,20 @@ def _result(
         selected_at=outcome.selected_at,
         artifacts=instance.artifacts(outcome.systems[0]) if outcome.systems else {},
         checkpoints=(
-            checkpoints.saved(outcome.systems[0], spec.settings.save_modules, _about(spec))
+            checkpoints.saved(
+                outcome.systems[0], spec.settings.save_modules, _about(spec, strategy.members)
+            )
             if outcome.status == "ok" and outcome.systems
             else {}
         ),
     )
 
 
-def _about(spec: RunSpec) -> dict[str, Any]:
-    """What a saved module's header says of the run it came from."""
+def _about(spec: RunSpec, members: int = 1) -> dict[str, Any]:
+    """What a saved module's header says of the run it came from (of an ensemble, the
+    first member's module is saved)."""
     return {
+        "member": f"0 of {members}",
         "run_id": spec.id,
         "task": spec.task,
         "knobs": spec.knobs,

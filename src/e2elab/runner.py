@@ -123,15 +123,31 @@ def _transfer_specs(
     return out
 
 
-def _missing_modules(spec: RunSpec, saved: dict[str, list[str]]) -> bool:
-    """A stored run that should have kept modules (save_modules) but did not."""
-    names = spec.settings.save_modules
-    if not names:
-        return False
-    have = saved.get(spec.id, [])
-    if names.strip() == "*":
-        return not have
-    return any(n.strip() not in have for n in names.split(","))
+def _unsaved(specs: list[RunSpec], store: Store) -> set[str]:
+    """Stored runs that should have kept modules (``save_modules``) but did not: they
+    train again (to the same weights). A run that kept none because it has none (a
+    black box) or did not finish is not among them."""
+    wanted = [s for s in specs if s.settings.save_modules]
+    if not wanted:
+        return set()
+    saved, finished = store.saved_modules(), store.ids("ok")
+    modules: dict[str, list[str]] = {}
+    out = set()
+    for spec in wanted:
+        if spec.id not in finished or strategies.parse_strategy(spec.strategy)[0] == "blackbox":
+            continue
+        names = spec.settings.save_modules
+        if names.strip() == "*":
+            key = json.dumps([spec.task, spec.knobs, spec.source], sort_keys=True, default=str)
+            if key not in modules:
+                system = task_for(spec).build_system()
+                modules[key] = [n for n, _ in system.named_children()]
+            needed = modules[key]
+        else:
+            needed = [n.strip() for n in names.split(",") if n.strip()]
+        if any(n not in saved.get(spec.id, []) for n in needed):
+            out.add(spec.id)
+    return out
 
 
 def run_experiment(
@@ -156,8 +172,7 @@ def run_experiment(
     _check_importable(specs, executor)
     # a run that failed (e.g. out of memory) says nothing about its spec: it trains again;
     # so does one stored without the modules this experiment saves (the same weights)
-    saved = store.saved_modules()
-    unsaved = {s.id for s in specs if _missing_modules(s, saved)}
+    unsaved = _unsaved(specs, store)
     stored = set() if force else store.ids() - store.ids("failed") - unsaved
     done = [s for s in specs if s.id in stored]
     todo = [s for s in specs if s.id not in stored]

@@ -389,6 +389,11 @@ def build(text: str, graph: Graph, output: str) -> Strategy:
         built = _forcing(built, forced_ports(common["force"], graph))
         built = replace(built, params={**built.params, "force": common["force"]})
     if "freeze" in common:
+        if name == "frozen_others" and params.get("module") in common["freeze"]:
+            raise E2ELabError(
+                f"frozen_others trains {params['module']} alone; freezing it too leaves "
+                "that strategy nothing of its own: drop it from freeze="
+            )
         built = _freezing(built, common["freeze"], graph)
     return built
 
