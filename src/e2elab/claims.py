@@ -948,6 +948,95 @@ def _sortable(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, (int, float)) else (1, str(value))
 
 
+def _seed_gaps(
+    results: list[RunResult], a: str, b: str, knob: str, where: dict[str, Any] | None
+) -> dict[Any, dict[int, float]]:
+    """Per value of ``knob``, per seed present for both: a's output metric minus b's."""
+    return {
+        value: {seed: pa - pb for seed, (pa, pb) in pairs.items()}
+        for value, pairs in _paired(results, a, b, knob, where).items()
+    }
+
+
+def gap_grows_with_knob(
+    results: list[RunResult],
+    a: str,
+    b: str,
+    knob: str,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """The gap ``a`` minus ``b`` (output metric, paired by seed) is larger at the largest
+    value of ``knob`` than at the smallest: the 95% interval over seeds of (gap at the
+    largest) - (gap at the smallest) lies above 0."""
+    gaps = _seed_gaps(results, a, b, knob, where)
+    if len(gaps) < 2:
+        return _no_data(f"{a} and {b} at two values of {knob} where {where}")
+    values = sorted(gaps, key=_sortable)
+    low, high = gaps[values[0]], gaps[values[-1]]
+    seeds = sorted(set(low) & set(high))
+    listed = ", ".join(f"{knob}={v}: {np.mean(list(gaps[v].values())):+.3f}" for v in values)
+    if len(seeds) < 2:
+        return Verdict(INCONCLUSIVE, f"gap {a} - {b}: {listed}; {len(seeds)} paired seed(s)")
+    growth = mean_interval([high[s] - low[s] for s in seeds])
+    detail = f"gap {a} - {b}: {listed}; change {growth.format(3)} over {len(seeds)} seeds"
+    ok = growth.lo > 0
+    return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
+
+
+def _metric_at(run: RunResult, examples: float) -> float | None:
+    """The output metric at the last evaluation at or before ``examples``."""
+    points = [p for p in run.curve if p["examples"] <= examples and run.output in p["metrics"]]
+    return float(points[-1]["metrics"][run.output]) if points else None
+
+
+def gap_with_budget(
+    results: list[RunResult],
+    a: str,
+    b: str,
+    early: float,
+    direction: Literal["shrinks", "grows"],
+    knob: str,
+    at: Literal["smallest", "largest"] = "largest",
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """How the gap ``a`` minus ``b`` moves with the training budget, read from the
+    learning curves (with a fixed learning rate and data stream, the first part of a run
+    is the run at that smaller budget): at the smallest or largest value of ``knob``, the
+    gap at the end minus the gap after ``early`` of the budget, paired by seed, has a
+    95% interval below 0 (``shrinks``) or above 0 (``grows``)."""
+    table = _by_knob_cells(results, [a, b], where)
+    cellsets = [c for c in table.values() if _ok(c.get(a, [])) and _ok(c.get(b, []))]
+    if not cellsets:
+        return _no_data(f"{a} and {b} where {where}")
+    pick = min if at == "smallest" else max
+    chosen = pick(cellsets, key=lambda c: _sortable(_point_value(c, knob)))
+    value = _point_value(chosen, knob)
+    runs_a = {r.spec["seed"]: r for r in _ok(chosen[a])}
+    runs_b = {r.spec["seed"]: r for r in _ok(chosen[b])}
+    changes, before, after = [], [], []
+    for seed in sorted(set(runs_a) & set(runs_b)):
+        ra, rb = runs_a[seed], runs_b[seed]
+        cut = early * ra.spec["budget"]
+        pair = (_metric_at(ra, cut), _metric_at(rb, cut))
+        if None in pair:
+            continue
+        first = pair[0] - pair[1]  # type: ignore[operator]
+        last = ra.output_metric - rb.output_metric
+        before.append(first)
+        after.append(last)
+        changes.append(last - first)
+    if len(changes) < 2:
+        return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(changes)} paired seed(s); need 2")
+    change = mean_interval(changes)
+    detail = (
+        f"{knob}={value}: gap {a} - {b} {np.mean(before):+.3f} after {early:g} of the budget, "
+        f"{np.mean(after):+.3f} at its end; change {change.format(3)} over {len(changes)} seeds"
+    )
+    ok = change.hi < 0 if direction == "shrinks" else change.lo > 0
+    side = "below" if direction == "shrinks" else "above"
+    return Verdict(PASS if ok else FAIL, detail + ("" if ok else f" -- not {side} 0"))
+
+
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,
@@ -966,6 +1055,8 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "snr_below_resolution": snr_below_resolution,
     "stays_at_chance": stays_at_chance,
     "best_at_each": best_at_each,
+    "gap_grows_with_knob": gap_grows_with_knob,
+    "gap_with_budget": gap_with_budget,
 }
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from e2elab.errors import E2ELabError, choices
 from e2elab.task import Task
+from e2elab.tasks.captioning import Captioning
 from e2elab.tasks.digit_chain import DigitChain
 from e2elab.tasks.digit_compare import DigitCompare
 from e2elab.tasks.images import Images
@@ -38,6 +39,7 @@ from e2elab.tasks.stocks import Stocks
 
 ENTRY_POINT_GROUP = "e2elab.tasks"
 SHIPPED: tuple[type[Task], ...] = (
+    Captioning,
     DigitChain,
     DigitCompare,
     Images,

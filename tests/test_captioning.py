@@ -1,0 +1,138 @@
+"""Captioning: scenes, the caption grammar, the decoder's teacher forcing and greedy
+decoding, and the caption metrics (no long training)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from e2elab.data import scenes
+from e2elab.run import execute, make_spec
+from e2elab.tasks import make_task
+from e2elab.tasks.captioning import CaptionKind, Decoder, caption_errors
+
+
+@pytest.mark.parametrize("objects", [1, 2, 3, 4])
+def test_every_caption_parses_back_to_its_scene(objects):
+    drawn = scenes.generate(500, objects, seed=3)
+    captions = drawn.captions()
+    assert captions.shape == (500, scenes.caption_length(objects))
+    for i in range(500):
+        assert scenes.parse(scenes.text(captions[i])) == scenes.truth(drawn, i)
+    assert set(np.unique(drawn.count)) == set(range(1, objects + 1))
+
+
+def test_malformed_sentences_do_not_parse():
+    for bad in (
+        "",
+        "a small red",
+        "a small red square left a blue circle",
+        "a huge red square",
+        "small red square",
+        "a small red square left of",
+    ):
+        assert scenes.parse(bad) is None
+    assert scenes.parse("a large blue circle") == [("large", "blue", "circle")]
+
+
+def test_generation_is_deterministic_and_train_and_test_scenes_are_disjoint():
+    a, b = scenes.generate(200, 3, seed=7), scenes.generate(200, 3, seed=7)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.captions(), b.captions())
+    assert not np.array_equal(a.images, scenes.generate(200, 3, seed=8).images)
+    train = scenes.generate(3000, 2, seed=1, noise=0.0)
+    test = scenes.generate(3000, 2, seed=1, test=True, noise=0.0)
+    seen = {image.tobytes() for image in train.images}
+    assert not any(image.tobytes() in seen for image in test.images)
+
+
+def test_objects_are_drawn_in_their_colour_and_column():
+    drawn = scenes.generate(50, 1, seed=0, noise=0.0)
+    for i in range(50):
+        column, colour = drawn.column[i, 0], drawn.colour[i, 0]
+        cell = drawn.images[i][:, :, column * scenes.CELL : (column + 1) * scenes.CELL]
+        lit = np.abs(cell - scenes.BACKGROUND).sum(0) > 0.1
+        assert lit.any()
+        pixel = cell[:, lit][:, 0]
+        assert np.allclose(pixel, scenes.RGB[colour], atol=1e-6)
+        rest = np.delete(
+            drawn.images[i], np.s_[column * scenes.CELL : (column + 1) * scenes.CELL], axis=2
+        )
+        assert np.allclose(rest, scenes.BACKGROUND)
+
+
+def test_the_decoder_is_fed_the_reference_tokens_while_training():
+    torch.manual_seed(0)
+    decoder = Decoder(features=8, width=16, length=5)
+    features = torch.randn(4, 8)
+    reference = torch.randint(3, 10, (4, 5))
+    seen = []
+    decoder.embed.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].clone()))
+    decoder(features, reference)
+    assert torch.equal(seen[0], torch.full((4,), scenes.START))
+    for t in range(1, 5):
+        assert torch.equal(seen[t], reference[:, t - 1])  # the reference, not its own guess
+
+
+def test_greedy_decoding_feeds_back_its_tokens_and_stops_at_the_end_token():
+    torch.manual_seed(0)
+    decoder = Decoder(features=8, width=16, length=6)
+    with torch.no_grad():
+        decoder.read.bias.zero_()
+        decoder.read.bias[scenes.END] = 5.0  # the first token is END
+    out = decoder(torch.randn(3, 8), None).argmax(-1)
+    assert (out[:, 0] == scenes.END).all()
+    assert (out[:, 1:] == scenes.PAD).all()  # nothing after the end token
+    seen = []
+    decoder.embed.register_forward_hook(lambda m, inputs, o: seen.append(inputs[0].clone()))
+    tokens = decoder(torch.randn(3, 8), None).argmax(-1)
+    assert torch.equal(seen[1], tokens[:, 0])  # its own previous token
+
+
+def test_caption_metrics_exact_tokens_and_bleu():
+    kind = CaptionKind()
+    target = torch.from_numpy(scenes.generate(20, 2, seed=0).captions())
+    perfect = torch.nn.functional.one_hot(target, len(scenes.WORDS)).float()
+    scores = kind.metrics(perfect, target)
+    assert scores[""] == 1.0 and scores["tokens"] == 1.0 and scores["bleu"] == pytest.approx(100)
+    wrong = target.clone()
+    red = scenes.INDEX["red"]
+    wrong[:, 2] = (wrong[:, 2] - red + 1) % 4 + red  # every first colour word changed
+    assert (wrong[:, 2] != target[:, 2]).all()
+    scores = kind.metrics(torch.nn.functional.one_hot(wrong, len(scenes.WORDS)).float(), target)
+    assert scores[""] == 0.0 and 0.7 < scores["tokens"] < 1.0 and scores["bleu"] < 100
+
+
+def test_wrong_words_are_traced_to_the_module_that_made_them():
+    truth = scenes.generate(3, 1, seed=0, noise=0.0)
+    captions = truth.captions().copy()
+    heads = {n: truth.attribute(n).copy() for n in ("shape", "colour", "size")}
+    # scene 0: the caption says another colour, and so does the encoder's head
+    other = (truth.colour[0, 0] + 1) % 4
+    captions[0, 2] = scenes.INDEX[scenes.COLOURS[other]]
+    heads["colour"][0, 0] = other
+    # scene 1: the caption says another shape, but the head had it right
+    captions[1, 3] = scenes.INDEX[scenes.SHAPES[(truth.shape[1, 0] + 1) % 3]]
+    # scene 2: not a sentence
+    captions[2, 0] = scenes.INDEX["left"]
+    found = caption_errors(truth, captions, heads)
+    assert found["attribute_errors"] == {"encoder": 1, "decoder": 1}
+    assert found["malformed"] == pytest.approx(1 / 3) and found["parsed"] == pytest.approx(2 / 3)
+
+
+def test_a_short_captioning_run_trains_and_keeps_its_artifacts():
+    spec = make_spec(
+        "captioning",
+        "greedy",
+        knobs={"objects": 1, "test_size": 100, "features": 32, "decoder_width": 32, "width": 4},
+        budget=640,
+        evaluations=2,
+    )
+    result = execute(spec)
+    assert result.status == "ok"
+    assert {"caption", "caption:tokens", "caption:bleu"} <= set(result.final)
+    art = result.artifacts
+    assert len(art["gallery"]) == 8 and 0 <= art["parsed"] <= 1
+    assert set(art["attribute_accuracy"]) == {"size", "colour", "shape"}
+    task = make_task("captioning", {"objects": 1})
+    assert task.output == "caption" and "colour_1" in task.ports
