@@ -136,3 +136,90 @@ def test_a_short_captioning_run_trains_and_keeps_its_artifacts():
     assert set(art["attribute_accuracy"]) == {"size", "colour", "shape"}
     task = make_task("captioning", {"objects": 1})
     assert task.output == "caption" and "colour_1" in task.ports
+
+
+def _gap_runs(values: dict[int, tuple[float, float]], seeds: int = 3):
+    """greedy and e2e runs at each objects value, accuracies (greedy, e2e), seed noise."""
+    import dataclasses
+
+    from synthetic import result
+
+    out = []
+    for objects, (two_phase, e2e) in values.items():
+        for seed in range(seeds):
+            for strategy, accuracy in (("greedy", two_phase), ("e2e", e2e)):
+                r = result(strategy, 1, seed, accuracy + 0.005 * seed, None)
+                knobs = {"objects": objects}
+                curve = [
+                    {"examples": e, "phase": 0, "metrics": {r.output: accuracy * e / 100_000}}
+                    for e in (0, 25_000, 50_000, 100_000)
+                ]
+                out.append(dataclasses.replace(r, spec={**r.spec, "knobs": knobs}, curve=curve))
+    return out
+
+
+def test_gap_grows_with_knob_reads_paired_gaps_at_both_ends():
+    from e2elab.claims import FAIL, PASS, gap_grows_with_knob
+
+    grows = _gap_runs({1: (0.9, 0.8), 3: (0.6, 0.1)})
+    verdict = gap_grows_with_knob(grows, "greedy", "e2e", "objects")
+    assert verdict.verdict == PASS and "objects=1: +0.100" in verdict.details
+    shrinks = _gap_runs({1: (0.9, 0.1), 3: (0.3, 0.1)})
+    assert gap_grows_with_knob(shrinks, "greedy", "e2e", "objects").verdict == FAIL
+
+
+def test_gap_with_budget_reads_the_learning_curves():
+    from e2elab.claims import FAIL, PASS, gap_with_budget
+
+    # the curves rise linearly to the final accuracy: the gap grows fourfold from 1/4 on
+    runs = _gap_runs({1: (0.9, 0.1)})
+    grows = gap_with_budget(runs, "greedy", "e2e", 0.25, "grows", "objects")
+    assert grows.verdict == PASS and "+0.200 after 0.25 of the budget" in grows.details
+    assert gap_with_budget(runs, "greedy", "e2e", 0.25, "shrinks", "objects").verdict == FAIL
+
+
+def test_caption_figures_and_marked_words(tmp_path):
+    import dataclasses
+
+    from e2elab.report.captions import caption_figures, marked
+
+    assert marked("a small red square", "a small red square") == ("a small red square", True)
+    assert marked("a large red", "a small red square") == ("a LARGE red [...]", False)
+    runs = []
+    for objects in (1, 2):
+        drawn = scenes.test_scenes(objects, 100, 0.05)
+        for strategy, good in (("greedy", True), ("e2e", False)):
+            for seed in range(2):
+                from synthetic import result
+
+                r = result(strategy, 1, seed, 0.9 if good else 0.1, None)
+                captions = [scenes.text(c) for c in drawn.captions()[:8]]
+                if not good:
+                    captions = ["a large green circle"] * 8
+                art = {
+                    "gallery": captions,
+                    "parsed": 1.0,
+                    "malformed": 0.0,
+                    "wrong_count": 0.0,
+                    "attribute_accuracy": {"size": 0.9, "colour": 0.9, "shape": 0.9},
+                    "attribute_errors": {"encoder": 3, "decoder": 1},
+                }
+                knobs = {"objects": objects, "test_size": 100, "noise": 0.05}
+                final = {
+                    r.output: r.output_metric,
+                    f"{r.output}:tokens": 0.9,
+                    f"{r.output}:bleu": 80.0,
+                }
+                runs.append(
+                    dataclasses.replace(
+                        r, spec={**r.spec, "knobs": knobs}, artifacts=art, final=final
+                    )
+                )
+    paths = caption_figures(runs, "objects", tmp_path)
+    assert [p.name for p in paths] == [
+        "caption_metrics.png",
+        "caption_errors.png",
+        "caption_gallery.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    assert caption_figures([], "objects", tmp_path) == []  # not a captioning experiment

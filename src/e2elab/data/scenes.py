@@ -35,6 +35,7 @@ TRAIN_DY = (-2, 0, 2)  # the first object's vertical offset (test: odd offsets)
 TEST_DY = (-1, 1)
 OTHER_DY = (-2, -1, 0, 1, 2)
 BACKGROUND = 0.15
+TEST_SEED = 50_000
 
 # the vocabulary: padding, start, end, then the words
 PAD, START, END = 0, 1, 2
@@ -209,3 +210,9 @@ def truth(scenes: Scenes, index: int) -> list[tuple[str, str, str]]:
         for k in range(scenes.shape.shape[1])
         if scenes.shape[index, k] >= 0
     ]
+
+
+def test_scenes(objects: int, size: int, noise: float) -> Scenes:
+    """The held-out scenes of the captioning task with these knobs (the report redraws
+    them for its gallery)."""
+    return generate(size, objects, TEST_SEED + objects, test=True, noise=noise)

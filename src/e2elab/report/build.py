@@ -11,6 +11,7 @@ from e2elab.experiment import Experiment
 from e2elab.query import group
 from e2elab.records import RunResult, SNRResult
 from e2elab.report.approaches import approach_figures
+from e2elab.report.captions import caption_figures
 from e2elab.report.declared import declared_figures
 from e2elab.report.figures import all_figures
 from e2elab.report.page import Section, write_report
@@ -62,6 +63,7 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         folder = out_dir / "figures" / (exp.name if len(parts) > 1 else "")
         figures += all_figures(results, sweep_knob(exp), folder)
         figures += declared_figures(exp, results, folder)
+        figures += caption_figures(results, sweep_knob(exp), folder)
         if part.snr:
             figures.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
         if exp.task == "images":  # approaches differ by knob (front) and by strategy

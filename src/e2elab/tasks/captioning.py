@@ -38,7 +38,6 @@ from e2elab.ports import SequenceKind
 from e2elab.system import System
 from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
 
-TEST_SEED = 50_000
 VOCAB = len(scenes.WORDS)
 GALLERY = 8  # test scenes whose captions every run keeps
 
@@ -198,7 +197,7 @@ class Captioning(Task):
         return self._batch(self.test_scenes())
 
     def test_scenes(self) -> scenes.Scenes:
-        return test_scenes(self.objects, self.settings["test_size"], self.settings["noise"])
+        return scenes.test_scenes(self.objects, self.settings["test_size"], self.settings["noise"])
 
     def test_set(self) -> Batch:
         return self._test
@@ -235,11 +234,6 @@ class Captioning(Task):
         out = caption_errors(self.test_scenes(), decoded, heads)
         out["gallery"] = [scenes.text(row) for row in decoded[:GALLERY]]
         return out
-
-
-def test_scenes(objects: int, size: int, noise: float) -> scenes.Scenes:
-    """The held-out scenes of a captioning task with these knobs (torch-free)."""
-    return scenes.generate(size, objects, TEST_SEED + objects, test=True, noise=noise)
 
 
 def caption_errors(
