@@ -11,7 +11,8 @@
 - Expert: a Stanley controller on the true lateral offset and heading error,
   steering = -(heading error + atan(GAIN * offset / SPEED)), clipped.
 - Simulator: a kinematic bicycle (wheelbase ``WHEELBASE``) at constant ``SPEED``; a
-  constant steering angle delta drives a circle of radius WHEELBASE / tan(delta).
+  constant steering angle delta drives a circle of radius WHEELBASE / tan(delta)
+  (each step is integrated exactly as an arc).
 
 Numpy only (torch-free): the report redraws roads for its bird's-eye figure.
 """
@@ -86,12 +87,22 @@ def expert(offset: np.ndarray, heading_error: np.ndarray) -> np.ndarray:
 
 
 def bicycle(x: np.ndarray, y: np.ndarray, theta: np.ndarray, steer: np.ndarray):
-    """One DT step of the kinematic bicycle at SPEED (steering clipped to MAX_STEER)."""
+    """One DT step of the kinematic bicycle at SPEED (steering clipped to MAX_STEER),
+    integrated exactly for the step's constant steering: an arc of radius
+    WHEELBASE / tan(steer), or a straight line."""
     steer = np.clip(steer, -MAX_STEER, MAX_STEER)
-    x = x + SPEED * np.cos(theta) * DT
-    y = y + SPEED * np.sin(theta) * DT
-    theta = theta + SPEED / WHEELBASE * np.tan(steer) * DT
-    return x, y, theta
+    curvature = np.tan(steer) / WHEELBASE
+    turn = SPEED * DT * curvature
+    after = theta + turn
+    straight = np.abs(curvature) < 1e-9
+    safe = np.where(straight, 1.0, curvature)
+    x = np.where(
+        straight, x + SPEED * DT * np.cos(theta), x + (np.sin(after) - np.sin(theta)) / safe
+    )
+    y = np.where(
+        straight, y + SPEED * DT * np.sin(theta), y - (np.cos(after) - np.cos(theta)) / safe
+    )
+    return x, y, after
 
 
 def locate(roads: list[Road], index: np.ndarray, x: np.ndarray, y: np.ndarray, theta: np.ndarray):

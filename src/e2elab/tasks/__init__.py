@@ -30,6 +30,7 @@ from e2elab.task import Task
 from e2elab.tasks.captioning import Captioning
 from e2elab.tasks.digit_chain import DigitChain
 from e2elab.tasks.digit_compare import DigitCompare
+from e2elab.tasks.driving import Driving
 from e2elab.tasks.images import Images
 from e2elab.tasks.line_parity import LineParity
 from e2elab.tasks.parity import Parity
@@ -42,6 +43,7 @@ SHIPPED: tuple[type[Task], ...] = (
     Captioning,
     DigitChain,
     DigitCompare,
+    Driving,
     Images,
     LineParity,
     Parity,

@@ -1,0 +1,100 @@
+"""The driving world: the expert keeps its lane, the bicycle's kinematics, the camera's
+determinism and geometry, and a short closed-loop run of the task."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from e2elab.data import driving as world
+
+
+def _drive(roads, policy, steps):
+    k = len(roads)
+    index = np.full(k, world.BEHIND)
+    x = np.array([r.points[world.BEHIND, 0] for r in roads])
+    y = np.array([r.points[world.BEHIND, 1] for r in roads])
+    theta = np.array([r.heading[world.BEHIND] for r in roads])
+    worst = 0.0
+    for _ in range(steps):
+        index, offset, error = world.locate(roads, index, x, y, theta)
+        worst = max(worst, float(np.abs(offset).max()))
+        x, y, theta = world.bicycle(x, y, theta, policy(offset, error))
+    return worst, index
+
+
+@pytest.mark.parametrize("curvature", [0.0, 0.02, 0.04])
+def test_the_expert_stays_in_its_lane_on_every_test_road(curvature):
+    roads = [world.road(world.TEST_SEED + i, curvature, 220.0) for i in range(6)]
+    steps = int(200.0 / (world.SPEED * world.DT))
+    worst, index = _drive(roads, world.expert, steps)
+    assert worst < world.DEPARTURE
+    assert (index * world.STEP > 190.0).all()  # it went the whole way
+
+
+def test_a_constant_steering_angle_drives_a_circle_of_the_kinematic_radius():
+    steer = 0.2
+    x, y, theta = np.zeros(1), np.zeros(1), np.zeros(1)
+    points = []
+    for _ in range(400):
+        x, y, theta = world.bicycle(x, y, theta, np.array([steer]))
+        points.append((x[0], y[0]))
+    radius = world.WHEELBASE / np.tan(steer)
+    centre = np.array([0.0, radius])  # a left turn from the origin heading +x
+    distance = np.hypot(*(np.array(points) - centre).T)
+    # Euler steps cut the circle slightly: within 1% of the radius
+    assert np.allclose(distance, radius, rtol=0.01)
+    again = [world.bicycle(np.zeros(1), np.zeros(1), np.zeros(1), np.array([steer]))]
+    assert (
+        again[0][0][0]
+        == world.bicycle(np.zeros(1), np.zeros(1), np.zeros(1), np.array([steer]))[0][0]
+    )
+
+
+def test_roads_are_deterministic_and_training_and_test_roads_differ():
+    a, b = world.road(3, 0.02), world.road(3, 0.02)
+    assert np.array_equal(a.points, b.points)
+    assert np.abs(a.curvature).max() == pytest.approx(0.02)
+    test = world.road(world.TEST_SEED + 3, 0.02)
+    assert not np.allclose(a.points[:50], test.points[:50])
+
+
+def test_the_camera_is_deterministic_and_draws_the_markings_where_the_geometry_puts_them():
+    road = world.road(0, 0.0)  # straight
+    index = np.array([40])
+    x, y = road.points[40:41, 0].copy(), road.points[40:41, 1].copy()
+    theta = road.heading[40:41].copy()
+    one = world.render([road], index, x, y, theta, noise=0.0)
+    two = world.render([road], index, x, y, theta, noise=0.0)
+    assert np.array_equal(one, two)
+    image = one[0].transpose(1, 2, 0)
+    assert np.allclose(image[: world.HORIZON], world.SKY)
+    # on the straight road, centred: the road edges sit where the pinhole geometry puts
+    # them, |column - centre| = FOCAL * HALF_WIDTH / forward, and are symmetric
+    row = world.IMAGE_H - 1
+    forward = world.CAMERA_HEIGHT * world.FOCAL / (row + 0.5 - world.HORIZON)
+    expect = world.FOCAL * (world.HALF_WIDTH - 0.15) / forward
+    paint = np.flatnonzero(np.abs(image[row] - world.PAINT).sum(-1) < 1e-6)
+    columns = np.abs(paint + 0.5 - world.IMAGE_W / 2)
+    assert columns.max() == pytest.approx(expect, abs=1.5)
+    assert np.allclose(image[row], image[row][::-1], atol=1e-6)  # left-right symmetric
+    # a car 1 m left of the centre line sees the left edge 1 m (not 1.85 m) to its left
+    shifted = world.render([road], index, x - np.sin(theta), y + np.cos(theta), theta, noise=0.0)
+    left = shifted[0].transpose(1, 2, 0)[row]
+    painted = np.flatnonzero(np.abs(left - world.PAINT).sum(-1) < 1e-6)
+    edge = world.IMAGE_W / 2 - world.FOCAL * (world.HALF_WIDTH - 0.15 - 1.0) / forward
+    assert painted.min() + 0.5 == pytest.approx(edge, abs=1.5)
+
+
+def test_a_short_driving_run_drives_in_closed_loop():
+    from e2elab.run import execute, make_spec
+
+    knobs = {"frames": 256, "roads": 2, "test_roads": 2, "test_length": 20.0, "test_size": 100}
+    result = execute(make_spec("driving", "modular", knobs=knobs, budget=640, evaluations=2))
+    assert result.status == "ok"
+    loop = result.artifacts["closed_loop"]
+    assert set(loop) == {"nominal", "dark", "noisy", "sharp", "port_noise"}
+    for metrics in loop.values():
+        assert metrics["mean_abs_offset"] >= 0 and metrics["departures_per_km"] >= 0
+        assert 0 < metrics["distance_to_first_departure"] <= 20.0
+        assert len(metrics["trajectory"]) >= 2
