@@ -98,3 +98,38 @@ def test_a_short_driving_run_drives_in_closed_loop():
         assert metrics["mean_abs_offset"] >= 0 and metrics["departures_per_km"] >= 0
         assert 0 < metrics["distance_to_first_departure"] <= 20.0
         assert len(metrics["trajectory"]) >= 2
+
+
+def _loop_runs(values: dict[str, tuple[float, float]], seeds: int = 3):
+    """Runs whose artifacts hold closed-loop offsets (nominal, dark) per strategy."""
+    import dataclasses
+
+    from synthetic import result
+
+    out = []
+    for strategy, (nominal, dark) in values.items():
+        for seed in range(seeds):
+            r = result(strategy, 1, seed, 0.5, None)
+            loop = {
+                "nominal": {"mean_abs_offset": nominal + 0.01 * seed},
+                "dark": {"mean_abs_offset": dark + 0.01 * seed},
+            }
+            spec = {**r.spec, "knobs": {"frames": 500}}
+            out.append(dataclasses.replace(r, spec=spec, artifacts={"closed_loop": loop}))
+    return out
+
+
+def test_artifact_claims_read_closed_loop_numbers_paired_by_seed():
+    from e2elab.claims import FAIL, PASS, artifact_beats, degrades_less
+
+    runs = _loop_runs({"modular": (0.1, 0.15), "e2e": (0.2, 0.6)})
+    metric = "closed_loop.nominal.mean_abs_offset"
+    beats = artifact_beats(runs, "modular", "e2e", metric, "frames")
+    assert beats.verdict == PASS and "modular 0.110 vs e2e 0.210" in beats.details
+    assert artifact_beats(runs, "e2e", "modular", metric, "frames").verdict == FAIL
+    less = degrades_less(
+        runs, "modular", "e2e", metric, "closed_loop.dark.mean_abs_offset", "frames"
+    )
+    assert less.verdict == PASS and "modular loses +0.050, e2e +0.400" in less.details
+    missing = artifact_beats(runs, "modular", "e2e", "closed_loop.nope.x", "frames")
+    assert missing.verdict == "INCONCLUSIVE"

@@ -1037,6 +1037,98 @@ def gap_with_budget(
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else f" -- not {side} 0"))
 
 
+def artifact_value(run: RunResult, path: str) -> float | None:
+    """A number the run's task kept after training (``Task.artifacts``), by a dotted
+    path, e.g. ``closed_loop.nominal.departures_per_km``; None where it has none."""
+    value: Any = run.artifacts
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _artifact_pairs(
+    results: list[RunResult], a: str, b: str, metric: str, knob: str, at: str, where: Any
+) -> tuple[Any, list[tuple[float, float]]]:
+    table = _by_knob_cells(results, [a, b], where)
+    cellsets = [c for c in table.values() if _ok(c.get(a, [])) and _ok(c.get(b, []))]
+    if not cellsets:
+        return None, []
+    pick = min if at == "smallest" else max
+    chosen = pick(cellsets, key=lambda c: _sortable(_point_value(c, knob)))
+    runs_a = {r.spec["seed"]: artifact_value(r, metric) for r in _ok(chosen[a])}
+    runs_b = {r.spec["seed"]: artifact_value(r, metric) for r in _ok(chosen[b])}
+    pairs = [
+        (runs_a[s], runs_b[s])
+        for s in sorted(set(runs_a) & set(runs_b))
+        if runs_a[s] is not None and runs_b[s] is not None
+    ]
+    return _point_value(chosen, knob), pairs  # type: ignore[return-value]
+
+
+def artifact_beats(
+    results: list[RunResult],
+    winner: str,
+    loser: str,
+    metric: str,
+    knob: str,
+    at: Literal["smallest", "largest"] = "smallest",
+    lower_is_better: bool = True,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """At the smallest or largest value of ``knob``, ``winner`` does better than
+    ``loser`` on a number the runs kept after training (``metric``, a dotted path into
+    ``artifacts``, e.g. ``closed_loop.nominal.departures_per_km``): the 95% interval of
+    the paired difference over seeds lies on the better side of 0."""
+    value, pairs = _artifact_pairs(results, winner, loser, metric, knob, at, where)
+    if len(pairs) < 2:
+        return _no_data(f"{metric} of {winner} and {loser} with two paired seeds where {where}")
+    sign = -1.0 if lower_is_better else 1.0
+    diff = mean_interval([sign * (x - y) for x, y in pairs])
+    means = [float(np.mean([p[i] for p in pairs])) for i in (0, 1)]
+    better = "lower" if lower_is_better else "higher"
+    detail = (
+        f"{knob}={value}: {metric} {winner} {means[0]:.3f} vs {loser} {means[1]:.3f} "
+        f"({better} is better); advantage {diff.format(3)} over {len(pairs)} seeds"
+    )
+    ok = diff.lo > 0
+    return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
+
+
+def degrades_less(
+    results: list[RunResult],
+    robust: str,
+    fragile: str,
+    nominal: str,
+    shifted: str,
+    knob: str,
+    at: Literal["smallest", "largest"] = "largest",
+    lower_is_better: bool = True,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Under a shift, ``robust`` loses less than ``fragile``: the change from the
+    ``nominal`` to the ``shifted`` number (dotted artifact paths, e.g.
+    ``closed_loop.nominal.mean_abs_offset`` and ``closed_loop.dark.mean_abs_offset``),
+    in the worse direction, is smaller for ``robust``: the 95% interval over seeds of
+    (fragile's loss - robust's loss) lies above 0."""
+    value, base = _artifact_pairs(results, robust, fragile, nominal, knob, at, where)
+    _, moved = _artifact_pairs(results, robust, fragile, shifted, knob, at, where)
+    if len(base) < 2 or len(moved) != len(base):
+        return _no_data(f"{nominal} and {shifted} of {robust} and {fragile} where {where}")
+    sign = 1.0 if lower_is_better else -1.0  # a loss is a rise of a lower-is-better number
+    loss_r = [sign * (m[0] - b[0]) for b, m in zip(base, moved, strict=True)]
+    loss_f = [sign * (m[1] - b[1]) for b, m in zip(base, moved, strict=True)]
+    diff = mean_interval([f - r for r, f in zip(loss_r, loss_f, strict=True)])
+    detail = (
+        f"{knob}={value}: from {nominal} to {shifted}, {robust} loses "
+        f"{np.mean(loss_r):+.3f}, {fragile} {np.mean(loss_f):+.3f}; difference "
+        f"{diff.format(3)} over {len(base)} seeds"
+    )
+    ok = diff.lo > 0
+    return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
+
+
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,
@@ -1057,6 +1149,8 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "best_at_each": best_at_each,
     "gap_grows_with_knob": gap_grows_with_knob,
     "gap_with_budget": gap_with_budget,
+    "artifact_beats": artifact_beats,
+    "degrades_less": degrades_less,
 }
 
 
