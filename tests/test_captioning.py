@@ -168,14 +168,24 @@ def test_gap_grows_with_knob_reads_paired_gaps_at_both_ends():
     assert gap_grows_with_knob(shrinks, "greedy", "e2e", "objects").verdict == FAIL
 
 
-def test_gap_with_budget_reads_the_learning_curves():
+def test_gap_with_budget_compares_runs_trained_on_each_budget():
+    import dataclasses
+
     from e2elab.claims import FAIL, PASS, gap_with_budget
 
-    # the curves rise linearly to the final accuracy: the gap grows fourfold from 1/4 on
-    runs = _gap_runs({1: (0.9, 0.1)})
-    grows = gap_with_budget(runs, "greedy", "e2e", 0.25, "grows", "objects")
-    assert grows.verdict == PASS and "+0.200 after 0.25 of the budget" in grows.details
-    assert gap_with_budget(runs, "greedy", "e2e", 0.25, "shrinks", "objects").verdict == FAIL
+    full = _gap_runs({1: (0.9, 0.1)})  # gap 0.8 at the whole budget
+    quarter = []
+    for r in _gap_runs({1: (0.5, 0.1)}):  # gap 0.4 at a quarter of it
+        spec = {**r.spec, "strategy": r.spec["strategy"] + "@quarter", "budget": 25_000}
+        quarter.append(dataclasses.replace(r, id=r.id + "q", spec=spec))
+    runs = full + quarter
+    grows = gap_with_budget(runs, "greedy", "e2e", "quarter", "grows", "objects")
+    assert grows.verdict == PASS and "+0.400 at budget 25,000, +0.800 at 100,000" in grows.details
+    assert gap_with_budget(runs, "greedy", "e2e", "quarter", "shrinks", "objects").verdict == FAIL
+    assert (
+        gap_with_budget(full, "greedy", "e2e", "quarter", "grows", "objects").verdict
+        == "INCONCLUSIVE"
+    )
 
 
 def test_caption_figures_and_marked_words(tmp_path):

@@ -240,3 +240,21 @@ def test_declared_figures_are_checked_on_load(figure, match):
     twice = {"kind": "bars", "title": "same", "strategies": ["e2e"]}
     with pytest.raises(E2ELabError, match="share a title"):
         parse({**BASE, "figures": [twice, twice]}, "t")
+
+
+def test_a_budget_variant_trains_at_its_budget_and_reads_back_apart():
+    quarter = {"label": "quarter", "budget": 320, "strategies": ["e2e"]}
+    exp = parse({**BASE, "variants": [quarter]}, "t")
+    budgets = sorted(s.settings.budget for s in experiment_specs(exp))
+    assert budgets == [320, 320, 640, 640]
+    r = result("e2e", 1, 0, 0.9, 100)
+    knobs = {**BASE["knobs"], "m": 2}
+    small = dataclasses.replace(r, spec={**r.spec, "knobs": knobs, "budget": 320})
+    whole = dataclasses.replace(r, spec={**r.spec, "knobs": knobs, "budget": 640})
+    assert [x.spec["strategy"] for x in exp.labelled([small, whole])] == ["e2e@quarter", "e2e"]
+    for bad, match in (
+        ({**quarter, "budget": 640}, "is the experiment's budget"),
+        ({"label": "x", "strategies": ["e2e"]}, "sets knobs:, budget: or both"),
+    ):
+        with pytest.raises(E2ELabError, match=match):
+            parse({**BASE, "variants": [bad]}, "t")

@@ -983,54 +983,41 @@ def gap_grows_with_knob(
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
 
 
-def _metric_at(run: RunResult, examples: float) -> float | None:
-    """The output metric at the last evaluation at or before ``examples``."""
-    points = [p for p in run.curve if p["examples"] <= examples and run.output in p["metrics"]]
-    return float(points[-1]["metrics"][run.output]) if points else None
-
-
 def gap_with_budget(
     results: list[RunResult],
     a: str,
     b: str,
-    early: float,
+    smaller: str,
     direction: Literal["shrinks", "grows"],
     knob: str,
     at: Literal["smallest", "largest"] = "largest",
     where: dict[str, Any] | None = None,
 ) -> Verdict:
-    """How the gap ``a`` minus ``b`` moves with the training budget, read from the
-    learning curves (with a fixed learning rate and data stream, the first part of a run
-    is the run at that smaller budget): at the smallest or largest value of ``knob``, the
-    gap at the end minus the gap after ``early`` of the budget, paired by seed, has a
-    95% interval below 0 (``shrinks``) or above 0 (``grows``)."""
-    table = _by_knob_cells(results, [a, b], where)
-    cellsets = [c for c in table.values() if _ok(c.get(a, [])) and _ok(c.get(b, []))]
+    """How the gap ``a`` minus ``b`` moves with the training budget: at the smallest or
+    largest value of ``knob``, the gap at the experiment's budget minus the gap at a
+    smaller one (the variant labelled ``smaller``: ``a@smaller`` and ``b@smaller``, runs
+    trained on that budget from the start), paired by seed, has a 95% interval below 0
+    (``shrinks``) or above 0 (``grows``)."""
+    names = [a, b, f"{a}@{smaller}", f"{b}@{smaller}"]
+    table = _by_knob_cells(results, names, where)
+    cellsets = [c for c in table.values() if all(_ok(c.get(n, [])) for n in names)]
     if not cellsets:
-        return _no_data(f"{a} and {b} where {where}")
+        return _no_data(f"{', '.join(names)} where {where}")
     pick = min if at == "smallest" else max
     chosen = pick(cellsets, key=lambda c: _sortable(_point_value(c, knob)))
     value = _point_value(chosen, knob)
-    runs_a = {r.spec["seed"]: r for r in _ok(chosen[a])}
-    runs_b = {r.spec["seed"]: r for r in _ok(chosen[b])}
-    changes, before, after = [], [], []
-    for seed in sorted(set(runs_a) & set(runs_b)):
-        ra, rb = runs_a[seed], runs_b[seed]
-        cut = early * ra.spec["budget"]
-        pair = (_metric_at(ra, cut), _metric_at(rb, cut))
-        if None in pair:
-            continue
-        first = pair[0] - pair[1]  # type: ignore[operator]
-        last = ra.output_metric - rb.output_metric
-        before.append(first)
-        after.append(last)
-        changes.append(last - first)
-    if len(changes) < 2:
-        return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(changes)} paired seed(s); need 2")
-    change = mean_interval(changes)
+    by = {n: {r.spec["seed"]: r for r in _ok(chosen[n])} for n in names}
+    seeds = sorted(set.intersection(*(set(v) for v in by.values())))
+    if len(seeds) < 2:
+        return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(seeds)} paired seed(s); need 2")
+    early = [by[names[2]][s].output_metric - by[names[3]][s].output_metric for s in seeds]
+    late = [by[a][s].output_metric - by[b][s].output_metric for s in seeds]
+    change = mean_interval([y - x for x, y in zip(early, late, strict=True)])
+    budgets = (by[names[2]][seeds[0]].spec["budget"], by[a][seeds[0]].spec["budget"])
     detail = (
-        f"{knob}={value}: gap {a} - {b} {np.mean(before):+.3f} after {early:g} of the budget, "
-        f"{np.mean(after):+.3f} at its end; change {change.format(3)} over {len(changes)} seeds"
+        f"{knob}={value}: gap {a} - {b} {np.mean(early):+.3f} at budget {budgets[0]:,}, "
+        f"{np.mean(late):+.3f} at {budgets[1]:,}; change {change.format(3)} over "
+        f"{len(seeds)} seeds"
     )
     ok = change.hi < 0 if direction == "shrinks" else change.lo > 0
     side = "below" if direction == "shrinks" else "above"

@@ -76,11 +76,13 @@ LABEL = r"^[A-Za-z0-9_.-]+$"
 
 class Variant(_Strict):
     """More runs: ``strategies`` at every grid point with some fixed knobs set otherwise
-    (e.g. the same system with modules three times as wide). Claims and figures see them
-    as strategy ``STRATEGY@LABEL`` at the grid point they extend."""
+    (e.g. the same system with modules three times as wide), or with another budget of
+    training examples (e.g. a quarter of it), or both. Claims and figures see them as
+    strategy ``STRATEGY@LABEL`` at the grid point they extend."""
 
     label: str = Field(pattern=LABEL, max_length=40)
-    knobs: dict[str, Any] = Field(min_length=1)
+    knobs: dict[str, Any] = {}
+    budget: int | None = Field(None, ge=1, le=MAX_BUDGET)
     strategies: list[str] = Field(min_length=1)
 
 
@@ -176,10 +178,13 @@ class Experiment(_Strict):
             spec = result.spec
             knobs = spec["knobs"]
             matching = [
-                v for v in self.variants if all(_same(knobs.get(k), x) for k, x in v.knobs.items())
+                v
+                for v in self.variants
+                if all(_same(knobs.get(k), x) for k, x in v.knobs.items())
+                and (v.budget is None or spec.get("budget") == v.budget)
             ]
             if matching:  # the most specific: {a, b} over {a} for a run that sets both
-                variant = max(matching, key=lambda v: len(v.knobs))
+                variant = max(matching, key=lambda v: len(v.knobs) + (v.budget is not None))
                 base = {k: self.knobs[k] for k in variant.knobs}
                 strategy = f"{spec['strategy']}@{variant.label}"
                 spec = {**spec, "strategy": strategy, "knobs": {**knobs, **base}}
@@ -397,6 +402,12 @@ def _check_variants(exp: Experiment, cls: Any, fail: Any) -> None:
     other values; no two variants set the same values, nor share a label."""
     seen: dict[str, str] = {}
     for i, variant in enumerate(exp.variants):
+        if not variant.knobs and variant.budget is None:
+            raise fail(f"variants.{i}", "a variant sets knobs:, budget: or both")
+        if variant.budget is not None and variant.budget == exp.budget:
+            raise fail(f"variants.{i}.budget", f"{variant.budget} is the experiment's budget")
+        if variant.budget is not None and exp.budget is None:
+            raise fail(f"variants.{i}.budget", "give the experiment a budget: too, to compare with")
         for knob, value in variant.knobs.items():
             if knob not in cls.knobs:
                 raise fail(f"variants.{i}.knobs", f"{knob!r} is not a knob of task {exp.task}")
@@ -413,7 +424,7 @@ def _check_variants(exp: Experiment, cls: Any, fail: Any) -> None:
                 )
             if _same(exp.knobs[knob], value):
                 raise fail(f"variants.{i}.knobs", f"{knob}={value!r} is the value knobs: gives")
-        key = json.dumps(variant.knobs, sort_keys=True, default=str)
+        key = json.dumps([variant.knobs, variant.budget], sort_keys=True, default=str)
         if key in seen or variant.label in seen.values():
             raise fail(f"variants.{i}", "two variants set the same knobs or share a label")
         seen[key] = variant.label

@@ -48,9 +48,10 @@ def experiment_specs(
         **experiment.overrides(),
         **{k: v for k, v in (overrides or {}).items() if v is not None},
     }
-    cells = [(knobs, experiment.strategies, True) for knobs in experiment.grid_points()]
-    cells += [(knobs, v.strategies, False) for v, knobs in experiment.variant_points()]
-    for knobs, texts, base in cells:
+    cells = [(knobs, experiment.strategies, True, None) for knobs in experiment.grid_points()]
+    cells += [(knobs, v.strategies, False, v.budget) for v, knobs in experiment.variant_points()]
+    for knobs, texts, base, budget in cells:
+        at = {**layers, "budget": budget} if budget is not None else layers
         task = make_task(experiment.task, knobs)
         system = task.build_system()
         batch = first_batch(task)
@@ -60,7 +61,7 @@ def experiment_specs(
         for text in names:
             check_strategy(task, strategies.build(text, graph, task.output))  # fail fast
             for seed in range(experiment.seeds):
-                spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **layers)
+                spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **at)
                 specs.setdefault(spec.id, spec)
         for text in experiment.snr.strategies if experiment.snr and base else []:
             count = len(strategies.build(text, graph, task.output).phases)
