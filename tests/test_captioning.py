@@ -118,6 +118,24 @@ def test_wrong_words_are_traced_to_the_module_that_made_them():
     found = caption_errors(truth, captions, heads)
     assert found["attribute_errors"] == {"encoder": 1, "decoder": 1}
     assert found["malformed"] == pytest.approx(1 / 3) and found["parsed"] == pytest.approx(2 / 3)
+    assert found["head_accuracy"]["colour"] == pytest.approx(2 / 3)
+
+
+def test_a_wrong_object_count_is_the_encoders_where_its_head_counts_wrong_too():
+    truth = scenes.generate(400, 2, seed=1, noise=0.0)
+    two = [i for i in range(400) if truth.count[i] == 2][:2]
+    truth = scenes.Scenes(
+        *(getattr(truth, f)[two] for f in ("images", "count", "shape", "colour", "size", "column"))
+    )
+    captions = truth.captions().copy()
+    captions[:, 4:] = scenes.PAD  # both captions name the first object only
+    captions[:, 4] = scenes.END
+    heads = {n: truth.attribute(n).copy() for n in ("shape", "colour", "size")}
+    heads["shape"][0, 1] = -1  # the head misses the second object of scene 0 as well
+    found = caption_errors(truth, captions, heads)
+    assert found["wrong_count"] == 1.0
+    assert found["wrong_count_blame"] == {"encoder": 1, "decoder": 1}
+    assert found["attribute_accuracy"] == {"size": None, "colour": None, "shape": None}
 
 
 def test_a_short_captioning_run_trains_and_keeps_its_artifacts():
@@ -233,3 +251,23 @@ def test_caption_figures_and_marked_words(tmp_path):
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     assert caption_figures([], "objects", tmp_path) == []  # not a captioning experiment
+
+
+def test_modular_is_refused_where_the_decoder_reads_features_without_a_target():
+    from e2elab import strategy as strategies
+    from e2elab.errors import E2ELabError
+    from e2elab.run import first_batch
+    from e2elab.system import trace
+
+    task = make_task("captioning", {"objects": 1, "test_size": 100})
+    graph = trace(task.build_system(), first_batch(task), task.ports)
+    assert graph.unforceable("decoder") == {"encoder"}
+    with pytest.raises(E2ELabError, match="cannot be teacher-forced; use greedy"):
+        strategies.build("modular", graph, "caption")
+    phases = strategies.build("pretrain_finetune", graph, "caption").phases
+    assert [p.label for p in phases] == ["greedy:encoder", "greedy:decoder", "finetune"]
+
+
+def test_the_caption_chance_level_is_the_most_common_whole_caption():
+    targets = torch.tensor([[3, 4, 2], [3, 4, 2], [3, 5, 2], [3, 6, 2]])
+    assert CaptionKind().chance_level(0.0, targets) == 0.5

@@ -308,7 +308,7 @@ def _result(
         metric_names=_metric_names(instance),
         probe_metric=_probe_metrics(instance),
         selected_at=outcome.selected_at,
-        artifacts=instance.artifacts(outcome.systems[0]) if outcome.systems else {},
+        artifacts=_artifacts(instance, outcome.systems),
         checkpoints=(
             checkpoints.saved(
                 outcome.systems[0], spec.settings.save_modules, _about(spec, strategy.members)
@@ -317,6 +317,17 @@ def _result(
             else {}
         ),
     )
+
+
+def _artifacts(task: Task, systems: list[System]) -> dict[str, Any]:
+    """What the task keeps of the trained system; of an ensemble, of its first member
+    (said under ``member``: the ensemble's own output is in the run's metrics)."""
+    if not systems:
+        return {}
+    kept = task.artifacts(systems[0])
+    if kept and len(systems) > 1:
+        kept = {**kept, "member": f"0 of {len(systems)}"}
+    return kept
 
 
 def _about(spec: RunSpec, members: int = 1) -> dict[str, Any]:

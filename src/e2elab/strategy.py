@@ -141,7 +141,21 @@ def hinted(graph: Graph, output: str, weight: float = 1.0) -> Strategy:
 
 def modular(graph: Graph, output: str) -> Strategy:
     """Each module alone on its own target with teacher-forced inputs; composed as is."""
+    for module in graph.modules:
+        upstream = graph.unforceable(module)
+        if upstream:
+            raise E2ELabError(
+                f"modular: module {module!r} reads {', '.join(sorted(upstream))} through a "
+                "value that is not a port with a target (e.g. a feature vector), so its "
+                "input cannot be teacher-forced; use greedy (upstream modules trained "
+                "first and frozen), or give that value a target"
+            )
     return Strategy("modular", tuple(_module_phases(graph, list(graph.modules), 1.0, True)))
+
+
+def _forceable(graph: Graph) -> bool:
+    """Every module's inputs from other modules pass through ports with targets."""
+    return not any(graph.unforceable(m) for m in graph.modules)
 
 
 def greedy(graph: Graph, output: str) -> Strategy:
@@ -162,7 +176,8 @@ def pretrain_finetune(
         raise E2ELabError(
             f"pretrain_finetune: finetune_lr_scale must be in (0, 1000], got {finetune_lr_scale}"
         )
-    phases = _module_phases(graph, list(graph.modules), pretrain_share, True)
+    # where an input cannot be forced (plumbing), the pre-training is greedy's
+    phases = _module_phases(graph, list(graph.modules), pretrain_share, _forceable(graph))
     finetune = Phase(
         train=_all_modules(graph),
         losses={output: 1.0},

@@ -106,6 +106,17 @@ class Graph:
     ports: tuple[str, ...]
     producers: Mapping[str, frozenset[str]]
     shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)  # per example
+    # per port: the modules it depends on when only ports with targets are cut, i.e.
+    # also through values passed as ports without a target (plumbing), which no
+    # strategy can teacher-force
+    reaches: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def unforceable(self, module: str) -> frozenset[str]:
+        """Modules whose outputs reach ``module``'s ports through plumbing only."""
+        found: set[str] = set()
+        for port in self.ports_of(module):
+            found |= self.reaches.get(port, frozenset()) - self.producers[port]
+        return frozenset(found)
 
     def width(self, ports: tuple[str, ...]) -> int:
         """Features per example when ``ports`` are flattened and concatenated."""
@@ -126,12 +137,42 @@ def trace(system: System, batch: object, targeted: Mapping[str, object]) -> Grap
     are plumbing. A module that produces no targeted port is placed by its first use.
     """
     names = system.module_names()
+    params = {name: list(getattr(system, name).parameters()) for name in names}
+    producers = _producers(system, batch, targeted, names, params, _Everything())
+    reaches = _producers(system, batch, targeted, names, params, frozenset(targeted))
+    recorded = producers.pop("")  # type: ignore[assignment]
+    reaches.pop("")
+    ports = tuple(p for p in recorded if p in targeted)
+    order: list[str] = []
+    for port in ports:
+        for name in names:
+            if name in producers[port] and name not in order:
+                order.append(name)
+    order += [name for name in names if name not in order]
+    return Graph(
+        modules=tuple(order),
+        ports=ports,
+        producers={p: producers[p] for p in ports},
+        shapes={p: tuple(recorded[p].shape[1:]) for p in ports},
+        reaches={p: reaches.get(p, frozenset()) for p in ports},
+    )
+
+
+def _producers(
+    system: System,
+    batch: object,
+    targeted: Mapping[str, object],
+    names: list[str],
+    params: dict[str, list[Tensor]],
+    cut: frozenset[str],
+) -> dict:
+    """Port -> the modules whose parameters it depends on with ``cut`` ports cut; under
+    the key "" the recorded values themselves."""
     with torch.enable_grad():
-        with system.wired(Wiring(cut=_Everything())) as wiring:
+        with system.wired(Wiring(cut=cut)) as wiring:
             system(batch)
         recorded = wiring.recorded
-        params = {name: list(getattr(system, name).parameters()) for name in names}
-        producers: dict[str, frozenset[str]] = {}
+        producers: dict = {}
         for port, value in recorded.items():
             if port not in targeted or not value.requires_grad:
                 producers[port] = frozenset()
@@ -146,19 +187,8 @@ def trace(system: System, batch: object, targeted: Mapping[str, object]) -> Grap
                     touched.add(name)
                 i += k
             producers[port] = frozenset(touched)
-    ports = tuple(p for p in recorded if p in targeted)
-    order: list[str] = []
-    for port in ports:
-        for name in names:
-            if name in producers[port] and name not in order:
-                order.append(name)
-    order += [name for name in names if name not in order]
-    return Graph(
-        modules=tuple(order),
-        ports=ports,
-        producers={p: producers[p] for p in ports},
-        shapes={p: tuple(recorded[p].shape[1:]) for p in ports},
-    )
+    producers[""] = recorded
+    return producers
 
 
 class _Everything(frozenset):

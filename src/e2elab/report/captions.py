@@ -59,38 +59,58 @@ def metrics_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     return path
 
 
+HEAD_TRAINED = 0.5  # mean attribute-head accuracy from which the error split is drawn
+
+
+def _mean(values: list[Any]) -> float:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
 def errors_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
-    """At the largest value of ``knob``: which captions fail to parse or miss objects
-    (the decoder's), each attribute's accuracy in those that parse, and the wrong
-    attribute words traced to the encoder or the decoder."""
+    """At the largest value of ``knob``: captions that fail to parse or miss objects,
+    each attribute's accuracy in those that parse with the right count, and the wrong
+    attribute words split against the encoder's attribute head (drawn only for
+    strategies whose head is trained: mean head accuracy >= HEAD_TRAINED)."""
     top = max(r.spec["knobs"][knob] for r in runs)
     chosen = [r for r in runs if r.spec["knobs"][knob] == top]
     names = _strategies(chosen)
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    step = 0.8 / len(names)
+    untrained = []
     for i, strategy in enumerate(names):
         arts = [r.artifacts for r in chosen if r.spec["strategy"] == strategy]
-        shares = [np.mean([a[k] for a in arts]) for k in ("malformed", "wrong_count")]
-        axes[0].bar(np.arange(2) + i * 0.8 / len(names), shares, 0.8 / len(names), label=strategy)
+        shares = [_mean([a.get(k) for a in arts]) for k in ("malformed", "wrong_count")]
+        axes[0].bar(np.arange(2) + i * step, shares, step, label=strategy)
         accuracy = [
-            np.mean([a["attribute_accuracy"][k] for a in arts]) for k in ("size", "colour", "shape")
+            _mean([a["attribute_accuracy"].get(k) for a in arts])
+            for k in ("size", "colour", "shape")
         ]
-        axes[1].bar(np.arange(3) + i * 0.8 / len(names), accuracy, 0.8 / len(names), label=strategy)
-        blame = [np.mean([a["attribute_errors"][k] for a in arts]) for k in ("encoder", "decoder")]
-        axes[2].bar(np.arange(2) + i * 0.8 / len(names), blame, 0.8 / len(names), label=strategy)
-    axes[0].set_xticks(np.arange(2) + 0.4 - 0.4 / len(names), ["malformed", "wrong object count"])
-    axes[0].set_ylabel("share of test captions (the decoder's errors)")
-    axes[1].set_xticks(np.arange(3) + 0.4 - 0.4 / len(names), ["size", "colour", "shape"])
-    axes[1].set_ylabel("attribute accuracy, captions that parse")
+        axes[1].bar(np.arange(3) + i * step, accuracy, step, label=strategy)
+        head = _mean([_mean(list(a.get("head_accuracy", {}).values())) for a in arts])
+        if not head >= HEAD_TRAINED:
+            untrained.append(strategy)
+            continue
+        blame = [_mean([a["attribute_errors"][k] for a in arts]) for k in ("encoder", "decoder")]
+        axes[2].bar(np.arange(2) + i * step, blame, step, label=strategy)
+    centre = 0.4 - step / 2
+    axes[0].set_xticks(np.arange(2) + centre, ["malformed", "wrong object count"])
+    axes[0].set_ylabel("share of test captions")
+    axes[1].set_xticks(np.arange(3) + centre, ["size", "colour", "shape"])
+    axes[1].set_ylabel("attribute accuracy\n(captions that parse, right count)")
     axes[1].set_ylim(0, 1.02)
-    axes[2].set_xticks(np.arange(2) + 0.4 - 0.4 / len(names), ["encoder's", "decoder's"])
-    axes[2].set_ylabel("wrong attribute words (per run)")
+    axes[2].set_xticks(
+        np.arange(2) + centre, ["head wrong too\n(encoder's)", "head right\n(decoder's)"]
+    )
+    axes[2].set_ylabel("wrong attribute words per run")
+    if untrained:
+        axes[2].set_title(f"not drawn, head untrained: {', '.join(untrained)}", fontsize=8)
     axes[0].legend(fontsize=8)
     for ax in axes:
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(
-        f"Where caption errors come from ({knob}={top}, means over seeds). A wrong word is "
-        "the encoder's where its attribute head said the same; under e2e the head never "
-        "trains, so that split means little there",
+        f"Where caption errors come from ({knob}={top}, means over seeds); a wrong word "
+        "is split by whether the encoder's attribute head had that attribute right",
         fontsize=9,
     )
     fig.tight_layout()

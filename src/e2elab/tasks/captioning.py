@@ -19,8 +19,8 @@ the two-phase one.
 
 The output's metric is exact-caption accuracy; token accuracy and BLEU (sacrebleu) are
 reported beside it. After training, ``artifacts`` parses every test caption back into
-objects and scores each attribute, and traces each wrong word to the module that made it
-(see ``caption_errors``).
+objects, scores each attribute, and splits the errors against the encoder's attribute
+head (see ``caption_errors`` for what that split can and cannot say).
 """
 
 from __future__ import annotations
@@ -63,7 +63,10 @@ class CaptionKind(SequenceKind):
         return {"": base["exact"], "tokens": base[""], "bleu": bleu}
 
     def chance_level(self, declared: float, targets: Tensor) -> float:
-        return declared  # the share of captions a learner that ignores the image gets right
+        """What a learner that ignores the image gets right: the share of the most common
+        whole caption among the targets (it writes that caption for every scene)."""
+        _, counts = torch.unique(targets, dim=0, return_counts=True)
+        return max(declared, counts.max().item() / len(targets))
 
 
 class Encoder(nn.Module):
@@ -239,45 +242,62 @@ class Captioning(Task):
 def caption_errors(
     truth: scenes.Scenes, decoded: np.ndarray, heads: dict[str, np.ndarray]
 ) -> dict[str, Any]:
-    """Score decoded captions against their scenes, attribute by attribute.
+    """Score decoded captions against their scenes, attribute by attribute, and split
+    the errors against the encoder's attribute head (``heads``: per attribute, the
+    head's value per scene and slot, -1 for "no object").
 
-    A caption that does not parse is the decoder's error (``malformed``), as is one with
-    the wrong number of objects (``wrong_count``). In one that parses with the right
-    count, each wrong attribute word is traced: to the encoder where its attribute head
-    says the same wrong value (the decoder said what it was given), else to the decoder
-    (the head had it right, or said something else)."""
+    - A caption that is not in the grammar is the decoder's (``malformed``).
+    - One with the wrong number of objects (``wrong_count``) is the encoder's where the
+      head also counts wrong, else the decoder's.
+    - In one that parses with the right count, a wrong attribute word is the encoder's
+      where the head also has that attribute of that object wrong (the encoder's
+      features did not separate it, as far as its head shows), else the decoder's (the
+      head had it: the decoder lost it on the way).
+
+    The split reads the head, so it means something only where the head was trained on
+    the attributes and not changed since (``head_accuracy`` says how good it is: under
+    e2e it never trains, and fine-tuning moves the features under it)."""
     attributes = {"size": scenes.SIZES, "colour": scenes.COLOURS, "shape": scenes.SHAPES}
-    parsed = malformed = wrong_count = 0
+    malformed = wrong_count = 0
     right = {name: 0 for name in attributes}
     slots = 0
     blame = {"encoder": 0, "decoder": 0}
+    count_blame = {"encoder": 0, "decoder": 0}
+    head_count = (heads["shape"] >= 0).sum(axis=1)
     for i, row in enumerate(decoded):
         objects = scenes.parse(scenes.text(row))
         if objects is None:
             malformed += 1
             continue
-        parsed += 1
-        if len(objects) != int(truth.count[i]):
+        actual = int(truth.count[i])
+        if len(objects) != actual:
             wrong_count += 1
+            count_blame["encoder" if int(head_count[i]) != actual else "decoder"] += 1
             continue
         for k, said in enumerate(objects):
             slots += 1
             for a, (name, values) in enumerate(attributes.items()):
-                actual = int(truth.attribute(name)[i, k])
-                if said[a] == values[actual]:
+                value = int(truth.attribute(name)[i, k])
+                if said[a] == values[value]:
                     right[name] += 1
                     continue
-                head = int(heads[name][i, k])
-                blame[
-                    "encoder" if 0 <= head < len(values) and values[head] == said[a] else "decoder"
-                ] += 1
+                head_right = int(heads[name][i, k]) == value
+                blame["decoder" if head_right else "encoder"] += 1
     total = len(decoded)
+    present = truth.shape >= 0
+    head_accuracy = {
+        name: float((heads[name][present] == truth.attribute(name)[present]).mean())
+        for name in attributes
+    }
     return {
-        "parsed": parsed / total,
+        "parsed": (total - malformed) / total,
         "malformed": malformed / total,
         "wrong_count": wrong_count / total,
+        "wrong_count_blame": count_blame,
+        # None where no caption parsed with the right count
         "attribute_accuracy": {
-            name: (right[name] / slots if slots else 0.0) for name in attributes
+            name: (right[name] / slots if slots else None) for name in attributes
         },
         "attribute_errors": blame,
+        "head_accuracy": head_accuracy,
     }
