@@ -13,6 +13,7 @@ from e2elab.records import RunResult, SNRResult
 from e2elab.report.approaches import approach_figures
 from e2elab.report.captions import caption_figures
 from e2elab.report.declared import declared_figures
+from e2elab.report.driving import driving_figures
 from e2elab.report.figures import all_figures
 from e2elab.report.page import Section, write_report
 from e2elab.report.snr import snr_figure
@@ -64,6 +65,7 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         figures += all_figures(results, sweep_knob(exp), folder)
         figures += declared_figures(exp, results, folder)
         figures += caption_figures(results, sweep_knob(exp), folder)
+        figures += driving_figures(results, sweep_knob(exp), folder)
         if part.snr:
             figures.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
         if exp.task == "images":  # approaches differ by knob (front) and by strategy

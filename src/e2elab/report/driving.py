@@ -1,0 +1,189 @@
+"""Figures for driving runs (runs whose artifacts hold ``closed_loop``): closed-loop
+metrics per condition and strategy, against the sweep knob; a bird's-eye view of the
+first held-out road with each strategy's driven trajectory; a strip of camera frames.
+Torch-free: roads and frames are redrawn from the knobs (``e2elab.data.driving``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from e2elab.data import driving as world
+from e2elab.records import RunResult
+from e2elab.stats import mean_interval
+
+DPI = 120
+METRICS = (
+    ("mean_abs_offset", "mean |lateral offset| (m)"),
+    ("departures_per_km", "lane departures per km"),
+    ("distance_to_first_departure", "metres before the first departure"),
+)
+
+
+def _driven(results: Sequence[RunResult]) -> list[RunResult]:
+    return [r for r in results if r.status == "ok" and "closed_loop" in r.artifacts]
+
+
+def _strategies(runs: list[RunResult]) -> list[str]:
+    return list(dict.fromkeys(r.spec["strategy"] for r in runs))
+
+
+def _interval(values: list[float]) -> tuple[float, float, float]:
+    ci = mean_interval(values)
+    low = ci.mean - ci.lo if ci.lo == ci.lo else 0.0
+    high = ci.hi - ci.mean if ci.hi == ci.hi else 0.0
+    return ci.mean, max(0.0, low), max(0.0, high)
+
+
+def conditions_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
+    """Each closed-loop metric per condition (training conditions, darker, noisier,
+    sharper curves, noise at the perception ports), per strategy, at the largest value
+    of ``knob``; means and 95% intervals over seeds."""
+    top = max(r.spec["knobs"][knob] for r in runs)
+    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    names = _strategies(chosen)
+    conditions = list(chosen[0].artifacts["closed_loop"])
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.2))
+    step = 0.8 / len(names)
+    for ax, (key, label) in zip(axes, METRICS, strict=True):
+        for i, strategy in enumerate(names):
+            stats = [
+                _interval(
+                    [
+                        r.artifacts["closed_loop"][c][key]
+                        for r in chosen
+                        if r.spec["strategy"] == strategy
+                    ]
+                )
+                for c in conditions
+            ]
+            means = [s[0] for s in stats]
+            spread = [[s[1] for s in stats], [s[2] for s in stats]]
+            ax.bar(
+                np.arange(len(conditions)) + i * step,
+                means,
+                step,
+                yerr=spread,
+                capsize=2,
+                label=strategy,
+            )
+        ax.set_xticks(np.arange(len(conditions)) + 0.4 - step / 2, conditions, fontsize=8)
+        ax.set_ylabel(label)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Closed loop on held-out roads, per condition ({knob}={top})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def against_figure(
+    runs: list[RunResult], knob: str, path: Path, condition: str = "nominal"
+) -> Path:
+    """Closed-loop metrics against ``knob`` per strategy, under ``condition``."""
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.0))
+    for ax, (key, label) in zip(axes, METRICS, strict=True):
+        for strategy in _strategies(runs):
+            by: dict[Any, list[float]] = {}
+            for r in runs:
+                if r.spec["strategy"] == strategy:
+                    value = r.artifacts["closed_loop"][condition][key]
+                    by.setdefault(r.spec["knobs"][knob], []).append(value)
+            xs = sorted(by)
+            stats = [_interval(by[x]) for x in xs]
+            ax.errorbar(
+                xs,
+                [s[0] for s in stats],
+                yerr=[[s[1] for s in stats], [s[2] for s in stats]],
+                marker="o",
+                capsize=3,
+                label=strategy,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel(knob)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Closed loop against {knob} ({condition})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
+    """The first held-out road from above, with each strategy's trajectory (first
+    seed, training conditions, largest value of ``knob``)."""
+    top = max(r.spec["knobs"][knob] for r in runs)
+    first: dict[str, RunResult] = {}
+    for r in sorted(runs, key=lambda r: r.spec["seed"]):
+        if r.spec["knobs"][knob] == top:
+            first.setdefault(r.spec["strategy"], r)
+    knobs = next(iter(first.values())).spec["knobs"]
+    road = world.road(world.TEST_SEED, knobs["curvature"], knobs["test_length"] + 20.0)
+    fig, ax = plt.subplots(figsize=(7, 7))
+    normal = np.stack([-np.sin(road.heading), np.cos(road.heading)], 1)
+    for side in (-1, 1):
+        edge = road.points + side * world.HALF_WIDTH * normal
+        ax.plot(edge[:, 0], edge[:, 1], color="grey", linewidth=1)
+    ax.plot(road.points[:, 0], road.points[:, 1], color="grey", linewidth=0.6, linestyle="--")
+    for strategy, run in first.items():
+        path_xy = np.array(run.artifacts["closed_loop"]["nominal"]["trajectory"])
+        ax.plot(path_xy[:, 0], path_xy[:, 1], linewidth=1.2, label=strategy)
+    ax.set_aspect("equal")
+    ax.legend(fontsize=8)
+    ax.set_title(f"Driven trajectories on held-out road 1 ({knob}={top}, seed 0)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def camera_strip(runs: list[RunResult], path: Path, frames: int = 6) -> Path:
+    """Camera frames along the first held-out road, on its centre line, every 10 m."""
+    knobs = runs[0].spec["knobs"]
+    road = world.road(world.TEST_SEED, knobs["curvature"], knobs["test_length"] + 20.0)
+    index = world.BEHIND + (np.arange(frames) * 10.0 / world.STEP).astype(int)
+    x, y, theta = road.points[index, 0], road.points[index, 1], road.heading[index]
+    images = world.render(
+        [road] * frames,
+        index,
+        x,
+        y,
+        theta,
+        knobs["lighting"],
+        knobs["noise"],
+        np.random.default_rng(0),
+    )
+    fig, axes = plt.subplots(1, frames, figsize=(2.2 * frames, 1.5))
+    for k, ax in enumerate(np.atleast_1d(axes)):
+        ax.imshow(images[k].transpose(1, 2, 0))
+        ax.set_title(f"{10 * k} m", fontsize=8)
+        ax.axis("off")
+    fig.suptitle("The camera along held-out road 1 (training conditions)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> list[Path]:
+    """The driving figures, where the results drove in closed loop; else none."""
+    runs = _driven(results)
+    if not runs or knob not in runs[0].spec["knobs"]:
+        return []
+    folder.mkdir(parents=True, exist_ok=True)
+    return [
+        conditions_figure(runs, knob, folder / "closed_loop_conditions.png"),
+        against_figure(runs, knob, folder / f"closed_loop_vs_{knob}.png"),
+        birds_eye_figure(runs, knob, folder / "birds_eye.png"),
+        camera_strip(runs, folder / "camera_strip.png"),
+    ]
