@@ -133,3 +133,45 @@ def test_artifact_claims_read_closed_loop_numbers_paired_by_seed():
     assert less.verdict == PASS and "modular loses +0.050, e2e +0.400" in less.details
     missing = artifact_beats(runs, "modular", "e2e", "closed_loop.nope.x", "frames")
     assert missing.verdict == "INCONCLUSIVE"
+
+
+def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
+    import dataclasses
+
+    from synthetic import result
+
+    from e2elab.report.driving import driving_figures
+
+    runs = []
+    metrics = {
+        "mean_abs_offset": 0.1,
+        "departures_per_km": 0.0,
+        "distance_to_first_departure": 20.0,
+    }
+    trajectory = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.5]]
+    for frames in (256, 1024):
+        for strategy in ("modular", "e2e"):
+            for seed in range(2):
+                r = result(strategy, 1, seed, 0.5, None)
+                knobs = {
+                    "frames": frames,
+                    "curvature": 0.02,
+                    "test_length": 20.0,
+                    "lighting": 1.0,
+                    "noise": 0.03,
+                }
+                loop = {c: {**metrics, "trajectory": trajectory} for c in ("nominal", "dark")}
+                runs.append(
+                    dataclasses.replace(
+                        r, spec={**r.spec, "knobs": knobs}, artifacts={"closed_loop": loop}
+                    )
+                )
+    paths = driving_figures(runs, "frames", tmp_path)
+    assert [p.name for p in paths] == [
+        "closed_loop_conditions.png",
+        "closed_loop_vs_frames.png",
+        "birds_eye.png",
+        "camera_strip.png",
+    ]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
+    assert driving_figures([], "frames", tmp_path) == []
