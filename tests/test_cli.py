@@ -9,7 +9,7 @@ from e2elab.store import Store
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["run", "--task", "nope"], "unknown task 'nope'; choose one of: digit-chain"),
+        (["run", "--task", "nope"], "unknown task 'nope'; choose one of: captioning, digit-chain"),
         (["run", "--knob", "q=1"], "unknown knob for task digit-chain: 'q'; choose one of:"),
         (["run", "--knob", "n=abc"], "knob n expects an integer, got 'abc'"),
         (["run", "--knob", "share_adders=maybe"], "knob share_adders expects true or false"),
