@@ -141,27 +141,33 @@ def gallery_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     count = len(next(iter(first.values())).artifacts["gallery"])
     drawn = scenes.test_scenes(knobs["objects"], knobs["test_size"], knobs["noise"])
     references = drawn.captions()
-    columns = 2
-    rows = (count + columns - 1) // columns
     lines = len(first) + 1
-    fig, axes = plt.subplots(rows, columns, figsize=(13, rows * (0.3 + 0.24 * lines)))
-    for index, ax in enumerate(np.atleast_1d(axes).flat):
-        ax.axis("off")
-        if index >= count:
-            continue
+    fig, axes = plt.subplots(
+        count,
+        2,
+        figsize=(14, count * (0.2 * lines + 0.25)),
+        gridspec_kw={"width_ratios": [1, 5]},
+        squeeze=False,
+    )
+    for index in range(count):
+        picture, words = axes[index]
         truth = scenes.text(references[index])
-        ax.imshow(drawn.images[index].transpose(1, 2, 0), extent=(0, 0.3, 0, 0.15))
-        ax.set_xlim(0, 1)
-        ax.set_ylim(-0.02 * lines, 0.16)
-        ax.text(0.32, 0.13, f"truth: {truth}", fontsize=7, va="top", family="monospace")
+        picture.imshow(drawn.images[index].transpose(1, 2, 0))
+        picture.axis("off")
+        words.axis("off")
+        words.set_xlim(0, 1)
+        words.set_ylim(0, lines)
+        words.text(
+            0, lines - 0.5, f"{'truth':>20}: {truth}", fontsize=8, va="center", family="monospace"
+        )
         for j, (strategy, run) in enumerate(first.items()):
             said, right = marked(run.artifacts["gallery"][index], truth)
-            ax.text(
-                0.32,
-                0.13 - 0.028 * (j + 1),
-                f"{strategy}: {said}",
-                fontsize=7,
-                va="top",
+            words.text(
+                0,
+                lines - 1.5 - j,
+                f"{strategy[:20]:>20}: {said}",
+                fontsize=8,
+                va="center",
                 family="monospace",
                 color="darkgreen" if right else "firebrick",
             )
