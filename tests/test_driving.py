@@ -147,6 +147,8 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
         "mean_abs_offset": 0.1,
         "departures_per_km": 0.0,
         "distance_to_first_departure": 20.0,
+        "perception_steer_mae": 0.02,
+        "controller_steer_mae": 0.01,
     }
     trajectory = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.5]]
     for frames in (256, 1024):
@@ -169,6 +171,7 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
     paths = driving_figures(runs, "frames", tmp_path)
     assert [p.name for p in paths] == [
         "closed_loop_conditions.png",
+        "error_propagation.png",
         "closed_loop_vs_frames.png",
         "birds_eye.png",
         "camera_strip.png",

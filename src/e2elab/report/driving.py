@@ -85,6 +85,57 @@ def conditions_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     return path
 
 
+def propagation_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
+    """Where the steering error comes from, per condition and strategy (largest value
+    of ``knob``): the part the perception's errors cause (steering from the perceived
+    pose against steering from the true pose) and the controller's own (its steering
+    from the true pose against the expert's). Meaningful where the pose ports are
+    trained (not under e2e, whose ports are a free bottleneck)."""
+    top = max(r.spec["knobs"][knob] for r in runs)
+    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    names = _strategies(chosen)
+    conditions = list(chosen[0].artifacts["closed_loop"])
+    parts = (
+        ("perception_steer_mae", "caused by perception"),
+        ("controller_steer_mae", "controller's own"),
+    )
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), sharey=True)
+    step = 0.8 / len(names)
+    for ax, (key, label) in zip(axes, parts, strict=True):
+        for i, strategy in enumerate(names):
+            stats = [
+                _interval(
+                    [
+                        r.artifacts["closed_loop"][c][key]
+                        for r in chosen
+                        if r.spec["strategy"] == strategy
+                    ]
+                )
+                for c in conditions
+            ]
+            ax.bar(
+                np.arange(len(conditions)) + i * step,
+                [x[0] for x in stats],
+                step,
+                yerr=[[x[1] for x in stats], [x[2] for x in stats]],
+                capsize=2,
+                label=strategy,
+            )
+        ax.set_xticks(np.arange(len(conditions)) + 0.4 - step / 2, conditions, fontsize=8)
+        ax.set_title(f"steering error {label} (rad)", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(
+        f"Error propagation in closed loop ({knob}={top}); under e2e the pose ports are "
+        "untrained, so its split means little",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def against_figure(
     runs: list[RunResult], knob: str, path: Path, condition: str = "nominal"
 ) -> Path:
@@ -183,6 +234,7 @@ def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> li
     folder.mkdir(parents=True, exist_ok=True)
     return [
         conditions_figure(runs, knob, folder / "closed_loop_conditions.png"),
+        propagation_figure(runs, knob, folder / "error_propagation.png"),
         against_figure(runs, knob, folder / f"closed_loop_vs_{knob}.png"),
         birds_eye_figure(runs, knob, folder / "birds_eye.png"),
         camera_strip(runs, folder / "camera_strip.png"),
