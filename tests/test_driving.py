@@ -93,7 +93,15 @@ def test_a_short_driving_run_drives_in_closed_loop():
     result = execute(make_spec("driving", "modular", knobs=knobs, budget=640, evaluations=2))
     assert result.status == "ok"
     loop = result.artifacts["closed_loop"]
-    assert set(loop) == {"nominal", "dark", "noisy", "sharp", "port_noise"}
+    assert set(loop) == {
+        "nominal",
+        "dark",
+        "noisy",
+        "sharp",
+        "port_noise",
+        "noisy_x2",
+        "sharp_x1.5",
+    }
     for metrics in loop.values():
         assert metrics["mean_abs_offset"] >= 0 and metrics["departures_per_km"] >= 0
         assert 0 < metrics["distance_to_first_departure"] <= 20.0
@@ -162,7 +170,8 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
                     "lighting": 1.0,
                     "noise": 0.03,
                 }
-                loop = {c: {**metrics, "trajectory": trajectory} for c in ("nominal", "dark")}
+                names = ("nominal", "dark", "noisy", "sharp", "noisy_x2", "sharp_x1.5")
+                loop = {c: {**metrics, "trajectory": trajectory} for c in names}
                 runs.append(
                     dataclasses.replace(
                         r, spec={**r.spec, "knobs": knobs}, artifacts={"closed_loop": loop}
@@ -172,6 +181,7 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
     assert [p.name for p in paths] == [
         "closed_loop_conditions.png",
         "error_propagation.png",
+        "closed_loop_vs_shift.png",
         "closed_loop_vs_frames.png",
         "birds_eye.png",
         "camera_strip.png",

@@ -170,6 +170,54 @@ def against_figure(
     return path
 
 
+# condition -> factor (kept in step with tasks.driving, which the report must not import)
+SHIFTS = {
+    "curvature (x training)": {"nominal": 1.0, "sharp_x1.5": 1.5, "sharp": 2.0},
+    "sensor noise (x training)": {"nominal": 1.0, "noisy_x2": 2.0, "noisy": 4.0},
+}
+
+
+def shift_figure(runs: list[RunResult], knob: str, path: Path) -> Path | None:
+    """Lane departures per km against curvature and against sensor noise (as multiples
+    of the training conditions), per strategy, at the largest value of ``knob``."""
+    top = max(r.spec["knobs"][knob] for r in runs)
+    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    have = set(chosen[0].artifacts["closed_loop"])
+    if not all(set(steps) <= have for steps in SHIFTS.values()):
+        return None  # runs from before these conditions were driven
+    fig, axes = plt.subplots(1, len(SHIFTS), figsize=(11, 4.0), sharey=True)
+    for ax, (label, steps) in zip(axes, SHIFTS.items(), strict=True):
+        for strategy in _strategies(chosen):
+            stats = [
+                _interval(
+                    [
+                        r.artifacts["closed_loop"][c]["departures_per_km"]
+                        for r in chosen
+                        if r.spec["strategy"] == strategy
+                    ]
+                )
+                for c in steps
+            ]
+            ax.errorbar(
+                list(steps.values()),
+                [x[0] for x in stats],
+                yerr=[[x[1] for x in stats], [x[2] for x in stats]],
+                marker="o",
+                capsize=3,
+                label=strategy,
+            )
+        ax.set_xlabel(label)
+        ax.set_xticks(list(steps.values()))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("lane departures per km")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"Closed loop against curvature and sensor noise ({knob}={top})", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     """The first held-out road from above, with each strategy's trajectory (first
     seed, training conditions, largest value of ``knob``)."""
@@ -232,10 +280,12 @@ def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> li
     if not runs or knob not in runs[0].spec["knobs"]:
         return []
     folder.mkdir(parents=True, exist_ok=True)
-    return [
+    drawn = [
         conditions_figure(runs, knob, folder / "closed_loop_conditions.png"),
         propagation_figure(runs, knob, folder / "error_propagation.png"),
+        shift_figure(runs, knob, folder / "closed_loop_vs_shift.png"),
         against_figure(runs, knob, folder / f"closed_loop_vs_{knob}.png"),
         birds_eye_figure(runs, knob, folder / "birds_eye.png"),
         camera_strip(runs, folder / "camera_strip.png"),
     ]
+    return [p for p in drawn if p is not None]

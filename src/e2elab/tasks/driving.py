@@ -45,7 +45,13 @@ CONDITIONS = {
     "noisy": (1.0, 4.0, 1.0, 0.0),
     "sharp": (1.0, 1.0, 2.0, 0.0),
     "port_noise": (1.0, 1.0, 1.0, 0.3),
+    # the steps between, for the figures against curvature and against noise
+    "noisy_x2": (1.0, 2.0, 1.0, 0.0),
+    "sharp_x1.5": (1.0, 1.0, 1.5, 0.0),
 }
+# condition -> its factor, for the figures against curvature and against sensor noise
+CURVATURE_STEPS = {"nominal": 1.0, "sharp_x1.5": 1.5, "sharp": 2.0}
+NOISE_STEPS = {"nominal": 1.0, "noisy_x2": 2.0, "noisy": 4.0}
 TRAJECTORY_EVERY = 5  # steps between the kept points of a driven trajectory
 
 
