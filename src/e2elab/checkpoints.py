@@ -186,14 +186,20 @@ def check_fits(checkpoint: Checkpoint, module: torch.nn.Module, name: str, sourc
         )
 
 
-def load_into(system: torch.nn.Module, name: str, checkpoint: Checkpoint, source: str) -> None:
-    """Copy the checkpoint's tensors into ``system``'s module ``name`` (checked first)."""
+def module_of(system: torch.nn.Module, name: str, source: str) -> torch.nn.Module:
+    """``system``'s module ``name``, or one line listing the modules it has."""
     module = getattr(system, name, None)
     if not isinstance(module, torch.nn.Module):
         modules = [n for n, _ in system.named_children()]
         raise E2ELabError(
             f"{source}: this system has no module {name!r}; its modules are: {', '.join(modules)}"
         )
+    return module
+
+
+def load_into(system: torch.nn.Module, name: str, checkpoint: Checkpoint, source: str) -> None:
+    """Copy the checkpoint's tensors into ``system``'s module ``name`` (checked first)."""
+    module = module_of(system, name, source)
     check_fits(checkpoint, module, name, source)
     with torch.no_grad():
         module.load_state_dict(checkpoint.tensors, strict=True)
@@ -264,13 +270,7 @@ def resolve(load_from: str, system: torch.nn.Module) -> tuple[str, dict[str, Che
     for module, source in sorted(parse_pairs(load_from, "load").items()):
         label = f"checkpoint {source}" if "#" not in source else f"run {source}"
         checkpoint = decode(fetch(source, module), label)
-        target = getattr(system, module, None)
-        if not isinstance(target, torch.nn.Module):
-            modules = [n for n, _ in system.named_children()]
-            raise E2ELabError(
-                f"load: this system has no module {module!r}; its modules are: {', '.join(modules)}"
-            )
-        check_fits(checkpoint, target, module, label)
+        check_fits(checkpoint, module_of(system, module, "load"), module, label)
         found[module] = checkpoint
     load = ",".join(f"{m}={c.sha256}" for m, c in found.items())
     return load, found

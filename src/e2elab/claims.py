@@ -424,11 +424,19 @@ def accuracy_beats(
     pairs = list(table[value].values())
     if len(pairs) < 2:
         return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(pairs)} paired seed(s); need 2")
-    diff = mean_interval([a - b for a, b in pairs])
-    means = [sum(p[i] for p in pairs) / len(pairs) for i in (0, 1)]
+    return _paired_verdict(pairs, f"{knob}={value}: {winner}", loser, "difference")
+
+
+def _paired_verdict(
+    pairs: list[tuple[float, float]], first: str, second: str, what: str, sign: float = 1.0
+) -> Verdict:
+    """PASS where the 95% interval of ``sign * (first - second)`` over the paired seeds
+    lies above 0; the details give both means and the interval."""
+    diff = mean_interval([sign * (a - b) for a, b in pairs])
+    means = [float(np.mean([p[i] for p in pairs])) for i in (0, 1)]
     detail = (
-        f"{knob}={value}: {winner} {means[0]:.3f} vs {loser} {means[1]:.3f}, difference "
-        f"{diff.format(3)} over {len(pairs)} seeds"
+        f"{first} {means[0]:.3f} vs {second} {means[1]:.3f}, {what} {diff.format(3)} "
+        f"over {len(pairs)} seeds"
     )
     ok = diff.lo > 0
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
@@ -1071,16 +1079,14 @@ def artifact_beats(
     value, pairs = _artifact_pairs(results, winner, loser, metric, knob, at, where)
     if len(pairs) < 2:
         return _no_data(f"{metric} of {winner} and {loser} with two paired seeds where {where}")
-    sign = -1.0 if lower_is_better else 1.0
-    diff = mean_interval([sign * (x - y) for x, y in pairs])
-    means = [float(np.mean([p[i] for p in pairs])) for i in (0, 1)]
     better = "lower" if lower_is_better else "higher"
-    detail = (
-        f"{knob}={value}: {metric} {winner} {means[0]:.3f} vs {loser} {means[1]:.3f} "
-        f"({better} is better); advantage {diff.format(3)} over {len(pairs)} seeds"
+    return _paired_verdict(
+        pairs,
+        f"{knob}={value}: {metric} {winner}",
+        loser,
+        f"advantage ({better} is better)",
+        sign=-1.0 if lower_is_better else 1.0,
     )
-    ok = diff.lo > 0
-    return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
 
 
 def degrades_less(

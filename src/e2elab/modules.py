@@ -14,3 +14,17 @@ def mlp(inputs: int, hidden: int, outputs: int, layers: int = 2) -> nn.Sequentia
         width = hidden
     parts.append(nn.Linear(width, outputs))
     return nn.Sequential(*parts)
+
+
+def conv_stages(channels: int, width: int) -> list[nn.Module]:
+    """Two 3x3 conv + ReLU + 2x2 max-pool stages (``width`` then ``2 * width``
+    channels), flattened: (B, channels, H, W) -> (B, 2 * width * (H // 4) * (W // 4))."""
+    return [
+        nn.Conv2d(channels, width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(width, 2 * width, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+    ]

@@ -42,6 +42,34 @@ def _interval(values: list[float]) -> tuple[float, float, float]:
     return ci.mean, max(0.0, low), max(0.0, high)
 
 
+def _condition_bars(
+    ax: Any, chosen: list[RunResult], names: list[str], conditions: list[str], key: str
+) -> float:
+    """One group of bars per condition, one bar per strategy: ``key``'s mean and 95%
+    interval over seeds. Returns the width of a bar."""
+    step = 0.8 / len(names)
+    for i, strategy in enumerate(names):
+        stats = [
+            _interval(
+                [
+                    r.artifacts["closed_loop"][c][key]
+                    for r in chosen
+                    if r.spec["strategy"] == strategy
+                ]
+            )
+            for c in conditions
+        ]
+        ax.bar(
+            np.arange(len(conditions)) + i * step,
+            [x[0] for x in stats],
+            step,
+            yerr=[[x[1] for x in stats], [x[2] for x in stats]],
+            capsize=2,
+            label=strategy,
+        )
+    return step
+
+
 def conditions_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     """Each closed-loop metric per condition (training conditions, darker, noisier,
     sharper curves, noise at the perception ports), per strategy, at the largest value
@@ -51,29 +79,8 @@ def conditions_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     names = _strategies(chosen)
     conditions = list(chosen[0].artifacts["closed_loop"])
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.2))
-    step = 0.8 / len(names)
     for ax, (key, label) in zip(axes, METRICS, strict=True):
-        for i, strategy in enumerate(names):
-            stats = [
-                _interval(
-                    [
-                        r.artifacts["closed_loop"][c][key]
-                        for r in chosen
-                        if r.spec["strategy"] == strategy
-                    ]
-                )
-                for c in conditions
-            ]
-            means = [s[0] for s in stats]
-            spread = [[s[1] for s in stats], [s[2] for s in stats]]
-            ax.bar(
-                np.arange(len(conditions)) + i * step,
-                means,
-                step,
-                yerr=spread,
-                capsize=2,
-                label=strategy,
-            )
+        step = _condition_bars(ax, chosen, names, conditions, key)
         ax.set_xticks(np.arange(len(conditions)) + 0.4 - step / 2, conditions, fontsize=8)
         ax.set_ylabel(label)
         ax.grid(axis="y", alpha=0.3)
@@ -100,27 +107,8 @@ def propagation_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         ("controller_steer_mae", "controller's own"),
     )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.0), sharey=True)
-    step = 0.8 / len(names)
     for ax, (key, label) in zip(axes, parts, strict=True):
-        for i, strategy in enumerate(names):
-            stats = [
-                _interval(
-                    [
-                        r.artifacts["closed_loop"][c][key]
-                        for r in chosen
-                        if r.spec["strategy"] == strategy
-                    ]
-                )
-                for c in conditions
-            ]
-            ax.bar(
-                np.arange(len(conditions)) + i * step,
-                [x[0] for x in stats],
-                step,
-                yerr=[[x[1] for x in stats], [x[2] for x in stats]],
-                capsize=2,
-                label=strategy,
-            )
+        step = _condition_bars(ax, chosen, names, conditions, key)
         ax.set_xticks(np.arange(len(conditions)) + 0.4 - step / 2, conditions, fontsize=8)
         ax.set_title(f"steering error {label} (rad)", fontsize=9)
         ax.grid(axis="y", alpha=0.3)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from e2elab.data import scenes
+from e2elab.modules import conv_stages
 from e2elab.ports import SequenceKind
 from e2elab.system import System
 from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
@@ -75,15 +76,7 @@ class Encoder(nn.Module):
     def __init__(self, objects: int, width: int, features: int) -> None:
         super().__init__()
         self.objects = objects
-        self.convs = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
-        )
+        self.convs = nn.Sequential(*conv_stages(3, width))
         cells = (scenes.HEIGHT // 4) * (scenes.WIDTH // 4)
         self.project = nn.Sequential(nn.Linear(2 * width * cells, features), nn.ReLU())
         self.sizes = {name: len(values) + 1 for name, values in scenes.ATTRIBUTES.items()}

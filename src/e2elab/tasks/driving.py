@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from e2elab.data import driving as world
+from e2elab.modules import conv_stages
 from e2elab.system import System
 from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
 
@@ -60,13 +61,7 @@ class Perception(nn.Module):
         super().__init__()
         cells = (world.IMAGE_H // 4) * (world.IMAGE_W // 4)
         self.net = nn.Sequential(
-            nn.Conv2d(3, width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(width, 2 * width, 3, padding=1),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Flatten(),
+            *conv_stages(3, width),
             nn.Linear(2 * width * cells, 64),
             nn.ReLU(),
             nn.Linear(64, 2),
