@@ -143,6 +143,19 @@ def test_artifact_claims_read_closed_loop_numbers_paired_by_seed():
     assert missing.verdict == "INCONCLUSIVE"
 
 
+def test_artifact_exceeds_compares_two_numbers_of_one_strategy_by_seed():
+    from e2elab.claims import FAIL, INCONCLUSIVE, PASS, artifact_exceeds
+
+    runs = _loop_runs({"modular": (0.1, 0.15), "e2e": (0.2, 0.6)})
+    dark, nominal = "closed_loop.dark.mean_abs_offset", "closed_loop.nominal.mean_abs_offset"
+    more = artifact_exceeds(runs, "modular", dark, nominal, "frames")
+    assert more.verdict == PASS
+    assert "modular: closed_loop.dark.mean_abs_offset 0.160 vs" in more.details
+    assert "difference 0.050" in more.details
+    assert artifact_exceeds(runs, "modular", nominal, dark, "frames").verdict == FAIL
+    assert artifact_exceeds(runs, "hinted", dark, nominal, "frames").verdict == INCONCLUSIVE
+
+
 def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
     import dataclasses
 
@@ -157,6 +170,8 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
         "distance_to_first_departure": 20.0,
         "perception_steer_mae": 0.02,
         "controller_steer_mae": 0.01,
+        "perception_offset_mae": 0.05,
+        "perception_heading_mae": 0.01,
     }
     trajectory = [[0.0, 0.0], [1.0, 1.0], [2.0, 2.5]]
     for frames in (256, 1024):
@@ -188,3 +203,15 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
     ]
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths)
     assert driving_figures([], "frames", tmp_path) == []
+
+    from e2elab.report.driving import closed_loop_rows, propagation_rows
+
+    loop = closed_loop_rows(runs, "frames")
+    assert len(loop) == 2 * 2 * 6  # frames x strategies x conditions
+    assert loop[0]["frames"] == "256" and loop[0]["strategy"] == "modular"
+    assert loop[0]["departures per km"] == "0.0 [0.0, 0.0]" and loop[0]["seeds"] == "2"
+    blame = propagation_rows(runs, "frames")
+    assert {row["strategy"] for row in blame} == {"modular"}  # e2e's ports are untrained
+    assert blame[0]["at fault"] == "perception"
+    assert blame[0]["steering error caused by perception"].startswith("0.0200")
+    assert closed_loop_rows([], "frames") == [] and propagation_rows(runs, "nope") == []

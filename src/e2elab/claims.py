@@ -1122,6 +1122,27 @@ def degrades_less(
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
 
 
+def artifact_exceeds(
+    results: list[RunResult],
+    strategy: str,
+    larger: str,
+    smaller: str,
+    knob: str,
+    at: Literal["smallest", "largest"] = "smallest",
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Within ``strategy``'s runs at the smallest or largest value of ``knob``, one kept
+    number exceeds another (dotted artifact paths, e.g. the steering error the
+    perception causes against the controller's own): the 95% interval over seeds of
+    (larger - smaller) lies above 0."""
+    value, pairs = _artifact_pairs(results, strategy, strategy, larger, knob, at, where)
+    _, other = _artifact_pairs(results, strategy, strategy, smaller, knob, at, where)
+    if len(pairs) < 2 or len(other) != len(pairs):
+        return _no_data(f"{larger} and {smaller} of {strategy} with two seeds where {where}")
+    both = [(a[0], b[0]) for a, b in zip(pairs, other, strict=True)]
+    return _paired_verdict(both, f"{knob}={value}, {strategy}: {larger}", smaller, "difference")
+
+
 CHECKS: dict[str, Callable[..., Verdict]] = {
     "reaches_threshold": reaches_threshold,
     "at_chance": at_chance,
@@ -1144,6 +1165,7 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "gap_with_budget": gap_with_budget,
     "artifact_beats": artifact_beats,
     "degrades_less": degrades_less,
+    "artifact_exceeds": artifact_exceeds,
 }
 
 

@@ -13,7 +13,7 @@ from e2elab.records import RunResult, SNRResult
 from e2elab.report.approaches import approach_figures
 from e2elab.report.captions import caption_figures
 from e2elab.report.declared import declared_figures
-from e2elab.report.driving import driving_figures
+from e2elab.report.driving import closed_loop_rows, driving_figures, propagation_rows
 from e2elab.report.figures import all_figures
 from e2elab.report.page import Section, write_report
 from e2elab.report.snr import snr_figure
@@ -96,9 +96,45 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
             "phase (e.g. fine-tuning after pre-training), means over seeds.",
         ),
     ]
+    sections += driving_sections(parts)
     summary = "\n\n".join(summaries)
     markdown = write_report(out_dir, title, rows, figures, summary, sections)
     return Report(verdicts, figures, markdown)
+
+
+def driving_sections(parts: list[Part]) -> list[Section]:
+    """The closed-loop and error-propagation tables, for parts that drove in closed loop."""
+    sections = []
+    for part in parts:
+        knob = sweep_knob(part.experiment)
+        loop = closed_loop_rows(part.runs, knob)
+        if not loop:
+            continue
+        name = f" ({part.experiment.name})" if len(parts) > 1 else ""
+        sections.append(
+            Section(
+                "Closed loop" + name,
+                tuple(loop[0]),
+                loop,
+                "Each learned policy driving the held-out roads, per condition: means and "
+                "95% intervals over seeds. A departed car is counted and put back on the "
+                "centre line.",
+            )
+        )
+        blame = propagation_rows(part.runs, knob)
+        sections.append(
+            Section(
+                "Error propagation" + name,
+                tuple(blame[0]) if blame else ("strategy",),
+                blame,
+                "Where the steering error comes from in closed loop, for stacks whose pose "
+                "ports are trained (e2e's are a free bottleneck): the steering error the "
+                "perception's errors cause (steering from the perceived pose against "
+                "steering from the true pose), against the controller's own (its steering "
+                "from the true pose against the expert's). The larger is the module at fault.",
+            )
+        )
+    return sections
 
 
 PHASE_DROP = 0.02

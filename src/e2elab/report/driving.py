@@ -277,3 +277,69 @@ def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> li
         camera_strip(runs, folder / "camera_strip.png"),
     ]
     return [p for p in drawn if p is not None]
+
+
+def _fmt(values: list[float], digits: int) -> str:
+    mean, low, high = _interval(values)
+    return f"{mean:.{digits}f} [{mean - low:.{digits}f}, {mean + high:.{digits}f}]"
+
+
+def closed_loop_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, str]]:
+    """One row per value of ``knob``, strategy and condition: the closed-loop numbers,
+    means and 95% intervals over seeds."""
+    runs = _driven(results)
+    rows: list[dict[str, str]] = []
+    if not runs or knob not in runs[0].spec["knobs"]:
+        return rows
+    for value in sorted({r.spec["knobs"][knob] for r in runs}):
+        at = [r for r in runs if r.spec["knobs"][knob] == value]
+        for strategy in _strategies(at):
+            mine = [r for r in at if r.spec["strategy"] == strategy]
+            for condition in mine[0].artifacts["closed_loop"]:
+                cl = [r.artifacts["closed_loop"][condition] for r in mine]
+                rows.append(
+                    {
+                        knob: str(value),
+                        "strategy": strategy,
+                        "condition": condition,
+                        "departures per km": _fmt([c["departures_per_km"] for c in cl], 1),
+                        "mean |offset| (m)": _fmt([c["mean_abs_offset"] for c in cl], 3),
+                        "m to first departure": _fmt(
+                            [c["distance_to_first_departure"] for c in cl], 0
+                        ),
+                        "seeds": str(len(cl)),
+                    }
+                )
+    return rows
+
+
+def propagation_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, str]]:
+    """Per value of ``knob``, strategy with trained pose ports (not e2e) and condition:
+    the perception's errors, the steering error they cause, and the controller's own
+    steering error given the true pose; the larger of the two names the module at fault."""
+    runs = [r for r in _driven(results) if r.spec["strategy"] != "e2e"]
+    rows: list[dict[str, str]] = []
+    if not runs or knob not in runs[0].spec["knobs"]:
+        return rows
+    for value in sorted({r.spec["knobs"][knob] for r in runs}):
+        at = [r for r in runs if r.spec["knobs"][knob] == value]
+        for strategy in _strategies(at):
+            mine = [r for r in at if r.spec["strategy"] == strategy]
+            for condition in mine[0].artifacts["closed_loop"]:
+                cl = [r.artifacts["closed_loop"][condition] for r in mine]
+                caused = [c["perception_steer_mae"] for c in cl]
+                own = [c["controller_steer_mae"] for c in cl]
+                fault = "perception" if np.mean(caused) > np.mean(own) else "controller"
+                rows.append(
+                    {
+                        knob: str(value),
+                        "strategy": strategy,
+                        "condition": condition,
+                        "offset error (m)": _fmt([c["perception_offset_mae"] for c in cl], 3),
+                        "heading error (rad)": _fmt([c["perception_heading_mae"] for c in cl], 3),
+                        "steering error caused by perception": _fmt(caused, 4),
+                        "controller's own steering error": _fmt(own, 4),
+                        "at fault": fault,
+                    }
+                )
+    return rows
