@@ -16,7 +16,12 @@ FLOPs of one training step (forward + backward) are counted with torch's FlopCou
 on the plain model; achieved FLOP/s = FLOPs per example x examples per second. The peak is
 float32 torch.matmul on 1024 x 1024 matrices, measured in the same run.
 
+On an accelerator (``--device cuda``; ``benchmarks/gpu.py`` runs it on whatever is
+present) both loops train there, the peak is the device's float32 matmul, and the JSON
+goes to ``results/throughput-DEVICE.json``.
+
     python benchmarks/throughput.py [--seeds 1 8 16] [--seconds 8] [--threads N]
+                                    [--device cpu]
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import matmul_peak_gflops, save, show, timed
+from common import matmul_peak_gflops, save, show, sync, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 from e2elab import make_task, trace
@@ -49,28 +54,38 @@ def _loss(task: Any, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(value, target)
 
 
-def baseline_loop(task: Any, batch_size: int, lr: float, steps: int, seed: int = 0) -> float:
-    """A researcher's loop: model, Adam, sample, forward, loss, backward, step.
-    Returns examples per second (best of two timings, after 3 warm-up steps)."""
+def baseline_loop(
+    task: Any, batch_size: int, lr: float, steps: int, seed: int = 0, device: str = "cpu"
+) -> float:
+    """A researcher's loop: model, Adam, sample, (move to the device), forward, loss,
+    backward, step. Returns examples per second (best of two timings, after 3 warm-up
+    steps)."""
     torch.manual_seed(seed)
-    model = task.build_system()
+    model = task.build_system().to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
 
     def steps_of(count: int) -> None:
         for _ in range(count):
-            batch = task.sample(batch_size, generator)
+            batch = task.sample(batch_size, generator).to(device)
             loss = _loss(task, model(batch), batch.targets[task.output])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
 
     steps_of(3)
-    return steps * batch_size / timed(lambda: steps_of(steps), repeats=2)
+    sync(device)
+    return steps * batch_size / timed(lambda: steps_of(steps), repeats=2, device=device)
 
 
 def e2elab_loop(
-    task: Any, batch_size: int, lr: float, examples: int, seeds: int, batch: bool | None
+    task: Any,
+    batch_size: int,
+    lr: float,
+    examples: int,
+    seeds: int,
+    batch: bool | None,
+    device: str = "cpu",
 ) -> tuple[float, float, bool]:
     """The library's loop (strategy e2e) for ``seeds`` seeds, stacked (``batch`` True),
     one by one (False) or as the library chooses (None).
@@ -85,14 +100,14 @@ def e2elab_loop(
 
     def run(budget: int) -> None:
         nonlocal stacked
-        config = Settings(budget=budget, batch_size=batch_size, lr=lr, evaluations=1)
+        config = Settings(budget=budget, batch_size=batch_size, lr=lr, evaluations=1, device=device)
         outcomes = train_seeds(task, strategy, graph, config, list(range(seeds)), batch=batch)
         stacked = "seeds_batched" in outcomes[0].memory
 
     short = 3 * batch_size
     run(short)  # warm-up
-    t_short = timed(lambda: run(short), repeats=2)
-    t_long = timed(lambda: run(short + examples), repeats=2)
+    t_short = timed(lambda: run(short), repeats=2, device=device)
+    t_long = timed(lambda: run(short + examples), repeats=2, device=device)
     rate = seeds * examples / max(t_long - t_short, 1e-9)
     fixed = max(0.0, t_short - seeds * short / rate)
     return rate, fixed, stacked
@@ -116,23 +131,25 @@ def _label(seeds: int, mode: bool | None, stacked: bool) -> str:
     return f"e2elab, {seeds} seeds, {how}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 8, 16])
     parser.add_argument("--seconds", type=float, default=6.0, help="rough time per measurement")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    args = parser.parse_args()
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    peak = matmul_peak_gflops()
-    print(f"matmul peak: {peak:.1f} GFLOP/s with {torch.get_num_threads()} threads")
+    device = args.device
+    peak = matmul_peak_gflops(device=device)
+    print(f"matmul peak on {device}: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
     rows, records = [], []
     tasks = {label: make_task(name, knobs) for label, (name, knobs, _, _) in CASES.items()}
     plain = {}  # the baseline as a plain script runs: glibc's default allocator settings
     for label, (_, _, batch_size, lr) in CASES.items():
-        probe = baseline_loop(tasks[label], batch_size, lr, steps=5)
+        probe = baseline_loop(tasks[label], batch_size, lr, steps=5, device=device)
         steps = max(10, int(probe * args.seconds / batch_size))
-        plain[label] = (steps, baseline_loop(tasks[label], batch_size, lr, steps))
+        plain[label] = (steps, baseline_loop(tasks[label], batch_size, lr, steps, device=device))
     keep_freed_memory()  # what e2elab does when it trains (see e2elab/allocator.py)
     for label, (_, _, batch_size, lr) in CASES.items():
         task = tasks[label]
@@ -140,14 +157,21 @@ def main() -> None:
         steps, base = plain[label]
         entries = [
             ("baseline (plain loop)", 1, base, None),
-            ("baseline, allocator kept", 1, baseline_loop(task, batch_size, lr, steps), None),
+            (
+                "baseline, allocator kept",
+                1,
+                baseline_loop(task, batch_size, lr, steps, device=device),
+                None,
+            ),
         ]
         for seeds in args.seeds:
             examples = max(
                 batch_size * 10, int(base * args.seconds / seeds) // batch_size * batch_size
             )
             for mode in [None] if seeds == 1 else [True, None]:
-                rate, fixed, stacked = e2elab_loop(task, batch_size, lr, examples, seeds, mode)
+                rate, fixed, stacked = e2elab_loop(
+                    task, batch_size, lr, examples, seeds, mode, device
+                )
                 entries.append((_label(seeds, mode, stacked), seeds, rate, fixed))
         for what, seeds, rate, fixed in entries:
             gflops = rate * flops_per_example / 1e9
@@ -167,11 +191,12 @@ def main() -> None:
             )
         print(f"{label}: {flops_per_example / 1e6:.3f} MFLOP per training example")
     show(
-        f"training throughput (matmul peak {peak:.1f} GFLOP/s)",
+        f"training throughput on {device} (matmul peak {peak:.1f} GFLOP/s)",
         ["case", "loop", "examples/s", "x baseline", "GFLOP/s", "of peak", "fixed s/run"],
         rows,
     )
-    save("throughput", {"matmul_peak_gflops": peak, "results": records})
+    name = "throughput" if device == "cpu" else f"throughput-{device}"
+    save(name, {"device": device, "matmul_peak_gflops": peak, "results": records})
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from e2elab.data import driving as world
 
@@ -23,7 +24,8 @@ def _drive(roads, policy, steps):
     return worst, index
 
 
-@pytest.mark.parametrize("curvature", [0.0, 0.02, 0.04])
+# up to twice the knob's largest value: the "sharp" condition doubles the curvature
+@pytest.mark.parametrize("curvature", [0.0, 0.02, 0.04, 0.06, 0.08])
 def test_the_expert_stays_in_its_lane_on_every_test_road(curvature):
     roads = [world.road(world.TEST_SEED + i, curvature, 220.0) for i in range(6)]
     steps = int(200.0 / (world.SPEED * world.DT))
@@ -42,13 +44,49 @@ def test_a_constant_steering_angle_drives_a_circle_of_the_kinematic_radius():
     radius = world.WHEELBASE / np.tan(steer)
     centre = np.array([0.0, radius])  # a left turn from the origin heading +x
     distance = np.hypot(*(np.array(points) - centre).T)
-    # Euler steps cut the circle slightly: within 1% of the radius
-    assert np.allclose(distance, radius, rtol=0.01)
-    again = [world.bicycle(np.zeros(1), np.zeros(1), np.zeros(1), np.array([steer]))]
-    assert (
-        again[0][0][0]
-        == world.bicycle(np.zeros(1), np.zeros(1), np.zeros(1), np.array([steer]))[0][0]
-    )
+    # each step is integrated as an exact arc: on the circle to rounding, after 400 steps
+    # (Euler steps would drift outwards by several centimetres)
+    assert np.abs(distance - radius).max() < 1e-6
+    assert theta[0] == pytest.approx(400 * world.SPEED * world.DT / radius)
+
+
+def test_the_closed_loop_is_deterministic_and_counts_a_nan_policy_as_departing():
+    from e2elab.tasks.driving import Driving
+
+    knobs = {"frames": 100, "roads": 2, "test_roads": 2, "test_length": 20.0, "test_size": 100}
+    task = Driving(**knobs)
+    torch.manual_seed(0)
+    system = task.build_system()
+    once, twice = task.closed_loop(system, "nominal"), task.closed_loop(system, "nominal")
+    assert once == twice
+
+    class Broken(torch.nn.Module):  # steers NaN: the car goes nowhere, every step
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = system
+
+        def parameters(self, recurse: bool = True):
+            return self.inner.parameters(recurse)
+
+        def run_ports(self, batch, **kw):
+            ports = self.inner.run_ports(batch, **kw)
+            return {**ports, "steering": torch.full_like(ports["steering"], float("nan"))}
+
+    broken = task.closed_loop(Broken(), "nominal")
+    assert broken["departures_per_km"] > 20 * 1000 / 20.0  # nearly every step departs
+    assert broken["distance_to_first_departure"] <= 1.0
+    assert broken["roads_without_departure"] == 0.0
+
+
+def test_expert_states_are_where_the_expert_drives_and_training_poses_surround_them():
+    roads = [world.road(i, 0.03, 400.0) for i in range(4)]
+    which, index, offset, _error = world.expert_states(roads)
+    assert len(which) == len(index) == len(offset) > 1000
+    assert np.abs(offset).max() < world.DEPARTURE and np.abs(offset).mean() > 0.05
+    exact = world.poses(roads, np.random.default_rng(0), 0.0, 500)
+    assert set(np.round(exact[5], 9)) <= set(np.round(offset, 9))  # spread 0: its states
+    wide = world.poses(roads, np.random.default_rng(0), 1.0, 500)
+    assert 0.4 < (wide[5] - exact[5]).std() < 0.55  # spread 1: sd 0.5 m around them
 
 
 def test_roads_are_deterministic_and_training_and_test_roads_differ():
@@ -104,7 +142,8 @@ def test_a_short_driving_run_drives_in_closed_loop():
     }
     for metrics in loop.values():
         assert metrics["mean_abs_offset"] >= 0 and metrics["departures_per_km"] >= 0
-        assert 0 < metrics["distance_to_first_departure"] <= 20.0
+        assert 0 <= metrics["distance_to_first_departure"] <= 20.0
+        assert 0 <= metrics["roads_without_departure"] <= 1
         assert len(metrics["trajectory"]) >= 2
 
 

@@ -116,6 +116,18 @@ def test_seed_batches_group_by_everything_but_the_seed():
     assert seed_batches(specs, batch_seeds=False) == [[s] for s in specs]
 
 
+def test_seed_batches_split_so_every_worker_has_one():
+    specs = [RunSpec.create("digit-chain", "e2e", seed=s, budget=500) for s in range(16)]
+    assert [len(b) for b in seed_batches(specs, workers=2)] == [8, 8]
+    assert [len(b) for b in seed_batches(specs, workers=3)] == [4, 4, 8]
+    assert [len(b) for b in seed_batches(specs[:3], workers=8)] == [1, 1, 1]
+    split = seed_batches(specs, workers=2)
+    assert [s.seed for b in split for s in b] == list(range(16))  # order kept
+    many = [RunSpec.create("digit-chain", t, seed=0, budget=500) for t in ("e2e", "modular")]
+    assert [len(b) for b in seed_batches(many, workers=2)] == [1, 1]
+    assert seed_batches([], workers=4) == []
+
+
 def test_executor_with_and_without_seed_batching_store_matching_results():
     specs = [
         RunSpec.create("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=1000) for s in (0, 1)

@@ -39,19 +39,35 @@ class Executor(Protocol):
         ...
 
 
-def seed_batches(specs: list[RunSpec], batch_seeds: bool = True) -> list[list[RunSpec]]:
+def seed_batches(
+    specs: list[RunSpec], batch_seeds: bool = True, workers: int = 1
+) -> list[list[RunSpec]]:
     """Group specs that differ only by seed (in order of first appearance), at most
-    MAX_SEEDS_PER_BATCH to a batch; every spec alone when ``batch_seeds`` is off."""
+    MAX_SEEDS_PER_BATCH to a batch; every spec alone when ``batch_seeds`` is off.
+
+    Each batch trains in one process on one core, so with fewer batches than ``workers``
+    the largest are halved until every worker has one (16 seeds on 2 cores: two stacks
+    of 8). A seed's numbers do not depend on how many seeds share its stack (stacking is
+    used only where it is exact, see ``replicas.batching_pays``), so this changes the
+    wall time, not the results."""
     if not batch_seeds:
         return [[spec] for spec in specs]
     groups: dict[str, list[RunSpec]] = {}
     for spec in specs:
         groups.setdefault(spec.seed_group(), []).append(spec)
-    return [
+    batches = [
         group[i : i + MAX_SEEDS_PER_BATCH]
         for group in groups.values()
         for i in range(0, len(group), MAX_SEEDS_PER_BATCH)
     ]
+    while len(batches) < workers:
+        largest = max(range(len(batches)), key=lambda i: len(batches[i]), default=None)
+        if largest is None or len(batches[largest]) < 2:
+            break
+        batch = batches[largest]
+        half = (len(batch) + 1) // 2
+        batches[largest : largest + 1] = [batch[:half], batch[half:]]
+    return batches
 
 
 @contextmanager
@@ -123,7 +139,7 @@ class LocalPoolExecutor:
         self.batch_seeds = batch_seeds
 
     def map(self, specs: list[RunSpec]) -> Iterator[RunResult]:
-        queue = seed_batches(specs, self.batch_seeds)
+        queue = seed_batches(specs, self.batch_seeds, self.workers)
         if not queue:
             return
         context = multiprocessing.get_context("spawn")
@@ -204,7 +220,8 @@ class RayExecutor:
         self._connect()
         ray = self._ray
         remote = ray.remote(num_cpus=1)(run_payload)
-        batches = seed_batches(specs, self.batch_seeds)
+        cpus = int(ray.available_resources().get("CPU", 1))
+        batches = seed_batches(specs, self.batch_seeds, cpus)
         pending = [remote.remote(_payload(batch)) for batch in batches]
         try:
             while pending:

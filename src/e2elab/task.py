@@ -7,6 +7,7 @@ metric), what chance is, and how a target is written in the port's own represent
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -173,6 +174,8 @@ class Knob:
                 value = float(raw)
             except (TypeError, ValueError):
                 raise E2ELabError(f"knob {name} expects a number, got {raw!r}") from None
+            if not math.isfinite(value):  # NaN passes every comparison with a bound
+                raise E2ELabError(f"knob {name} expects a finite number, got {raw!r}")
         elif kind is str:
             value = str(raw)
         if self.minimum is not None and value < self.minimum:

@@ -190,16 +190,41 @@ def render(
     return np.clip(image, 0.0, 1.0).astype(np.float32).transpose(0, 3, 1, 2)
 
 
+def expert_states(roads: list[Road]) -> tuple[np.ndarray, ...]:
+    """The states the expert visits: it drives every road from its start (on the centre
+    line) to its end, and each step gives (road, centreline index, lateral offset,
+    heading error). Stanley has no curvature feed-forward, so on a curve it settles off
+    the centre line, towards the outside: these are the states its labels come from."""
+    k = len(roads)
+    index = np.full(k, BEHIND)
+    x = np.array([r.points[BEHIND, 0] for r in roads])
+    y = np.array([r.points[BEHIND, 1] for r in roads])
+    theta = np.array([r.heading[BEHIND] for r in roads])
+    usable = min(len(r.points) for r in roads) - AHEAD
+    steps = int((usable - BEHIND) * STEP / (SPEED * DT))
+    rows = []
+    for _ in range(steps):
+        index, offset, error = locate(roads, index, x, y, theta)
+        rows.append(np.stack([np.arange(k), index, offset, error], 1))
+        x, y, theta = bicycle(x, y, theta, expert(offset, error))
+    table = np.concatenate(rows)
+    table = table[(table[:, 1] >= BEHIND) & (table[:, 1] < usable)]
+    return table[:, 0].astype(int), table[:, 1].astype(int), table[:, 2], table[:, 3]
+
+
 def poses(
     roads: list[Road], rng: np.random.Generator, spread: float, size: int
 ) -> tuple[np.ndarray, ...]:
-    """``size`` poses near the centre lines: a road, a point on it, a lateral offset and
-    a heading error drawn around the expert's states (``spread`` scales them: 1 covers
-    offsets of about +-1 m and heading errors of about +-0.15 rad)."""
-    which = rng.integers(0, len(roads), size)
-    index = np.array([rng.integers(BEHIND, len(roads[w].points) - AHEAD) for w in which])
-    offset = np.clip(rng.normal(0.0, 0.5 * spread, size), -DEPARTURE, DEPARTURE)
-    error = np.clip(rng.normal(0.0, 0.08 * spread, size), -0.4, 0.4)
+    """``size`` poses around the expert's states (``expert_states``): a state the expert
+    visits on one of ``roads``, moved by a random lateral offset and heading error
+    (``spread`` scales them: 1 adds offsets of about +-1 m and heading errors of about
+    +-0.15 rad; 0 keeps the expert's states). Returns (road, index, x, y, heading,
+    offset, heading error)."""
+    roads_of, indices, offsets, errors = expert_states(roads)
+    pick = rng.integers(0, len(roads_of), size)
+    which, index = roads_of[pick], indices[pick]
+    offset = np.clip(offsets[pick] + rng.normal(0.0, 0.5 * spread, size), -DEPARTURE, DEPARTURE)
+    error = np.clip(errors[pick] + rng.normal(0.0, 0.08 * spread, size), -0.4, 0.4)
     base = np.stack([roads[w].points[i] for w, i in zip(which, index, strict=True)])
     heading = np.array([roads[w].heading[i] for w, i in zip(which, index, strict=True)])
     x = base[:, 0] - offset * np.sin(heading)

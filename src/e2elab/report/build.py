@@ -117,8 +117,10 @@ def driving_sections(parts: list[Part]) -> list[Section]:
                 tuple(loop[0]),
                 loop,
                 "Each learned policy driving the held-out roads, per condition: means and "
-                "95% intervals over seeds. A departed car is counted and put back on the "
-                "centre line.",
+                "95% intervals over seeds (cut at 0). A departed car is counted and put back "
+                "on the centre line. Metres to the first departure are censored: a road "
+                "without one counts the whole distance driven, so read them beside the "
+                "share of roads without a departure.",
             )
         )
         blame = propagation_rows(part.runs, knob)

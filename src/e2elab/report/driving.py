@@ -23,7 +23,7 @@ DPI = 120
 METRICS = (
     ("mean_abs_offset", "mean |lateral offset| (m)"),
     ("departures_per_km", "lane departures per km"),
-    ("distance_to_first_departure", "metres before the first departure"),
+    ("distance_to_first_departure", "metres before the first departure (capped)"),
 )
 
 
@@ -146,7 +146,8 @@ def against_figure(
                 capsize=3,
                 label=strategy,
             )
-        ax.set_xscale("log")
+        if min(r.spec["knobs"][knob] for r in runs) > 0:
+            ax.set_xscale("log")
         ax.set_xlabel(knob)
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -227,7 +228,12 @@ def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         ax.plot(path_xy[:, 0], path_xy[:, 1], linewidth=1.2, label=strategy)
     ax.set_aspect("equal")
     ax.legend(fontsize=8)
-    ax.set_title(f"Driven trajectories on held-out road 1 ({knob}={top}, seed 0)", fontsize=10)
+    seed = min(r.spec["seed"] for r in first.values())
+    ax.set_title(
+        f"Driven trajectories on held-out road 1 ({knob}={top}, seed {seed}); a departed car "
+        "is put back on the centre line",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
@@ -280,8 +286,9 @@ def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> li
 
 
 def _fmt(values: list[float], digits: int) -> str:
+    """Mean [95% interval] of a non-negative number: the interval is cut at 0."""
     mean, low, high = _interval(values)
-    return f"{mean:.{digits}f} [{mean - low:.{digits}f}, {mean + high:.{digits}f}]"
+    return f"{mean:.{digits}f} [{max(0.0, mean - low):.{digits}f}, {mean + high:.{digits}f}]"
 
 
 def closed_loop_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, str]]:
@@ -306,6 +313,9 @@ def closed_loop_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, 
                         "mean |offset| (m)": _fmt([c["mean_abs_offset"] for c in cl], 3),
                         "m to first departure": _fmt(
                             [c["distance_to_first_departure"] for c in cl], 0
+                        ),
+                        "roads without departure": _fmt(
+                            [c.get("roads_without_departure", float("nan")) for c in cl], 2
                         ),
                         "seeds": str(len(cl)),
                     }

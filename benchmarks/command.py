@@ -1,0 +1,94 @@
+"""Seed batching as the user feels it: one whole ``e2elab run`` command, batched against
+``--no-batch-seeds``, side by side in one run of this script.
+
+Each command trains S seeds of one spec into a fresh store, in its own process, exactly
+as a user would type it; the wall time includes start-up, set-up, evaluations, linear
+probes, the memory probe and writing the store. Both commands must store the same
+numbers (seed batching changes the time, not the results): the script checks that every
+seed's final metrics agree and says so.
+
+    python benchmarks/command.py [--seeds 16] [--budget 200000] [--task digit-chain]
+                                 [--knob n=3] [--strategy e2e] [--repeats 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import save, show
+
+from e2elab.store import Store
+
+
+def command(args: argparse.Namespace, out: Path, batched: bool) -> list[str]:
+    line = [sys.executable, "-m", "e2elab", "run", "--task", args.task, "--strategy"]
+    line += [args.strategy, "--seeds", str(args.seeds), "--budget", str(args.budget)]
+    line += ["--out", str(out)]
+    for knob in args.knob:
+        line += ["--knob", knob]
+    return line + ([] if batched else ["--no-batch-seeds"])
+
+
+def timed_command(line: list[str]) -> float:
+    began = time.perf_counter()
+    subprocess.run(line, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - began
+
+
+def finals(out: Path) -> dict[int, dict[str, float]]:
+    return {r.spec["seed"]: r.final for r in Store(out / "results.sqlite").results()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", default="digit-chain")
+    parser.add_argument("--knob", action="append", default=None)
+    parser.add_argument("--strategy", default="e2e")
+    parser.add_argument("--seeds", type=int, default=16)
+    parser.add_argument("--budget", type=int, default=200_000)
+    parser.add_argument("--repeats", type=int, default=1)
+    args = parser.parse_args()
+    args.knob = args.knob if args.knob is not None else ["n=3"]
+    times: dict[str, list[float]] = {"batched": [], "one by one": []}
+    same = True
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            stores = {}
+            for name, batched in (("one by one", False), ("batched", True)):
+                out = Path(tmp) / f"{name.replace(' ', '-')}-{repeat}"
+                times[name].append(timed_command(command(args, out, batched)))
+                stores[name] = finals(out)
+            same = same and stores["batched"] == stores["one by one"]
+    best = {name: min(values) for name, values in times.items()}
+    ratio = best["one by one"] / best["batched"]
+    case = f"{args.task} {' '.join(args.knob)} {args.strategy}, {args.seeds} seeds, {args.budget:,}"
+    show(
+        f"e2elab run, whole command ({case}); best of {args.repeats}",
+        ["mode", "wall s", "speed-up"],
+        [
+            ["--no-batch-seeds", best["one by one"], 1.0],
+            ["batched (default)", best["batched"], ratio],
+        ],
+    )
+    print(f"same stored results per seed: {'yes' if same else 'NO'}")
+    save(
+        "command",
+        {
+            "case": case,
+            "command": " ".join(command(args, Path("OUT"), True)[1:]),
+            "seconds": times,
+            "speedup": ratio,
+            "same_results": same,
+        },
+    )
+    if not same:
+        sys.exit("batched and one-by-one runs stored different numbers")
+
+
+if __name__ == "__main__":
+    main()
