@@ -36,10 +36,12 @@ def _strategies(runs: list[RunResult]) -> list[str]:
 
 
 def _interval(values: list[float]) -> tuple[float, float, float]:
+    """Mean and the distances down and up to its 95% interval, which is cut at 0: every
+    closed-loop number here is non-negative."""
     ci = mean_interval(values)
     low = ci.mean - ci.lo if ci.lo == ci.lo else 0.0
     high = ci.hi - ci.mean if ci.hi == ci.hi else 0.0
-    return ci.mean, max(0.0, low), max(0.0, high)
+    return ci.mean, min(max(0.0, low), max(0.0, ci.mean)), max(0.0, high)
 
 
 def _condition_bars(
@@ -207,31 +209,62 @@ def shift_figure(runs: list[RunResult], knob: str, path: Path) -> Path | None:
     return path
 
 
+def _offsets_along(road: world.Road, path_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Distance along the road and signed lateral offset of each point of a trajectory."""
+    index = np.array([world.BEHIND])
+    along, offsets = [], []
+    for px, py in path_xy:
+        index, offset, _ = world.locate([road], index, np.array([px]), np.array([py]), np.zeros(1))
+        along.append((index[0] - world.BEHIND) * world.STEP)
+        offsets.append(offset[0])
+    return np.array(along), np.array(offsets)
+
+
 def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
-    """The first held-out road from above, with each strategy's trajectory (first
-    seed, training conditions, largest value of ``knob``)."""
+    """The first held-out road from above with each strategy's trajectory (first seed,
+    largest value of ``knob``), under the training conditions and on curves twice as
+    sharp; below each, the lateral offset along the road against the lane's limits."""
     top = max(r.spec["knobs"][knob] for r in runs)
     first: dict[str, RunResult] = {}
     for r in sorted(runs, key=lambda r: r.spec["seed"]):
         if r.spec["knobs"][knob] == top:
             first.setdefault(r.spec["strategy"], r)
     knobs = next(iter(first.values())).spec["knobs"]
-    road = world.road(world.TEST_SEED, knobs["curvature"], knobs["test_length"] + 20.0)
-    fig, ax = plt.subplots(figsize=(7, 7))
-    normal = np.stack([-np.sin(road.heading), np.cos(road.heading)], 1)
-    for side in (-1, 1):
-        edge = road.points + side * world.HALF_WIDTH * normal
-        ax.plot(edge[:, 0], edge[:, 1], color="grey", linewidth=1)
-    ax.plot(road.points[:, 0], road.points[:, 1], color="grey", linewidth=0.6, linestyle="--")
-    for strategy, run in first.items():
-        path_xy = np.array(run.artifacts["closed_loop"]["nominal"]["trajectory"])
-        ax.plot(path_xy[:, 0], path_xy[:, 1], linewidth=1.2, label=strategy)
-    ax.set_aspect("equal")
-    ax.legend(fontsize=8)
+    have = next(iter(first.values())).artifacts["closed_loop"]
+    conditions = [c for c in ("nominal", "sharp") if c in have]
+    fig, axes = plt.subplots(
+        2,
+        len(conditions),
+        figsize=(6 * len(conditions), 9),
+        squeeze=False,
+        gridspec_kw={"height_ratios": [3, 1]},
+    )
+    for column, condition in enumerate(conditions):
+        bend = knobs["curvature"] * SHIFTS["curvature (x training)"].get(condition, 1.0)
+        road = world.road(world.TEST_SEED, bend, knobs["test_length"] + 20.0)
+        ax, below = axes[0, column], axes[1, column]
+        normal = np.stack([-np.sin(road.heading), np.cos(road.heading)], 1)
+        for side in (-1, 1):
+            edge = road.points + side * world.HALF_WIDTH * normal
+            ax.plot(edge[:, 0], edge[:, 1], color="grey", linewidth=1)
+        ax.plot(road.points[:, 0], road.points[:, 1], color="grey", linewidth=0.6, ls="--")
+        for strategy, run in first.items():
+            path_xy = np.array(run.artifacts["closed_loop"][condition]["trajectory"])
+            ax.plot(path_xy[:, 0], path_xy[:, 1], linewidth=1.2, label=strategy)
+            along, offsets = _offsets_along(road, path_xy)
+            below.plot(along, offsets, linewidth=1.0, label=strategy)
+        ax.set_aspect("equal")
+        ax.set_title(f"{condition} (curvature {bend:g})", fontsize=9)
+        for limit in (-world.DEPARTURE, world.DEPARTURE):
+            below.axhline(limit, color="red", linewidth=0.8, linestyle=":")
+        below.set_xlabel("metres along the road")
+        below.set_ylabel("lateral offset (m)")
+        below.grid(alpha=0.3)
+    axes[1, 0].legend(fontsize=7, loc="lower left", ncol=2)
     seed = min(r.spec["seed"] for r in first.values())
-    ax.set_title(
-        f"Driven trajectories on held-out road 1 ({knob}={top}, seed {seed}); a departed car "
-        "is put back on the centre line",
+    fig.suptitle(
+        f"Driven trajectories on held-out road 1 ({knob}={top}, seed {seed}); red: the lane "
+        "limit, where a departed car is counted and put back on the centre line",
         fontsize=9,
     )
     fig.tight_layout()
@@ -285,10 +318,11 @@ def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> li
     return [p for p in drawn if p is not None]
 
 
-def _fmt(values: list[float], digits: int) -> str:
-    """Mean [95% interval] of a non-negative number: the interval is cut at 0."""
+def _fmt(values: list[float], digits: int, top: float = float("inf")) -> str:
+    """Mean [95% interval] of a number in [0, ``top``]: the interval is cut there."""
     mean, low, high = _interval(values)
-    return f"{mean:.{digits}f} [{max(0.0, mean - low):.{digits}f}, {mean + high:.{digits}f}]"
+    lo, hi = max(0.0, mean - low), min(top, mean + high)
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
 def closed_loop_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, str]]:
@@ -315,7 +349,7 @@ def closed_loop_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, 
                             [c["distance_to_first_departure"] for c in cl], 0
                         ),
                         "roads without departure": _fmt(
-                            [c.get("roads_without_departure", float("nan")) for c in cl], 2
+                            [c.get("roads_without_departure", float("nan")) for c in cl], 2, 1.0
                         ),
                         "seeds": str(len(cl)),
                     }
