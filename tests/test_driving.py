@@ -254,3 +254,16 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
     assert blame[0]["at fault"] == "perception"
     assert blame[0]["steering error caused by perception"].startswith("0.0200")
     assert closed_loop_rows([], "frames") == [] and propagation_rows(runs, "nope") == []
+
+
+def test_a_shipped_task_revision_gives_its_runs_new_ids():
+    from e2elab import __version__
+    from e2elab.run import make_spec
+    from e2elab.tasks import fingerprint
+    from e2elab.tasks.digit_chain import DigitChain
+    from e2elab.tasks.driving import Driving, DrivingSystem
+
+    assert fingerprint(Driving, DrivingSystem) == f"e2elab-{__version__}-r1"
+    assert fingerprint(DigitChain, object) == f"e2elab-{__version__}"  # unchanged ids
+    spec = make_spec("driving", "e2e", budget=640)
+    assert spec.code == f"e2elab-{__version__}-r1"

@@ -196,6 +196,9 @@ class Task(ABC):
     """
 
     name: ClassVar[str]
+    # a shipped task whose data or system changed within one e2elab version raises this,
+    # so its runs get new ids (``tasks.fingerprint``) and old stored results are not reused
+    revision: ClassVar[int] = 0
     description: ClassVar[str] = ""
     knobs: ClassVar[dict[str, Knob]] = {}
     defaults: ClassVar[Settings]

@@ -109,7 +109,7 @@ def fingerprint(task: type[Task], system: type) -> str:
     from e2elab import __version__
 
     if task in SHIPPED:
-        return f"e2elab-{__version__}"
+        return f"e2elab-{__version__}" + (f"-r{task.revision}" if task.revision else "")
     digest = hashlib.sha256(__version__.encode())
     files: set[Path] = set()
     for cls in (*task.__mro__, *system.__mro__):

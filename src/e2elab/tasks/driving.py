@@ -10,8 +10,8 @@ expert that sees the true pose, and a kinematic bicycle. The system:
   rad), the output, labelled with the expert's steering.
 
 Training frames: ``frames`` camera images per seed (the data size), at poses drawn
-around the centre lines of ``roads`` training roads (``spread`` scales how far from
-the expert's states they go), with fresh sensor noise in every batch. The open-loop
+around the states the expert visits when it drives ``roads`` training roads (``spread``
+scales how far from them they go), with fresh sensor noise in every batch. The open-loop
 metric is minus the mean squared steering error on held-out frames of held-out roads.
 
 After training, ``artifacts`` drives the trained system in closed loop over held-out
@@ -93,6 +93,7 @@ class DrivingSystem(System):
 
 class Driving(Task):
     name = "driving"
+    revision = 1  # training poses around the expert's states, the closed loop's counting
     description = "camera -> steering: perception + controller, or end to end (closed loop)"
     knobs = {
         "frames": Knob(
@@ -109,7 +110,7 @@ class Driving(Task):
         "lighting": Knob(1.0, "brightness of the training images", minimum=0.05, maximum=2.0),
         "noise": Knob(0.03, "sensor noise (standard deviation)", minimum=0.0, maximum=1.0),
         "spread": Knob(
-            1.0, "how far training poses stray from the centre line", minimum=0.0, maximum=5.0
+            1.0, "how far training poses stray from the expert's states", minimum=0.0, maximum=5.0
         ),
         "width": Knob(8, "channels of the perception CNN's first layer", minimum=1),
         "controller_width": Knob(32, "hidden width of the controller MLP", minimum=1),
