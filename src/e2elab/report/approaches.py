@@ -21,9 +21,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from e2elab.records import RunResult
+from e2elab.report.figures import save_tight
 from e2elab.stats import mean_interval
-
-DPI = 120
 
 
 def _label(result: RunResult, others: list[str]) -> str | None:
@@ -99,11 +98,7 @@ def approach_figure(
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title)
     ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def gallery_figure(results: Sequence[RunResult], source: str, path: Path) -> Path | None:
@@ -176,11 +171,7 @@ def gallery_figure(results: Sequence[RunResult], source: str, path: Path) -> Pat
             axes[row, col].imshow(bank[col], cmap="RdBu_r")
         axes[row, 0].set_title(name, fontsize=8, loc="left")
     fig.suptitle(f"{source}: hand-crafted features and first-layer filters", fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def approach_figures(

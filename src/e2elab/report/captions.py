@@ -17,9 +17,9 @@ import numpy as np
 
 from e2elab.data import scenes
 from e2elab.records import RunResult
+from e2elab.report.figures import save_tight
 from e2elab.stats import mean_interval
 
-DPI = 120
 METRICS = (("", "exact-caption accuracy"), ("tokens", "token accuracy"), ("bleu", "BLEU"))
 
 
@@ -53,10 +53,7 @@ def metrics_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Caption metrics on held-out scenes (mean and 95% interval over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 HEAD_TRAINED = 0.5  # mean attribute-head accuracy from which the error split is drawn
@@ -113,10 +110,7 @@ def errors_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         "is split by whether the encoder's attribute head had that attribute right",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def marked(said: str, truth: str) -> tuple[str, bool]:
@@ -176,10 +170,7 @@ def gallery_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         f"{min(r.spec['seed'] for r in first.values())}): wrong words in capitals",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def caption_figures(results: Sequence[RunResult], knob: str, folder: Path) -> list[Path]:

@@ -20,9 +20,8 @@ import matplotlib.pyplot as plt
 
 from e2elab.experiment import Experiment, Figure
 from e2elab.records import RunResult
+from e2elab.report.figures import save_tight
 from e2elab.stats import mean_interval
-
-DPI = 120
 
 
 def _at(result: RunResult, at: dict[str, Any]) -> bool:
@@ -97,10 +96,7 @@ def _against(figure: Figure, results: list[RunResult], path: Path) -> Path | Non
     ax.set_title(figure.title + (f" ({at})" if at else ""), fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def _bars(figure: Figure, results: list[RunResult], path: Path) -> Path | None:
@@ -130,10 +126,7 @@ def _bars(figure: Figure, results: list[RunResult], path: Path) -> Path | None:
         return None
     at = ", ".join(f"{k}={v}" for k, v in figure.at.items())
     fig.suptitle(figure.title + (f" ({at})" if at else ""), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def declared_figures(experiment: Experiment, results: list[RunResult], folder: Path) -> list[Path]:

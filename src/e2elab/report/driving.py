@@ -17,9 +17,9 @@ import numpy as np
 
 from e2elab.data import driving as world
 from e2elab.records import RunResult
+from e2elab.report.figures import save_tight
 from e2elab.stats import mean_interval
 
-DPI = 120
 METRICS = (
     ("mean_abs_offset", "mean |lateral offset| (m)"),
     ("departures_per_km", "lane departures per km"),
@@ -88,10 +88,7 @@ def conditions_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Closed loop on held-out roads, per condition ({knob}={top})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def propagation_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
@@ -120,10 +117,7 @@ def propagation_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         "untrained, so its split means little",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def against_figure(
@@ -155,10 +149,7 @@ def against_figure(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Closed loop against {knob} ({condition})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 # condition -> factor (kept in step with tasks.driving, which the report must not import)
@@ -203,10 +194,7 @@ def shift_figure(runs: list[RunResult], knob: str, path: Path) -> Path | None:
     axes[0].set_ylabel("lane departures per km")
     axes[0].legend(fontsize=8)
     fig.suptitle(f"Closed loop against curvature and sensor noise ({knob}={top})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def _offsets_along(road: world.Road, path_xy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -267,10 +255,7 @@ def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         "limit, where a departed car is counted and put back on the centre line",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def camera_strip(runs: list[RunResult], path: Path, frames: int = 6) -> Path:
@@ -295,10 +280,7 @@ def camera_strip(runs: list[RunResult], path: Path, frames: int = 6) -> Path:
         ax.set_title(f"{10 * k} m", fontsize=8)
         ax.axis("off")
     fig.suptitle("The camera along held-out road 1 (training conditions)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return save_tight(fig, path)
 
 
 def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> list[Path]:

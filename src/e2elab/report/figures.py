@@ -635,3 +635,9 @@ def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI)
     plt.close(fig)
     return path
+
+
+def save_tight(fig: Figure, path: Path) -> Path:
+    """Lay ``fig`` out tightly, write it to ``path`` (its folder made) and close it."""
+    fig.tight_layout()
+    return _save(fig, path)
