@@ -14,7 +14,10 @@ plain loop is timed again under it ("allocator kept") before the library's loops
 
 FLOPs of one training step (forward + backward) are counted with torch's FlopCounterMode
 on the plain model; achieved FLOP/s = FLOPs per example x examples per second. The peak is
-float32 torch.matmul on 1024 x 1024 matrices, measured in the same run.
+float32 torch.matmul on 1024 x 1024 matrices, measured in the same run, twice: with
+torch's threads (what the plain loop uses) and with one thread. e2elab trains every run
+on one intra-op thread (fixed numerics; a sweep's other cores train other runs), so its
+rows are also given against the one-thread peak ("of 1-thread peak").
 
 On an accelerator (``--device cuda``; ``benchmarks/gpu.py`` runs it on whatever is
 present) both loops train there, the peak is the device's float32 matmul, and the JSON
@@ -49,7 +52,7 @@ CASES = {
 
 def _loss(task: Any, value: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """The loss a researcher would write for the task's output: cross-entropy or hinge."""
-    if task.ports[task.output].kind == "binary":
+    if task.ports[task.output].port_kind.name == "binary":
         return F.relu(1 - value.reshape(target.shape) * target.to(value.dtype)).mean()
     return F.cross_entropy(value, target)
 
@@ -142,7 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     device = args.device
     peak = matmul_peak_gflops(device=device)
-    print(f"matmul peak on {device}: {peak:.1f} GFLOP/s ({torch.get_num_threads()} threads)")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    core_peak = matmul_peak_gflops(device=device)
+    torch.set_num_threads(threads)
+    print(
+        f"matmul peak on {device}: {peak:.1f} GFLOP/s ({threads} threads), "
+        f"{core_peak:.1f} GFLOP/s (1 thread)"
+    )
     rows, records = [], []
     tasks = {label: make_task(name, knobs) for label, (name, knobs, _, _) in CASES.items()}
     plain = {}  # the baseline as a plain script runs: glibc's default allocator settings
@@ -176,7 +186,8 @@ def main(argv: list[str] | None = None) -> None:
         for what, seeds, rate, fixed in entries:
             gflops = rate * flops_per_example / 1e9
             fixed_text = "-" if fixed is None else f"{fixed:.2f}"
-            rows.append([label, what, rate, rate / base, gflops, gflops / peak, fixed_text])
+            one = "-" if what.startswith("baseline") else f"{gflops / core_peak:.3f}"
+            rows.append([label, what, rate, rate / base, gflops, gflops / peak, one, fixed_text])
             records.append(
                 {
                     "case": label,
@@ -186,17 +197,29 @@ def main(argv: list[str] | None = None) -> None:
                     "speedup_vs_baseline": rate / base,
                     "gflops": gflops,
                     "fraction_of_matmul_peak": gflops / peak,
+                    "fraction_of_one_thread_peak": gflops / core_peak,
                     "fixed_seconds_per_run": fixed,
                 }
             )
         print(f"{label}: {flops_per_example / 1e6:.3f} MFLOP per training example")
     show(
-        f"training throughput on {device} (matmul peak {peak:.1f} GFLOP/s)",
-        ["case", "loop", "examples/s", "x baseline", "GFLOP/s", "of peak", "fixed s/run"],
+        f"training throughput on {device} (matmul peak {peak:.1f} GFLOP/s, "
+        f"1 thread {core_peak:.1f})",
+        [
+            "case",
+            "loop",
+            "examples/s",
+            "x baseline",
+            "GFLOP/s",
+            "of peak",
+            "of 1-thread peak",
+            "fixed s/run",
+        ],
         rows,
     )
     name = "throughput" if device == "cpu" else f"throughput-{device}"
-    save(name, {"device": device, "matmul_peak_gflops": peak, "results": records})
+    data = {"device": device, "matmul_peak_gflops": peak, "one_thread_peak_gflops": core_peak}
+    save(name, {**data, "results": records})
 
 
 if __name__ == "__main__":
