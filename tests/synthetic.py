@@ -58,3 +58,29 @@ def result(
         probes_at_init=probes_at_init if probes_at_init is not None else {p: 0.5 for p in ports},
         modules=modules,
     )
+
+
+def fixture_store(path, name: str, seeds: int = 2):
+    """A results store holding hand-made runs for every grid point and strategy of the
+    shipped experiment (or suite) ``name``, for rendering its report without training.
+    Returns the store's path."""
+    import dataclasses
+
+    from e2elab import experiment as experiments
+    from e2elab.store import Store
+
+    _, parts = experiments.load_all(name)
+    with Store(path) as store:
+        for exp in parts:
+            store.put_experiment(exp.name, exp.model_dump())
+            for p, point in enumerate(exp.grid_points()):
+                for s, strategy in enumerate(exp.strategies):
+                    for seed in range(seeds):
+                        accuracy = 0.1 + 0.8 * ((p + s + seed) % 5) / 4
+                        ett = None if accuracy < 0.8 else 20_000 + 1_000 * (p + s)
+                        r = result(strategy, 2, seed, accuracy, ett)
+                        spec = {**r.spec, "task": exp.task, "strategy": strategy}
+                        spec["knobs"] = {**exp.knobs, **point}
+                        run_id = f"{exp.name}-{p}-{s}-{seed}"
+                        store.put(dataclasses.replace(r, id=run_id, spec=spec), exp.name)
+    return path

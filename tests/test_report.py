@@ -262,12 +262,17 @@ def test_write_report_markdown_has_claims_table_and_figure_links(drawn) -> None:
     assert md_path == out.parent / "report.md"
     assert (out.parent / "report.html").exists()
     assert text.startswith("# Digit chain\n")
-    assert "| claim | statement | verdict | numbers |" in text
-    assert "| C1 | e2e \\| modular < 0.5 | **PASS** | acc 0.91 [0.88, 0.94] |" in text
-    assert "| C3 | hinted helps | **INCONCLUSIVE** | n=1 |" in text
+    assert "| claim | statement | verdict | reason | evidence | numbers |" in text
+    # the reason is the numbers' first line; no claim names a figure here
+    assert (
+        "| C1 | e2e \\| modular < 0.5 | **PASS** | acc 0.91 [0.88, 0.94] | - "
+        "| acc 0.91 [0.88, 0.94] |" in text
+    )
+    assert "| C3 | hinted helps | **INCONCLUSIVE** | n=1 | - | n=1 |" in text
     assert "```\ne2e  0.91\n```" in text
-    for fig in figs:
+    for number, fig in enumerate(figs, 1):
         assert f"](figures/{fig.name})" in text
+        assert f"*Figure {number}.* " in text  # every figure has a caption
     assert str(out) not in text  # links are relative
 
 
@@ -281,7 +286,8 @@ def test_write_report_html_escapes_and_colours_verdicts(tmp_path: Path) -> None:
     assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in html and "<b>bold</b>" not in html
     assert f'background:{page.VERDICT_COLOURS["FAIL"]}">FAIL<' in html
     assert f'background:{page.VERDICT_COLOURS["PASS"]}">PASS<' in html
-    assert 'src="../figs/a%20b.png"' in html
+    # the page stands alone: the figure is embedded, not linked
+    assert 'src="data:image/png;base64,' in html and "../figs/" not in html
     md = (tmp_path / "out" / "report.md").read_text()
     assert "](../figs/a%20b.png)" in md
 

@@ -51,6 +51,9 @@ class ClaimSpec(_Strict):
     params: dict[str, Any] = {}
     # a diagnostic claim: the ids of the claims whose FAIL it explains when it passes
     explains: list[str] = []
+    # the figures that show it on the report page (file names without .png, or their
+    # beginnings); by default those its check reads (report.evidence.CHECK_FIGURES)
+    figures: list[str] = []
 
 
 class SNRSpec(_Strict):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from e2elab.claims import Verdict, deviations, evaluate
 from e2elab.experiment import Experiment
@@ -12,10 +14,12 @@ from e2elab.query import group
 from e2elab.records import RunResult, SNRResult
 from e2elab.report.approaches import approach_figures
 from e2elab.report.captions import caption_figures
-from e2elab.report.declared import declared_figures
+from e2elab.report.declared import declared_figures, figure_file
 from e2elab.report.driving import closed_loop_rows, driving_figures, propagation_rows
+from e2elab.report.evidence import claim_figures
 from e2elab.report.figures import all_figures
-from e2elab.report.page import Section, write_report
+from e2elab.report.index import write_index
+from e2elab.report.page import Section, slug, write_report
 from e2elab.report.snr import snr_figure
 from e2elab.summary import summarize
 
@@ -41,6 +45,8 @@ class Report:
     verdicts: list[Verdict]
     figures: list[Path]
     markdown: Path
+    # the claims as the page shows them: verdict rows with their anchor and experiment
+    rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def sweep_knob(experiment: Experiment) -> str:
@@ -54,24 +60,39 @@ def sweep_knob(experiment: Experiment) -> str:
 
 
 def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
-    """Evaluate every part's claims and write its figures; one page for all parts."""
+    """Evaluate every part's claims and write its figures; one page for all parts, and
+    an index of every claim (``index.html``) beside it."""
     verdicts: list[Verdict] = []
     figures: list[Path] = []
-    summaries = []
+    rows: list[dict[str, Any]] = []
+    tables: list[Section] = []
+    captions: dict[str, str] = {}
     for part in parts:
         exp, results = part.experiment, part.runs
-        verdicts += evaluate(exp.claims, results, part.snr)
+        mine = evaluate(exp.claims, results, part.snr)
+        verdicts += mine
         folder = out_dir / "figures" / (exp.name if len(parts) > 1 else "")
-        figures += all_figures(results, sweep_knob(exp), folder)
-        figures += declared_figures(exp, results, folder)
-        figures += caption_figures(results, sweep_knob(exp), folder)
-        figures += driving_figures(results, sweep_knob(exp), folder)
+        drawn = all_figures(results, sweep_knob(exp), folder)
+        declared = declared_figures(exp, results, folder)
+        captions |= {figure_file(folder, f.title).stem: f.caption or f.title for f in exp.figures}
+        drawn += declared
+        drawn += caption_figures(results, sweep_knob(exp), folder)
+        drawn += driving_figures(results, sweep_knob(exp), folder)
         if part.snr:
-            figures.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
+            drawn.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
         if exp.task == "images":  # approaches differ by knob (front) and by strategy
-            figures += approach_figures(results, sweep_knob(exp), folder, exp.name)
-        summaries.append(f"== {exp.name} ==\n{summary_tables(results)}")
-    rows = [v.as_row() for v in verdicts]
+            drawn += approach_figures(results, sweep_knob(exp), folder, exp.name)
+        figures += drawn
+        prefix = exp.name if len(parts) > 1 else ""
+        summary = summary_sections(results, prefix)
+        tables += summary
+        for claim, verdict in zip(exp.claims, mine, strict=True):
+            row = verdict.as_row()
+            row["anchor"] = f"{prefix}-{claim.id}" if prefix else claim.id
+            row["experiment"] = exp.name
+            row["figures"] = claim_figures(claim.check, claim.params, drawn, claim.figures)
+            row["tables"] = _tables_for(verdict.details, summary)
+            rows.append(row)
     sections = [
         Section(
             "Deviations",
@@ -97,9 +118,24 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         ),
     ]
     sections += driving_sections(parts)
-    summary = "\n\n".join(summaries)
-    markdown = write_report(out_dir, title, rows, figures, summary, sections)
-    return Report(verdicts, figures, markdown)
+    markdown = write_report(out_dir, title, rows, figures, None, sections, tables, captions)
+    write_index(out_dir / "index.html", title, [(title, "report.html", rows)])
+    return Report(verdicts, figures, markdown, rows)
+
+
+def _tables_for(details: str, tables: list[Section]) -> list[tuple[str, str]]:
+    """The summary tables a verdict's numbers speak of: those whose grid point (e.g.
+    "n=3, m=10") has every one of its knob=value pairs in the numbers; else every table
+    of the experiment (one link, to the first)."""
+    found = []
+    for table in tables:
+        point = table.title.split(": ", 1)[-1]
+        tags = [t.strip() for t in point.split(",") if "=" in t]
+        if tags and all(re.search(rf"(?<![\w.]){re.escape(t)}(?![\w.])", details) for t in tags):
+            found.append((table.anchor, point))
+    if not found and tables:
+        found.append((tables[0].anchor, "summary"))
+    return found
 
 
 def driving_sections(parts: list[Part]) -> list[Section]:
@@ -175,27 +211,76 @@ def phase_losses(results: list[RunResult]) -> list[dict[str, str]]:
     return rows
 
 
-def summary_tables(results: list[RunResult]) -> str:
-    """Per grid point, one line per strategy: accuracy, examples to threshold, at chance."""
-    lines = []
-    for (knobs,), runs in group(results, "knobs").items():
-        lines.append(f"{knobs}  (threshold {runs[0].spec['threshold']:g})")
+SUMMARY_COLUMNS = (
+    "strategy",
+    "seeds",
+    "accuracy [95% CI]",
+    "examples to threshold",
+    "reached",
+    "at chance",
+    "diverged",
+    "failed",
+    "time s",
+    "training GFLOP",
+)
+
+
+def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section]:
+    """One table per grid point (its knobs that vary across the results in the title),
+    strategies as rows, the best accuracy marked."""
+    varying = sorted(
+        {
+            k
+            for r in results
+            for k in r.spec["knobs"]
+            if len({json.dumps(x.spec["knobs"].get(k)) for x in results}) > 1
+        }
+    )
+    out = []
+    for index, ((knobs,), runs) in enumerate(group(results, "knobs").items()):
+        point = json.loads(knobs)
+        label = ", ".join(f"{k}={point[k]}" for k in varying) or "all runs"
         flops = _mean_flops(runs)
+        rows = []
         for row in summarize(runs):
             done = row.runs - row.diverged - row.failed
-            lines.append(
-                f"  {row.strategy:34s} acc {row.accuracy.format(3):24s} "
-                f"examples-to-threshold {row.examples_to_threshold.format(0):24s} "
-                f"reached {row.reached}/{done}  at chance {row.breakdowns}/{done}"
-                + (
-                    f"  training {flops[row.strategy] / 1e9:,.1f} GFLOP"
-                    if row.strategy in flops
-                    else ""
-                )
-                + (f"  diverged {row.diverged}" if row.diverged else "")
-                + (f"  failed {row.failed}" if row.failed else "")
+            rows.append(
+                {
+                    "strategy": row.strategy,
+                    "seeds": row.runs,
+                    "accuracy [95% CI]": row.accuracy.format(3),
+                    "examples to threshold": row.examples_to_threshold.format(0),
+                    "reached": f"{row.reached}/{done}",
+                    "at chance": f"{row.breakdowns}/{done}",
+                    "diverged": row.diverged,
+                    "failed": row.failed,
+                    "time s": f"{row.seconds.mean:.1f}",
+                    "training GFLOP": (
+                        f"{flops[row.strategy] / 1e9:,.1f}" if row.strategy in flops else "-"
+                    ),
+                    "_mean": row.accuracy.mean,
+                }
             )
-    return "\n".join(lines)
+        means = [r["_mean"] for r in rows if r["_mean"] == r["_mean"]]
+        if means:
+            best = max(means)
+            for r in rows:
+                r["_best"] = r["_mean"] == best
+        fixed = {k: v for k, v in point.items() if k not in varying}
+        title = (f"{prefix}: " if prefix else "") + f"Summary: {label}"
+        out.append(
+            Section(
+                title,
+                SUMMARY_COLUMNS,
+                rows,
+                f"Threshold {runs[0].spec['threshold']:g}; the other knobs: "
+                + (", ".join(f"{k}={v}" for k, v in sorted(fixed.items())) or "none")
+                + ". Means over seeds; the best accuracy is marked.",
+                anchor=f"summary-{slug(prefix) + '-' if prefix else ''}{index}",
+                numeric=SUMMARY_COLUMNS[1:],
+            )
+        )
+    return out
 
 
 def _mean_flops(runs: list[RunResult]) -> dict[str, float]:

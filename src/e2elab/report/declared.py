@@ -48,7 +48,8 @@ def _finite(value: float) -> float:
     return value if value == value and abs(value) != float("inf") else 0.0
 
 
-def _file(folder: Path, title: str) -> Path:
+def figure_file(folder: Path, title: str) -> Path:
+    """Where a declared figure with this title is drawn."""
     slug = re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")[:60] or "figure"
     return folder / f"{slug}.png"
 
@@ -135,7 +136,7 @@ def declared_figures(experiment: Experiment, results: list[RunResult], folder: P
     out = []
     for figure in experiment.figures:
         draw = _against if figure.kind == "against" else _bars
-        path = draw(figure, results, _file(folder, figure.title))
+        path = draw(figure, results, figure_file(folder, figure.title))
         if path is not None:
             out.append(path)
     return out

@@ -1,0 +1,182 @@
+"""What ties a claim to its evidence on the report page: a one-line reason from its
+numbers, the figures that show it, and each figure's caption (what it shows, and what to
+look for). Torch-free and drawing-free: it reads names and numbers only."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+REASON_CHARS = 180
+
+# check -> the figure names (prefixes of the file's stem) that show what it measures
+CHECK_FIGURES: dict[str, tuple[str, ...]] = {
+    "reaches_threshold": ("accuracy_vs", "accuracy_by_approach", "caption_metrics"),
+    "at_chance": ("accuracy_vs", "accuracy_by_approach", "learning_curves"),
+    "seeds_learn": ("accuracy_vs", "learning_curves"),
+    "breakdown": ("accuracy_vs", "probe_heatmap"),
+    "beats_by_ratio": ("examples_to_threshold_vs", "learning_curves"),
+    "ratio_grows_with_knob": ("examples_to_threshold_vs",),
+    "examples_grow_with_knob": ("examples_to_threshold_vs",),
+    "schedule_floor": ("examples_to_threshold_vs", "learning_curves"),
+    "every_seed_reaches": ("accuracy_vs", "learning_curves"),
+    "lost_in_phase": ("learning_curves",),
+    "accuracy_beats": ("accuracy_vs", "accuracy_by_approach", "caption_metrics"),
+    "crossover": ("accuracy_vs", "accuracy_by_approach"),
+    "snr_contrast": ("gradient_snr",),
+    "snr_below_resolution": ("gradient_snr",),
+    "alignment_contrast": ("gradient_snr",),
+    "stays_at_chance": ("accuracy_vs", "accuracy_against"),
+    "best_at_each": ("accuracy_vs", "accuracy_against"),
+    "gap_grows_with_knob": ("accuracy_vs", "caption_metrics"),
+    "gap_with_budget": ("accuracy_vs", "caption_metrics"),
+    "artifact_beats": ("closed_loop_vs", "closed_loop_conditions", "birds_eye"),
+    "degrades_less": ("closed_loop_vs_shift", "closed_loop_conditions"),
+    "artifact_exceeds": ("error_propagation",),
+}
+
+# figure-name prefix -> caption (what it shows; what to look for); first match wins
+CAPTIONS: tuple[tuple[str, str], ...] = (
+    (
+        "learning_curves",
+        "Test accuracy of the output while each strategy trains (mean over seeds; one "
+        "panel per grid point). Look for curves that stay at the dashed chance line, and "
+        "for the step where a later phase starts.",
+    ),
+    (
+        "accuracy_vs",
+        "Final output accuracy over seeds against the swept knob, one line per strategy "
+        "(whiskers as the title says). Look for the knob value where a strategy falls to "
+        "chance while others still learn.",
+    ),
+    (
+        "examples_to_threshold_vs",
+        "Training examples each strategy needed to reach the accuracy threshold, over the "
+        "seeds that reached it (whiskers as the title says), against the swept knob; open "
+        "markers at the budget count the seeds that never did. Look for how fast the cost "
+        "grows, strategy by strategy, and where a strategy stops reaching it.",
+    ),
+    (
+        "probe_heatmap",
+        "Linear probes of every module's ports after end-to-end training, against the "
+        "swept knob: how well a linear read-out recovers each intermediate concept. Look "
+        "for modules that learned nothing readable (pale cells) where the output fails.",
+    ),
+    (
+        "gradient_snr",
+        "Signal-to-noise ratio of each module's gradient at initialisation (log scale), "
+        "against the swept knob. Look for the SNR falling towards zero as the chain grows: "
+        "then no step direction is informative.",
+    ),
+    (
+        "accuracy_by_approach",
+        "Accuracy of each approach (hand-crafted features or raw pixels, per learner) "
+        "against the amount of training data. Look for where the lines cross.",
+    ),
+    (
+        "seconds_by_approach",
+        "Training time of each approach against the amount of training data.",
+    ),
+    (
+        "features_and_filters",
+        "The hand-crafted features of one image beside the first-layer filters a network "
+        "learned from raw pixels.",
+    ),
+    (
+        "caption_metrics",
+        "Exact-caption accuracy, token accuracy and BLEU on held-out scenes against objects "
+        "per scene (mean and 95% interval over seeds).",
+    ),
+    (
+        "caption_errors",
+        "Where caption errors come from: the encoder (its attribute head is wrong too) or "
+        "the decoder (the head was right), per strategy.",
+    ),
+    (
+        "caption_gallery",
+        "Held-out scenes with each strategy's caption: wrong words in capitals, wrong "
+        "captions in red.",
+    ),
+    (
+        "closed_loop_conditions",
+        "Closed-loop driving on held-out roads, per condition (training conditions and "
+        "shifts) and strategy: mean |offset|, departures per km, metres to the first "
+        "departure. Look for which stack loses most under each shift.",
+    ),
+    (
+        "closed_loop_vs_shift",
+        "Lane departures per km against curvature and sensor noise, as multiples of the "
+        "training conditions. Look for the stack whose line rises first.",
+    ),
+    (
+        "closed_loop_vs",
+        "Closed-loop metrics against the amount of training data, per strategy.",
+    ),
+    (
+        "error_propagation",
+        "The steering error the perception's mistakes cause against the controller's own "
+        "(its steering from the true pose), per condition. The larger bar is the module at "
+        "fault; under e2e the pose ports are untrained, so its split means little.",
+    ),
+    (
+        "birds_eye",
+        "One held-out road from above with each stack's driven trajectory, and the lateral "
+        "offset along the road against the lane limit (red).",
+    ),
+    ("camera_strip", "What the camera sees along a held-out road, every 10 m."),
+    (
+        "accuracy_against",
+        "Output accuracy against the figure's x-axis (declared in the experiment), per "
+        "series, with a linear probe where one is drawn.",
+    ),
+)
+
+
+def caption(path: Path | str, declared: dict[str, str] | None = None) -> str:
+    """The caption of a figure file: a declared one (by stem), else by its name."""
+    stem = Path(path).stem
+    if declared and stem in declared:
+        return declared[stem]
+    for prefix, text in CAPTIONS:
+        if stem.startswith(prefix):
+            return text
+    return stem.replace("_", " ")
+
+
+def claim_figures(
+    check: str, params: dict[str, Any], figures: Sequence[Path], named: Sequence[str] = ()
+) -> list[Path]:
+    """The figures that show a claim: those it names (stems or prefixes), else those its
+    check reads; where its ``where`` fixes knobs, the figures drawn at those values first."""
+    prefixes = tuple(named) or CHECK_FIGURES.get(check, ())
+    chosen = [f for f in figures if f.stem.startswith(prefixes)] if prefixes else []
+    where = params.get("where") or {}
+    fixed = [f"{k}={v}" for k, v in where.items() if not isinstance(v, dict)]
+    if fixed:
+        exact = [f for f in chosen if all(tag in f.stem for tag in fixed)]
+        tagged = [f for f in chosen if "=" in f.stem]
+        if exact:
+            chosen = exact + [f for f in chosen if f not in tagged and f not in exact]
+    return chosen
+
+
+_PATH = re.compile(r"\b(?:[A-Za-z_][\w-]*\.)+([A-Za-z_][\w-]*)\b")
+
+
+def reason(details: str) -> str:
+    """One line from a verdict's numbers: its first line, dotted artifact paths cut to
+    their last two parts, at most REASON_CHARS characters."""
+    first = next((line.strip() for line in details.splitlines() if line.strip()), "")
+
+    def short(match: re.Match[str]) -> str:
+        parts = match.group(0).split(".")
+        if all(p.replace("_", "").isdigit() for p in parts):
+            return match.group(0)  # a number such as 0.5
+        return " ".join(parts[-2:])
+
+    first = _PATH.sub(short, first)
+    if len(first) > REASON_CHARS:
+        first = first[: REASON_CHARS - 1].rstrip() + "…"
+    return first
