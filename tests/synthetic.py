@@ -77,10 +77,15 @@ def fixture_store(path, name: str, seeds: int = 2):
                 for s, strategy in enumerate(exp.strategies):
                     for seed in range(seeds):
                         accuracy = 0.1 + 0.8 * ((p + s + seed) % 5) / 4
-                        ett = None if accuracy < 0.8 else 20_000 + 1_000 * (p + s)
+                        # wide cells, as real runs have: 6-digit intervals, FLOP counts
+                        ett = None if accuracy < 0.8 else 123_456 + 98_765 * (p + s + seed)
                         r = result(strategy, 2, seed, accuracy, ett)
                         spec = {**r.spec, "task": exp.task, "strategy": strategy}
                         spec["knobs"] = {**exp.knobs, **point}
                         run_id = f"{exp.name}-{p}-{s}-{seed}"
-                        store.put(dataclasses.replace(r, id=run_id, spec=spec), exp.name)
+                        memory = {"training_flops": 123_456_789_012.0 * (s + 1)}
+                        run = dataclasses.replace(
+                            r, id=run_id, spec=spec, wall_seconds=1234.5, memory=memory
+                        )
+                        store.put(run, exp.name)
     return path

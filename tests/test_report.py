@@ -265,7 +265,7 @@ def test_write_report_markdown_has_claims_table_and_figure_links(drawn) -> None:
     assert "| claim | statement | verdict | reason | evidence | numbers |" in text
     # the reason is the numbers' first line; no claim names a figure here
     assert (
-        "| C1 | e2e \\| modular < 0.5 | **PASS** | acc 0.91 [0.88, 0.94] | - "
+        "| C1 | e2e \\| modular &lt; 0.5 | **PASS** | acc 0.91 [0.88, 0.94] | - "
         "| acc 0.91 [0.88, 0.94] |" in text
     )
     assert "| C3 | hinted helps | **INCONCLUSIVE** | n=1 | - | n=1 |" in text

@@ -72,3 +72,47 @@ def test_the_page_puts_verdicts_first_with_tables_captions_and_an_index(tmp_path
     assert page.count("<figcaption><b>Figure ") == len(figures)
     index = (tmp_path / "out" / "index.html").read_text()
     assert index.count('href="report.html#claim-') == len(rows)
+
+
+def test_the_best_mark_skips_mostly_diverged_strategies_and_marks_ties():
+    import dataclasses
+
+    from synthetic import result
+
+    from e2elab.report.build import summary_sections
+
+    runs = [result("e2e", 2, s, 0.95 if s == 0 else 0.1, None) for s in range(5)]
+    runs = [r if r.spec["seed"] == 0 else dataclasses.replace(r, status="diverged") for r in runs]
+    runs += [result("modular", 2, s, 0.90, 20_000) for s in range(5)]
+    runs += [result("greedy", 2, s, 0.90, 20_000) for s in range(5)]
+    [table] = summary_sections(runs)
+    best = {r["strategy"] for r in table.rows if r["_best"]}
+    assert best == {"modular", "greedy"}  # e2e's one finished seed at 0.95 does not count
+    e2e = next(r for r in table.rows if r["strategy"] == "e2e")
+    assert e2e["diverged / failed"] == "4 / 0" and not e2e["_best"]
+
+
+def test_claims_link_the_summary_tables_of_their_grid_points(tmp_path):
+    from e2elab.report.build import _tables_for
+    from e2elab.report.page import Section
+
+    tables = [
+        Section(f"Summary: m={m}, n={n}", (), [], anchor=f"t{m}{n}", point={"m": m, "n": n})
+        for m in (2, 10)
+        for n in (1, 2)
+    ]
+    assert _tables_for("n=1: 0.5; n=2: 0.6", {"m": 10}, tables) == [
+        ("t101", "m=10, n=1"),
+        ("t102", "m=10, n=2"),
+    ]
+    assert _tables_for("m=2, n=12: x", {}, tables) == [("t21", "summary tables")]
+
+
+def test_markdown_escapes_html_in_statements(tmp_path):
+    from e2elab.report.page import write_report
+
+    claims = [
+        {"id": "<b>X</b>", "statement": "<script>x</script>", "verdict": "PASS", "details": "ok"}
+    ]
+    text = write_report(tmp_path, "T <i>", claims, []).read_text()
+    assert "<script>" not in text and "&lt;script&gt;" in text and "<b>" not in text

@@ -606,10 +606,11 @@ def _duration(seconds: float) -> str:
 def _cmd_report(args: argparse.Namespace) -> int:
     from e2elab.report.build import build_report
     from e2elab.report.index import write_index
+    from e2elab.report.page import slug
 
     console = wide_console()
     writable_folder(args.out, "-o")
-    if len(set(map(str, args.store))) != len(args.store):
+    if len({Path(path).resolve() for path in args.store}) != len(args.store):
         raise E2ELabError("the same store is named twice; name each store once")
     loaded = [_report_parts(path, args.experiment) for path in args.store]  # all, first
     if len(loaded) == 1:
@@ -622,7 +623,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     pages = []
     used: set[str] = set()
     for path, (names, parts) in zip(args.store, loaded, strict=True):
-        label = Path(path).resolve().parent.name or "store"
+        # a folder name safe in a URL and on any disk, never the index's own name
+        label = slug(Path(path).resolve().parent.name or "store")
         folder, k = label, 2
         while folder in used:
             folder, k = f"{label}-{k}", k + 1

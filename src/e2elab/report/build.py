@@ -16,7 +16,7 @@ from e2elab.report.approaches import approach_figures
 from e2elab.report.captions import caption_figures
 from e2elab.report.declared import declared_figures, figure_file
 from e2elab.report.driving import closed_loop_rows, driving_figures, propagation_rows
-from e2elab.report.evidence import claim_figures
+from e2elab.report.evidence import caption, claim_figures
 from e2elab.report.figures import all_figures
 from e2elab.report.index import write_index
 from e2elab.report.page import Section, slug, write_report
@@ -71,10 +71,12 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         exp, results = part.experiment, part.runs
         mine = evaluate(exp.claims, results, part.snr)
         verdicts += mine
-        folder = out_dir / "figures" / (exp.name if len(parts) > 1 else "")
+        folder = out_dir / "figures" / (slug(exp.name) if len(parts) > 1 else "")
         drawn = all_figures(results, sweep_knob(exp), folder)
         declared = declared_figures(exp, results, folder)
-        captions |= {figure_file(folder, f.title).stem: f.caption or f.title for f in exp.figures}
+        declared_captions = {
+            str(figure_file(folder, f.title)): f.caption or f.title for f in exp.figures
+        }
         drawn += declared
         drawn += caption_figures(results, sweep_knob(exp), folder)
         drawn += driving_figures(results, sweep_knob(exp), folder)
@@ -83,6 +85,9 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         if exp.task == "images":  # approaches differ by knob (front) and by strategy
             drawn += approach_figures(results, sweep_knob(exp), folder, exp.name)
         figures += drawn
+        for path in drawn:  # in a suite, each caption says whose figure it is
+            text = declared_captions.get(str(path)) or caption(path)
+            captions[str(path)] = f"{exp.name}: {text}" if len(parts) > 1 else text
         prefix = exp.name if len(parts) > 1 else ""
         summary = summary_sections(results, prefix)
         tables += summary
@@ -91,7 +96,8 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
             row["anchor"] = f"{prefix}-{claim.id}" if prefix else claim.id
             row["experiment"] = exp.name
             row["figures"] = claim_figures(claim.check, claim.params, drawn, claim.figures)
-            row["tables"] = _tables_for(verdict.details, summary)
+            where = claim.params.get("where") or {}
+            row["tables"] = _tables_for(verdict.details, where, summary)
             rows.append(row)
     sections = [
         Section(
@@ -123,18 +129,23 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
     return Report(verdicts, figures, markdown, rows)
 
 
-def _tables_for(details: str, tables: list[Section]) -> list[tuple[str, str]]:
-    """The summary tables a verdict's numbers speak of: those whose grid point (e.g.
-    "n=3, m=10") has every one of its knob=value pairs in the numbers; else every table
-    of the experiment (one link, to the first)."""
+def _tables_for(
+    details: str, where: dict[str, Any], tables: list[Section]
+) -> list[tuple[str, str]]:
+    """The summary tables a verdict speaks of: those whose grid point has each of its
+    knob=value pairs fixed by the claim's ``where`` or named in its numbers; else the
+    experiment's first table (labelled so)."""
     found = []
     for table in tables:
-        point = table.title.split(": ", 1)[-1]
-        tags = [t.strip() for t in point.split(",") if "=" in t]
-        if tags and all(re.search(rf"(?<![\w.]){re.escape(t)}(?![\w.])", details) for t in tags):
-            found.append((table.anchor, point))
+        tags = {k: f"{k}={v}" for k, v in table.point.items()}
+        if tags and all(
+            (k in where and str(where[k]) == str(table.point[k]))
+            or re.search(rf"(?<![\w.]){re.escape(tag)}(?![\w.])", details)
+            for k, tag in tags.items()
+        ):
+            found.append((table.anchor, ", ".join(tags.values())))
     if not found and tables:
-        found.append((tables[0].anchor, "summary"))
+        found.append((tables[0].anchor, "summary tables"))
     return found
 
 
@@ -214,20 +225,19 @@ def phase_losses(results: list[RunResult]) -> list[dict[str, str]]:
 SUMMARY_COLUMNS = (
     "strategy",
     "seeds",
-    "accuracy [95% CI]",
-    "examples to threshold",
-    "reached",
+    "output metric [95% CI]",
+    "examples to threshold (reached)",
     "at chance",
-    "diverged",
-    "failed",
+    "diverged / failed",
     "time s",
-    "training GFLOP",
+    "GFLOP",
 )
 
 
 def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section]:
     """One table per grid point (its knobs that vary across the results in the title),
-    strategies as rows, the best accuracy marked."""
+    strategies as rows. The best output metric is marked (every row that ties with it at
+    the shown precision), among strategies where most seeds finished."""
     varying = sorted(
         {
             k
@@ -248,36 +258,33 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
                 {
                     "strategy": row.strategy,
                     "seeds": row.runs,
-                    "accuracy [95% CI]": row.accuracy.format(3),
-                    "examples to threshold": row.examples_to_threshold.format(0),
-                    "reached": f"{row.reached}/{done}",
-                    "at chance": f"{row.breakdowns}/{done}",
-                    "diverged": row.diverged,
-                    "failed": row.failed,
-                    "time s": f"{row.seconds.mean:.1f}",
-                    "training GFLOP": (
-                        f"{flops[row.strategy] / 1e9:,.1f}" if row.strategy in flops else "-"
+                    "output metric [95% CI]": row.accuracy.format(3),
+                    "examples to threshold (reached)": (
+                        f"{row.examples_to_threshold.format(0)} ({row.reached}/{done})"
                     ),
-                    "_mean": row.accuracy.mean,
+                    "at chance": f"{row.breakdowns}/{done}",
+                    "diverged / failed": f"{row.diverged} / {row.failed}",
+                    "time s": f"{row.seconds.mean:.1f}",
+                    "GFLOP": f"{flops[row.strategy] / 1e9:,.1f}" if row.strategy in flops else "-",
+                    "_rank": round(row.accuracy.mean, 3) if 2 * done > row.runs else None,
                 }
             )
-        means = [r["_mean"] for r in rows if r["_mean"] == r["_mean"]]
-        if means:
-            best = max(means)
-            for r in rows:
-                r["_best"] = r["_mean"] == best
+        ranked = [r["_rank"] for r in rows if r["_rank"] is not None and r["_rank"] == r["_rank"]]
+        for r in rows:
+            r["_best"] = bool(ranked) and r["_rank"] == max(ranked)
         fixed = {k: v for k, v in point.items() if k not in varying}
-        title = (f"{prefix}: " if prefix else "") + f"Summary: {label}"
         out.append(
             Section(
-                title,
+                (f"{prefix}: " if prefix else "") + f"Summary: {label}",
                 SUMMARY_COLUMNS,
                 rows,
                 f"Threshold {runs[0].spec['threshold']:g}; the other knobs: "
                 + (", ".join(f"{k}={v}" for k, v in sorted(fixed.items())) or "none")
-                + ". Means over seeds; the best accuracy is marked.",
+                + ". Means over the seeds that finished; the best output metric is marked "
+                "(ties at this precision all are; only strategies where most seeds finished).",
                 anchor=f"summary-{slug(prefix) + '-' if prefix else ''}{index}",
                 numeric=SUMMARY_COLUMNS[1:],
+                point={k: point[k] for k in varying},
             )
         )
     return out

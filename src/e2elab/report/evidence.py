@@ -32,7 +32,7 @@ CHECK_FIGURES: dict[str, tuple[str, ...]] = {
     "best_at_each": ("accuracy_vs", "accuracy_against"),
     "gap_grows_with_knob": ("accuracy_vs", "caption_metrics"),
     "gap_with_budget": ("accuracy_vs", "caption_metrics"),
-    "artifact_beats": ("closed_loop_vs", "closed_loop_conditions", "birds_eye"),
+    "artifact_beats": ("closed_loop_vs_{knob}", "closed_loop_conditions", "birds_eye"),
     "degrades_less": ("closed_loop_vs_shift", "closed_loop_conditions"),
     "artifact_exceeds": ("error_propagation",),
 }
@@ -61,14 +61,15 @@ CAPTIONS: tuple[tuple[str, str], ...] = (
     (
         "probe_heatmap",
         "Linear probes of every module's ports after end-to-end training, against the "
-        "swept knob: how well a linear read-out recovers each intermediate concept. Look "
-        "for modules that learned nothing readable (pale cells) where the output fails.",
+        "swept knob: how well a linear read-out recovers each intermediate concept (the "
+        "colour bar gives the scale: dark is low). Look for modules whose concept cannot "
+        "be read out (dark cells) where the output fails.",
     ),
     (
         "gradient_snr",
-        "Signal-to-noise ratio of each module's gradient at initialisation (log scale), "
-        "against the swept knob. Look for the SNR falling towards zero as the chain grows: "
-        "then no step direction is informative.",
+        "Signal-to-noise ratio of each module's gradient at initialisation (log10), "
+        "against the swept knob. Look for the SNR falling as the chain grows: below 1 "
+        "(log10 below 0), a step's direction is mostly noise.",
     ),
     (
         "accuracy_by_approach",
@@ -145,38 +146,64 @@ def caption(path: Path | str, declared: dict[str, str] | None = None) -> str:
     return stem.replace("_", " ")
 
 
+def _tagged(stem: str, tag: str) -> bool:
+    """Whether a figure's name carries ``knob=value`` as a whole token (``_m=10`` is
+    m=10, not m=1)."""
+    return re.search(rf"(?:^|_){re.escape(tag)}(?:$|_)", stem) is not None
+
+
+def _names_knob(stem: str, knob: str) -> bool:
+    """Whether a figure's name says at which value of ``knob`` it is drawn."""
+    return re.search(rf"(?:^|_){re.escape(knob)}=", stem) is not None
+
+
 def claim_figures(
     check: str, params: dict[str, Any], figures: Sequence[Path], named: Sequence[str] = ()
 ) -> list[Path]:
-    """The figures that show a claim: those it names (stems or prefixes), else those its
-    check reads; where its ``where`` fixes knobs, the figures drawn at those values first."""
-    prefixes = tuple(named) or CHECK_FIGURES.get(check, ())
-    chosen = [f for f in figures if f.stem.startswith(prefixes)] if prefixes else []
+    """The figures that show a claim: those it names (stems or their beginnings), else
+    those its check reads (``{knob}`` filled in from its params). Where its ``where``
+    fixes knobs that figure names carry (e.g. m=10), only the figures drawn at those
+    values, and those drawn for every value, are kept."""
+    knob = str(params.get("knob", ""))
+    wanted = tuple(named) or tuple(
+        p.replace("{knob}", knob) if knob else p.replace("_{knob}", "")
+        for p in CHECK_FIGURES.get(check, ())
+    )
+    chosen: list[Path] = []
+    for name in wanted:  # a whole file name matches itself only; else a beginning
+        exact = [f for f in figures if f.stem == name]
+        chosen += [f for f in exact or figures if f.stem.startswith(name) and f not in chosen]
     where = params.get("where") or {}
-    fixed = [f"{k}={v}" for k, v in where.items() if not isinstance(v, dict)]
-    if fixed:
-        exact = [f for f in chosen if all(tag in f.stem for tag in fixed)]
-        tagged = [f for f in chosen if "=" in f.stem]
-        if exact:
-            chosen = exact + [f for f in chosen if f not in tagged and f not in exact]
+    tags = [(str(k), f"{k}={v}") for k, v in where.items() if not isinstance(v, dict)]
+    carried = [(k, tag) for k, tag in tags if any(_names_knob(f.stem, k) for f in figures)]
+    if carried:
+        chosen = [
+            f
+            for f in chosen
+            if all(_tagged(f.stem, tag) or not _names_knob(f.stem, k) for k, tag in carried)
+        ]
     return chosen
 
 
-_PATH = re.compile(r"\b(?:[A-Za-z_][\w-]*\.)+([A-Za-z_][\w-]*)\b")
+_PATH = re.compile(r"\b[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*){2,}\b")
 
 
 def reason(details: str) -> str:
-    """One line from a verdict's numbers: its first line, dotted artifact paths cut to
-    their last two parts, at most REASON_CHARS characters."""
+    """One line from a verdict's numbers: the start of its first line and, where the
+    numbers end in a conclusion (`` -- ...``), that conclusion; dotted artifact paths
+    (three parts or more) cut to their last two; at most REASON_CHARS characters."""
     first = next((line.strip() for line in details.splitlines() if line.strip()), "")
-
-    def short(match: re.Match[str]) -> str:
-        parts = match.group(0).split(".")
-        if all(p.replace("_", "").isdigit() for p in parts):
-            return match.group(0)  # a number such as 0.5
-        return " ".join(parts[-2:])
-
-    first = _PATH.sub(short, first)
-    if len(first) > REASON_CHARS:
-        first = first[: REASON_CHARS - 1].rstrip() + "…"
-    return first
+    first = _PATH.sub(lambda m: " ".join(m.group(0).split(".")[-2:]), first)
+    head, _, verdict = first.rpartition(" -- ")
+    if not head:
+        head, verdict = first, ""
+    if len(head) + len(verdict) + 5 > REASON_CHARS:
+        room = REASON_CHARS - len(verdict) - 5 if verdict else REASON_CHARS - 1
+        clause = head.split("; ")[0]
+        head = clause if len(clause) <= room else clause[: max(room, 20)].rstrip() + "…"
+        if clause != head.rstrip("…") or "; " in first:
+            head = head.rstrip("…") + " …"
+    text = f"{head} -- {verdict}" if verdict else head
+    if len(text) > REASON_CHARS:
+        text = text[: REASON_CHARS - 1].rstrip() + "…"
+    return text

@@ -39,7 +39,9 @@ td.verdict { font-weight: 700; white-space: nowrap; }
 table.claims th, table.claims td:first-child { white-space: nowrap; overflow-wrap: normal; }
 table.claims td:nth-child(2) { min-width: 16em; }
 table.claims td:nth-child(4) { min-width: 18em; }
-td.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+table.summary { font-size: 0.88em; }
+table.summary td:first-child { overflow-wrap: normal; word-break: break-word; }
 tr.best td { font-weight: 600; background: #eef6ee; }
 td.links a { display: inline-block; margin-right: 0.5em; }
 details summary { cursor: pointer; color: var(--muted); }
@@ -53,6 +55,9 @@ section.claim h3 { margin-bottom: 0.2em; }
 pre { background: #f6f6f6; padding: 0.8em; white-space: pre-wrap; overflow-wrap: anywhere; }
 @media print {
   main { max-width: none; padding: 0; }
+  table { font-size: 0.72em; }
+  th, td { padding: 0.2em 0.3em; overflow-wrap: anywhere; }
+  table.claims td:nth-child(2), table.claims td:nth-child(4) { min-width: 0; }
   a { color: inherit; text-decoration: none; }
   details > summary { display: none; }
   h2 { break-after: avoid; }
@@ -79,6 +84,8 @@ class Section:
     intro: str = ""
     anchor: str = ""
     numeric: tuple[str, ...] = field(default=())
+    # for a summary table: its grid point (the knobs that vary), for linking claims
+    point: dict[str, Any] = field(default_factory=dict)
 
 
 def slug(text: str) -> str:
@@ -140,9 +147,14 @@ def _cells(claim: dict[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
+def _md_text(text: str) -> str:
+    """Text for Markdown: angle brackets escaped, so no HTML in it is rendered."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def _md_cell(text: str) -> str:
-    """One Markdown table cell: pipes escaped, line breaks kept as <br>."""
-    lines = text.replace("\r\n", "\n").strip().split("\n")
+    """One Markdown table cell: HTML and pipes escaped, line breaks kept as <br>."""
+    lines = _md_text(text).replace("\r\n", "\n").strip().split("\n")
     return "<br>".join(line.replace("|", "\\|") for line in lines)
 
 
@@ -201,7 +213,7 @@ class _Page:
         return out
 
     def _caption(self, figure: Path) -> str:
-        return caption(figure, self.captions)
+        return self.captions.get(str(figure)) or caption(figure, self.captions)
 
     def _fig_id(self, figure: Path) -> str:
         return f"fig-{self.number[figure]}"
@@ -209,7 +221,7 @@ class _Page:
     # ------------------------------------------------------------------ Markdown
 
     def markdown(self) -> str:
-        out = [f"# {self.title}", "", "## Claims", ""]
+        out = [f"# {_md_text(self.title)}", "", "## Claims", ""]
         if self.claims:
             columns = ("claim", "statement", "verdict", "reason", "evidence", "numbers")
             out += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -231,7 +243,7 @@ class _Page:
         if self.groups:
             out += ["", "## Figures"]
         for index, shown in self.groups:
-            out += ["", f"### {self._group_title(index)}"]
+            out += ["", f"### {self._md_group_title(index)}"]
             for figure in shown:
                 link = _link(figure, self.out_dir)
                 out += [
@@ -243,9 +255,9 @@ class _Page:
         return "\n".join(out) + "\n"
 
     def _md_section(self, section: Section) -> list[str]:
-        out = ["", f"## {section.title}", ""]
+        out = ["", f"## {_md_text(section.title)}", ""]
         if section.intro:
-            out += [section.intro, ""]
+            out += [_md_text(section.intro), ""]
         if not section.rows:
             return [*out, "None."]
         out += ["| " + " | ".join(section.columns) + " |", "|" + "---|" * len(section.columns)]
@@ -261,6 +273,9 @@ class _Page:
             return "Other figures"
         ident, statement, verdict, _ = _cells(self.claims[index])
         return f"{ident} ({verdict}): {' '.join(statement.split())}"
+
+    def _md_group_title(self, index: int | None) -> str:
+        return _md_text(self._group_title(index))
 
     # ---------------------------------------------------------------------- HTML
 
@@ -336,7 +351,8 @@ class _Page:
         if not section.rows:
             return [*out, "<p>None.</p>"]
         header = "".join(f"<th>{_esc(c)}</th>" for c in section.columns)
-        out.append(f"<table><thead><tr>{header}</tr></thead><tbody>")
+        kind = "summary" if section.point or section.numeric else "plain"
+        out.append(f'<table class="{kind}"><thead><tr>{header}</tr></thead><tbody>')
         for row in section.rows:
             best = ' class="best"' if row.get("_best") else ""
             row_id = f' id="{html.escape(row["_id"])}"' if row.get("_id") else ""
