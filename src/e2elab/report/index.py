@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from e2elab.report.evidence import reason
-from e2elab.report.page import _CSS, VERDICT_COLOURS, slug
+from e2elab.report.page import PAGE_CSS, VERDICT_COLOURS, slug
 
 
 def write_index(
@@ -23,7 +23,7 @@ def write_index(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{name}</title><style>{_CSS}</style></head><body><main>",
+        f"<title>{name}</title><style>{PAGE_CSS}</style></head><body><main>",
         f"<h1>{name}</h1>",
     ]
     totals: dict[str, int] = {}

@@ -21,7 +21,7 @@ from e2elab.report.evidence import caption, reason
 VERDICT_COLOURS = {"PASS": "#c8e6c9", "FAIL": "#ffcdd2", "INCONCLUSIVE": "#fff3c4"}
 COLUMNS = ("claim", "statement", "verdict", "numbers")
 
-_CSS = """
+PAGE_CSS = """
 :root { --line: #c9c9c9; --muted: #555; }
 * { box-sizing: border-box; }
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
@@ -285,7 +285,7 @@ class _Page:
             "<!DOCTYPE html>",
             '<html lang="en"><head><meta charset="utf-8">',
             '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{name}</title><style>{_CSS}</style></head><body><main>",
+            f"<title>{name}</title><style>{PAGE_CSS}</style></head><body><main>",
             f"<h1>{name}</h1>",
             self._tally(),
             '<h2 id="claims">Claims</h2>',
