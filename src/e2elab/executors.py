@@ -164,9 +164,17 @@ class LocalPoolExecutor:
             finished = True
         finally:
             if not finished:  # interrupted (Ctrl-C, SIGTERM, an error): stop the workers now
-                for process in list(getattr(pool, "_processes", {}).values()):
+                processes = list(getattr(pool, "_processes", {}).values())
+                for process in processes:
                     process.terminate()
-            pool.shutdown(wait=finished, cancel_futures=True)
+                for process in processes:
+                    process.join(timeout=5)
+                    if process.is_alive():
+                        process.kill()
+            # wait for the pool's manager thread even when interrupted: left running, it can
+            # close its wake-up pipe while the interpreter's exit hook writes to it, which
+            # prints a traceback (OSError: Bad file descriptor) after the clean message
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RayExecutor:
