@@ -263,7 +263,7 @@ def test_a_shipped_task_revision_gives_its_runs_new_ids():
     from e2elab.tasks.digit_chain import DigitChain
     from e2elab.tasks.driving import Driving, DrivingSystem
 
-    assert fingerprint(Driving, DrivingSystem) == f"e2elab-{__version__}-r1"
+    assert fingerprint(Driving, DrivingSystem) == f"e2elab-{__version__}-r2"
     assert fingerprint(DigitChain, object) == f"e2elab-{__version__}"  # unchanged ids
     spec = make_spec("driving", "e2e", budget=640)
-    assert spec.code == f"e2elab-{__version__}-r1"
+    assert spec.code == f"e2elab-{__version__}-r2"

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.flop_counter import FlopCounterMode
 
+from e2elab.numerics import conv_layout
 from e2elab.objective import auxiliary_heads, phase_loss, trainable_modules
 from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
@@ -78,7 +79,8 @@ def make_units(
     units = []
     for _ in range(strategy.members):
         system: System = task.build_system()  # type: ignore[assignment]  # checked by run
-        units.append(Unit(task, graph, system, auxiliary_heads(task, strategy, graph)).to(device))
+        unit = Unit(task, graph, system, auxiliary_heads(task, strategy, graph)).to(device)
+        units.append(conv_layout(unit, device))
     return units
 
 

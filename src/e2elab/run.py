@@ -19,7 +19,7 @@ from e2elab import strategy as strategies
 from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError, choices
-from e2elab.numerics import describe, fixed_numerics
+from e2elab.numerics import conv_layout, describe, fixed_numerics
 from e2elab.records import (
     SPEC_VERSION,
     RunResult,
@@ -402,6 +402,7 @@ def _execute_blackbox(
                 "evaluation_seconds": fit["seconds"] - fit["fit_seconds"],
                 "train_accuracy": fit["train_accuracy"],
                 "hyper_parameters": fit["hyper_parameters"],
+                "implementation": fit["implementation"],
             }
         ],
         numerics=describe(spec.settings.device),
@@ -441,7 +442,7 @@ def _probes_at_init(task: Task, spec: RunSpec) -> dict[str, float]:
     )
     if key not in _INIT_PROBES:
         torch.manual_seed(spec.seed)
-        system = task.build_system().to(device)
+        system = conv_layout(task.build_system().to(device), device)
         _INIT_PROBES[key] = linear_probes(task, system, device=device)
     return _INIT_PROBES[key]
 

@@ -99,6 +99,11 @@ def reference(task: type[Task]) -> str | None:
     return f"{module}:{task.__qualname__}"
 
 
+# how e2elab lays out a system's tensors (numerics.conv_layout), which changes the order
+# of a convolution's sums; a user's task gets new run ids when it changes
+LAYOUT = "cpu-conv2d-channels-last"
+
+
 @cache
 def fingerprint(task: type[Task], system: type) -> str:
     """A hash of the code that defines ``task`` and its ``system``: for shipped tasks the
@@ -111,6 +116,7 @@ def fingerprint(task: type[Task], system: type) -> str:
     if task in SHIPPED:
         return f"e2elab-{__version__}" + (f"-r{task.revision}" if task.revision else "")
     digest = hashlib.sha256(__version__.encode())
+    digest.update(LAYOUT.encode())
     files: set[Path] = set()
     for cls in (*task.__mro__, *system.__mro__):
         module = inspect.getmodule(cls)

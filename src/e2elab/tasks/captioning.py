@@ -146,6 +146,7 @@ class CaptioningSystem(System):
 
 class Captioning(Task):
     name = "captioning"
+    revision = 1  # channels-last convolutions on the CPU (numerics.conv_layout)
     description = "caption scenes of 1..N coloured shapes: a CNN encoder and a GRU decoder"
     knobs = {
         "objects": Knob(

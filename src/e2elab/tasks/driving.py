@@ -93,7 +93,9 @@ class DrivingSystem(System):
 
 class Driving(Task):
     name = "driving"
-    revision = 1  # training poses around the expert's states, the closed loop's counting
+    # 1: training poses around the expert's states, the closed loop's counting;
+    # 2: channels-last convolutions on the CPU (numerics.conv_layout)
+    revision = 2
     description = "camera -> steering: perception + controller, or end to end (closed loop)"
     knobs = {
         "frames": Knob(

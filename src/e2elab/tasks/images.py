@@ -118,6 +118,7 @@ class ImagesSystem(System):
 
 class Images(Task):
     name = "images"
+    revision = 1  # channels-last convolutions on the CPU (numerics.conv_layout)
     description = (
         "handwritten digits from pixels (CNN), a fixed front end, or hand-crafted features"
     )

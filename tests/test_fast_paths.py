@@ -1,0 +1,121 @@
+"""The faster implementations give what the plain ones give: the Gram-matrix SVM is
+scikit-learn's RBF SVC, trees on sparse pixels make the same splits as on dense ones,
+pooling before ReLU is the same network, and channels-last convolutions are applied on
+the CPU to every system with a Conv2d (and nowhere else)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+from sklearn.svm import SVC
+from torch import nn
+
+from e2elab import baselines
+from e2elab.baselines import GramSVC, fit_blackbox
+from e2elab.modules import conv_stages
+from e2elab.numerics import conv_layout
+from e2elab.tasks import register
+from e2elab.tasks.line_parity import scorer
+from e2elab.tasks.pentomino import Pentomino
+
+register(Pentomino)
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("E2ELAB_CACHE", str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("C", [0.1, 1.0, 10.0])
+def test_gram_svc_is_sklearns_rbf_svc(C):
+    x, y = load_digits(return_X_y=True)
+    x_train, y_train, x_test = x[:600], y[:600], x[600:1400]
+    plain = SVC(kernel="rbf", gamma="scale", C=C, random_state=0).fit(x_train, y_train)
+    gram = GramSVC(C=C, random_state=0).fit(x_train, y_train)
+    assert gram.gamma_ == pytest.approx(1 / (x_train.shape[1] * x_train.var()))
+    assert np.array_equal(gram.svc_.support_, plain.support_)
+    np.testing.assert_allclose(gram.svc_.dual_coef_, plain.dual_coef_, rtol=1e-6, atol=1e-9)
+    assert np.array_equal(gram.predict(x_test, chunk=97), plain.predict(x_test))
+    assert list(gram.classes_) == list(plain.classes_)
+
+
+@pytest.mark.parametrize("model", ["decision_tree", "random_forest"])
+def test_trees_on_sparse_pixels_match_dense(model, monkeypatch):
+    task = Pentomino(train_size=600, test_size=300)
+    fast = fit_blackbox(task, model, 600, seed=3)
+    monkeypatch.setattr(baselines, "SPARSE_MODELS", frozenset())
+    dense = fit_blackbox(task, model, 600, seed=3)
+    assert fast["implementation"] == "sparse inputs"
+    assert dense["implementation"] == "dense inputs"
+    for key in ("train_accuracy", "test_accuracy", "examples_used"):
+        assert fast[key] == dense[key], key
+
+
+def test_dense_inputs_stay_dense_for_trees():
+    """Inputs with many non-zero values are not made sparse (no gain, only copies)."""
+    from e2elab.tasks.digit_chain import DigitChain
+
+    fit = fit_blackbox(DigitChain(n=2), "decision_tree", 300, seed=0)
+    assert fit["implementation"] == "dense inputs"
+
+
+def test_svm_runs_through_the_gram_matrix():
+    fit = fit_blackbox(Pentomino(train_size=300, test_size=200), "svm", 300, seed=0)
+    assert fit["implementation"].startswith("SVC on a precomputed RBF Gram matrix")
+
+
+def _relu_then_pool() -> nn.Sequential:
+    net = scorer()
+    order = [0, 2, 1, 3, 5, 4, *range(6, len(net))]  # swap each (pool, relu) pair back
+    return nn.Sequential(*[net[i] for i in order])
+
+
+def test_pooling_before_relu_is_the_same_network():
+    torch.manual_seed(0)
+    fast = scorer()
+    assert isinstance(fast[1], nn.MaxPool2d) and isinstance(fast[2], nn.ReLU)
+    torch.manual_seed(0)
+    plain = _relu_then_pool()
+    plain[2].inplace = plain[5].inplace = False
+    images = torch.randn(32, 1, 28, 28)
+    out_fast, out_plain = fast(images), plain(images)
+    assert torch.equal(out_fast, out_plain)
+    out_fast.square().sum().backward()
+    out_plain.square().sum().backward()
+    for (name, a), b in zip(fast.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad), name
+
+
+def test_conv_stages_pool_before_relu():
+    kinds = [type(m) for m in conv_stages(3, 4)]
+    assert kinds[:3] == [nn.Conv2d, nn.MaxPool2d, nn.ReLU]
+
+
+def test_conv_layout_is_channels_last_on_cpu_only_with_convolutions():
+    net = conv_layout(nn.Sequential(*conv_stages(3, 4)), "cpu")
+    weight = net[3].weight
+    assert weight.is_contiguous(memory_format=torch.channels_last)
+    assert not weight.is_contiguous()
+    out = net[:3](torch.randn(2, 3, 8, 8))
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    mlp = conv_layout(nn.Sequential(nn.Linear(4, 4)), "cpu")
+    assert mlp[0].weight.is_contiguous()
+    meta = nn.Sequential(*conv_stages(3, 4)).to("meta")
+    assert conv_layout(meta, "meta")[3].weight.is_contiguous()  # only the CPU's layout
+
+
+def test_a_convnet_run_trains_channels_last(monkeypatch):
+    from e2elab import replicas, run
+
+    laid_out = []
+
+    def spy(module, device):
+        out = conv_layout(module, device)
+        convs = [m for m in out.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1]
+        laid_out.append([c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs])
+        return out
+
+    monkeypatch.setattr(replicas, "conv_layout", spy)
+    result = run("line-parity", "e2e", seed=1, budget=400, knobs={"k": 2, "test_size": 100})
+    assert result.status == "ok"
+    assert laid_out and all(flags == [True] for flags in laid_out)
