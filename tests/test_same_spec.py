@@ -153,12 +153,14 @@ def test_fixed_numerics_sets_and_restores_every_setting():
             assert matmul.fp32_precision == "ieee"
             assert torch.backends.cuda.matmul.fp32_precision == "ieee"
             assert torch.are_deterministic_algorithms_enabled()
+            assert not torch.utils.deterministic.fill_uninitialized_memory  # speed only
             assert torch.backends.mkldnn.enabled
             assert not torch.backends.cudnn.benchmark
         assert torch.get_num_threads() == 2
         assert torch.get_default_dtype() == torch.float64
         assert matmul.fp32_precision == "bf16"
         assert not torch.are_deterministic_algorithms_enabled()
+        assert torch.utils.deterministic.fill_uninitialized_memory  # torch's default, restored
     finally:
         torch.set_default_dtype(torch.float32)
         torch.set_num_threads(before[0])
