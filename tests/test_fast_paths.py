@@ -12,6 +12,7 @@ from torch import nn
 
 from e2elab import baselines
 from e2elab.baselines import GramSVC, fit_blackbox
+from e2elab.errors import E2ELabError
 from e2elab.modules import conv_stages
 from e2elab.numerics import conv_layout
 from e2elab.tasks import register
@@ -59,9 +60,16 @@ def test_dense_inputs_stay_dense_for_trees():
     assert fit["implementation"] == "dense inputs"
 
 
-def test_svm_runs_through_the_gram_matrix():
-    fit = fit_blackbox(Pentomino(train_size=300, test_size=200), "svm", 300, seed=0)
+def test_svm_runs_through_the_gram_matrix(monkeypatch):
+    task = Pentomino(train_size=300, test_size=200)
+    assert isinstance(baselines.MODELS["svm"][0](0, 1), GramSVC)
+    fit = fit_blackbox(task, "svm", 300, seed=0)
     assert fit["implementation"].startswith("SVC on a precomputed RBF Gram matrix")
+    plain = (lambda seed, jobs: SVC(kernel="rbf", gamma="scale", random_state=seed), 5000)
+    monkeypatch.setitem(baselines.MODELS, "svm", plain)
+    again = fit_blackbox(task, "svm", 300, seed=0)
+    assert again["implementation"] == "dense inputs"  # says what actually ran
+    assert again["test_accuracy"] == fit["test_accuracy"]
 
 
 def _relu_then_pool() -> nn.Sequential:
@@ -74,9 +82,10 @@ def test_pooling_before_relu_is_the_same_network():
     torch.manual_seed(0)
     fast = scorer()
     assert isinstance(fast[1], nn.MaxPool2d) and isinstance(fast[2], nn.ReLU)
+    assert isinstance(fast[4], nn.MaxPool2d) and isinstance(fast[5], nn.ReLU)
     torch.manual_seed(0)
     plain = _relu_then_pool()
-    plain[2].inplace = plain[5].inplace = False
+    plain[1].inplace = plain[4].inplace = False  # the reordered ReLUs: relu, then pool
     images = torch.randn(32, 1, 28, 28)
     out_fast, out_plain = fast(images), plain(images)
     assert torch.equal(out_fast, out_plain)
@@ -119,3 +128,41 @@ def test_a_convnet_run_trains_channels_last(monkeypatch):
     result = run("line-parity", "e2e", seed=1, budget=400, knobs={"k": 2, "test_size": 100})
     assert result.status == "ok"
     assert laid_out and all(flags == [True] for flags in laid_out)
+
+
+def test_the_report_names_each_black_box_implementation(tmp_path):
+    from e2elab import run
+    from e2elab.report.blackbox import blackbox_rows
+
+    knobs = {"train_size": 300, "test_size": 200}
+    runs = [
+        run("pentomino", f"blackbox:model={model}", seed=0, budget=300, knobs=knobs)
+        for model in ("decision_tree", "svm")
+    ]
+    runs.append(run("pentomino", "blackbox:model=svm", seed=1, budget=300, knobs=knobs))
+    rows = {row["strategy"]: row for row in blackbox_rows(runs)}
+    tree, svm = rows["blackbox:model=decision_tree"], rows["blackbox:model=svm"]
+    assert tree["implementation"] == "sparse inputs" and tree["seeds"] == "1"
+    assert svm["implementation"].startswith("SVC on a precomputed RBF Gram matrix")
+    assert svm["seeds"] == "2" and svm["examples used"] == "300"
+    mean = sum(r.final[r.output] for r in runs[1:]) / 2
+    assert svm["test accuracy"] == f"{mean:.3f}"
+
+
+def test_checkpoints_of_relu_then_pool_convnets_still_load():
+    """Saved before the pools came first: the same network, so it loads, exactly."""
+    from e2elab import checkpoints
+
+    torch.manual_seed(0)
+    old = _relu_then_pool()
+    old[1].inplace = old[4].inplace = False  # as the old scorer was built
+    data = checkpoints.encode(old, "scorer")
+    new = scorer()
+    checkpoint = checkpoints.decode(data, "old")
+    checkpoints.check_fits(checkpoint, new, "scorer", "old")
+    new.load_state_dict(checkpoint.tensors)
+    images = torch.randn(4, 1, 28, 28)
+    assert torch.equal(new(images), old(images))
+    other = nn.Sequential(*[nn.Tanh() if i == 1 else m for i, m in enumerate(old)])
+    with pytest.raises(E2ELabError, match="differs in structure"):
+        checkpoints.check_fits(checkpoint, other, "scorer", "old")

@@ -192,7 +192,11 @@ def fit_blackbox(
 
     y_train, y_test = _target(train, task.output), _target(test, task.output)
     x_train = dense(train)
-    sparse = model in SPARSE_MODELS and np.count_nonzero(x_train) <= SPARSE_DENSITY * x_train.size
+    sparse = (
+        model in SPARSE_MODELS
+        and np.count_nonzero(x_train) <= SPARSE_DENSITY * x_train.size
+        and bool(np.isfinite(x_train).all())  # sklearn's trees take NaN only when dense
+    )
 
     def inputs(batch: Batch) -> Any:
         x = dense(batch)
@@ -215,14 +219,14 @@ def fit_blackbox(
         "test_size": len(test),
         "seconds": time.perf_counter() - began,
         "fit_seconds": fitted,
-        "implementation": _implementation(model, sparse),
+        "implementation": _implementation(learner, sparse),
     }
 
 
-def _implementation(model: str, sparse: bool) -> str:
-    """How the model was fitted, where that is not the plain scikit-learn estimator on
-    dense inputs (the model itself is the same)."""
-    if model == "svm":
+def _implementation(learner: ClassifierMixin, sparse: bool) -> str:
+    """How the model was fitted: on dense or sparse inputs, and for the RBF SVM through
+    its precomputed Gram matrix (the model itself is the same)."""
+    if isinstance(learner, GramSVC):
         return "SVC on a precomputed RBF Gram matrix (GramSVC)"
     return "sparse inputs" if sparse else "dense inputs"
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,22 @@ def structure_of(module: torch.nn.Module) -> str:
     """What a module is, for the refusal of a checkpoint of another: its class and
     layers with their sizes (``repr``), on one line."""
     return " ".join(repr(module).split())
+
+
+def same_structure(theirs: str, ours: str) -> bool:
+    """Whether two ``structure_of`` lines name the same network. A ReLU and the max-pool
+    after it commute exactly (values and gradients), and ReLU's ``inplace`` changes no
+    value, so checkpoints saved before e2elab put its pools first still load."""
+    return _canonical(theirs) == _canonical(ours)
+
+
+def _canonical(structure: str) -> str:
+    structure = structure.replace("ReLU(inplace=True)", "ReLU()")
+    return re.sub(
+        r"\((\d+)\): ReLU\(\) \((\d+)\): (MaxPool2d\([^)]*\))",
+        r"(\1): \3 (\2): ReLU()",
+        structure,
+    )
 
 
 def encode(module: torch.nn.Module, name: str, about: dict[str, Any] | None = None) -> bytes:
@@ -178,7 +195,7 @@ def check_fits(checkpoint: Checkpoint, module: torch.nn.Module, name: str, sourc
                 "checkpoint's run had (its header's 'about')"
             )
     here = structure_of(module)
-    if checkpoint.structure != here:
+    if not same_structure(checkpoint.structure, here):
         theirs, ours = _difference(checkpoint.structure, here)
         raise E2ELabError(
             f"{source}: module {name!r} differs in structure: {theirs} in the checkpoint, "

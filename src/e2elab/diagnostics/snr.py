@@ -35,7 +35,7 @@ import torch
 from e2elab import strategy as strategies
 from e2elab.diagnostics.exact_snr import exact_moments
 from e2elab.errors import E2ELabError
-from e2elab.numerics import fixed_numerics
+from e2elab.numerics import conv_layout, fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
 from e2elab.records import Settings, SNRResult
 from e2elab.run import first_batch
@@ -138,7 +138,7 @@ def gradient_snr(
     out: SNRResult | None = None
     for init in range(inits):
         torch.manual_seed(seed + init)
-        system = task.build_system()
+        system = conv_layout(task.build_system(), "cpu")  # as a run on the CPU lays it out
         graph = trace(system, first_batch(task), task.ports)
         built = strategies.build(strategy, graph, task.output)
         count = len(built.phases)
