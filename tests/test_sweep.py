@@ -1,5 +1,8 @@
 """Sweeps: resume after a kill, executor equivalence, and the reproduce/report/export commands."""
 
+import dataclasses
+import functools
+import json
 import os
 import re
 import signal
@@ -206,3 +209,30 @@ def test_reproduce_measures_snr_once_and_reports_it(tmp_path, capsys):
     assert main(argv) == 0
     with Store(out / "results.sqlite") as store:
         assert store.snr("tiny") == first
+
+
+def test_snr_measured_in_worker_processes_equals_snr_measured_here(tmp_path):
+    from e2elab.runner import measure_snr
+
+    path = _tiny(
+        tmp_path,
+        grid={"n": [1, 2]},
+        seeds=1,
+        snr={"strategies": ["e2e", "hinted"], "inits": 2, "batches": 3},
+    )
+    experiment = experiments.load(path)
+    found = {}
+    for workers in (1, 2):
+        done: list[int] = []
+        with Store(tmp_path / f"snr{workers}.sqlite") as store:
+            tick = functools.partial(done.append, 1)
+            results = measure_snr(experiment, store, tick, workers=workers)
+            assert len(done) == 4 and len(store.snr("tiny")) == 4
+        found[workers] = [dataclasses.asdict(r) for r in results]
+    assert json.dumps(found[1]) == json.dumps(found[2])  # same numbers, same order
+    assert [(r["knobs"]["n"], r["strategy"]) for r in found[2]] == [
+        (1, "e2e"),
+        (1, "hinted"),
+        (2, "e2e"),
+        (2, "hinted"),
+    ]

@@ -510,7 +510,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         done = []
         for experiment in parts:
             counts = _sweep(experiment, store, executor, overrides, args)
-            snr = measure_snr(experiment, store)
+            workers = 1 if args.executor == "serial" else args.workers
+            snr = measure_snr(experiment, store, workers=workers)
             rescored = f", {counts.rescored} re-scored" if counts.rescored else ""
             console.print(
                 f"{experiment.name}: {counts.total} runs, {counts.skipped} already stored, "

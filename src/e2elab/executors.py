@@ -19,7 +19,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Protocol
@@ -140,41 +140,55 @@ class LocalPoolExecutor:
 
     def map(self, specs: list[RunSpec]) -> Iterator[RunResult]:
         queue = seed_batches(specs, self.batch_seeds, self.workers)
-        if not queue:
-            return
-        context = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(
-            max_workers=min(self.workers, len(queue)),
-            mp_context=context,
-            initializer=die_with_parent,
-            initargs=(os.getpid(),),
-        )
-        pending: set[Future[list[dict[str, Any]]]] = set()
-        finished = False
-        try:
-            # keep at most 2 batches per worker in flight so an interrupt loses little work
-            while queue or pending:
-                while queue and len(pending) < 2 * self.workers:
-                    with _workers_ignore_ctrl_c():  # workers start inside submit
-                        pending.add(pool.submit(run_payload, _payload(queue.pop(0))))
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    for result in future.result():
-                        yield RunResult.from_dict(result)
-            finished = True
-        finally:
-            if not finished:  # interrupted (Ctrl-C, SIGTERM, an error): stop the workers now
-                processes = list(getattr(pool, "_processes", {}).values())
-                for process in processes:
-                    process.terminate()
-                for process in processes:
-                    process.join(timeout=5)
-                    if process.is_alive():
-                        process.kill()
-            # wait for the pool's manager thread even when interrupted: left running, it can
-            # close its wake-up pipe while the interpreter's exit hook writes to it, which
-            # prints a traceback (OSError: Bad file descriptor) after the clean message
-            pool.shutdown(wait=True, cancel_futures=True)
+        jobs = [(_payload(batch),) for batch in queue]
+        for _, results in in_processes(run_payload, jobs, self.workers):
+            for result in results:
+                yield RunResult.from_dict(result)
+
+
+def in_processes(
+    function: Callable[..., Any], jobs: list[tuple[Any, ...]], workers: int
+) -> Iterator[tuple[int, Any]]:
+    """``function(*job)`` for every job, in at most ``workers`` spawned processes that
+    end with this one; yields (index of the job, its value) in order of completion.
+
+    At most 2 jobs per worker are in flight, so an interrupt loses little work; on an
+    interrupt (Ctrl-C, SIGTERM, an error, the caller closing the iterator) the workers
+    are stopped at once. ``function`` must be importable by name (module level)."""
+    if not jobs:
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(jobs)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    )
+    queue = list(enumerate(jobs))
+    pending: dict[Future[Any], int] = {}
+    finished = False
+    try:
+        while queue or pending:
+            while queue and len(pending) < 2 * workers:
+                index, job = queue.pop(0)
+                with _workers_ignore_ctrl_c():  # workers start inside submit
+                    pending[pool.submit(function, *job)] = index
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+        finished = True
+    finally:
+        if not finished:  # interrupted: stop the workers now
+            processes = list(getattr(pool, "_processes", {}).values())
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.join(timeout=5)
+                if process.is_alive():
+                    process.kill()
+        # wait for the pool's manager thread even when interrupted: left running, it can
+        # close its wake-up pipe while the interpreter's exit hook writes to it, which
+        # prints a traceback (OSError: Bad file descriptor) after the clean message
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RayExecutor:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +17,14 @@ import torch
 from e2elab import strategy as strategies
 from e2elab.diagnostics.snr import ESTIMATOR, EXACT, gradient_snr
 from e2elab.errors import E2ELabError
-from e2elab.executors import Executor, SerialExecutor
+from e2elab.executors import Executor, SerialExecutor, in_processes
 from e2elab.experiment import Experiment, source_runs
 from e2elab.numerics import fixed_numerics
 from e2elab.records import RunResult, RunSpec, SNRResult
 from e2elab.run import first_batch, make_spec, task_for
 from e2elab.store import Store, StoreWriteError
 from e2elab.system import trace
-from e2elab.tasks import SHIPPED, fingerprint, make_task, published, task_class
+from e2elab.tasks import SHIPPED, fingerprint, make_task, published, reference, task_class
 from e2elab.validate import check_strategy, check_task
 
 
@@ -244,18 +245,29 @@ def measure_snr(
     store: Store,
     on_done: Callable[[], None] | None = None,
     force: bool = False,
+    workers: int | None = None,
 ) -> list[SNRResult]:
     """Gradient SNR at every grid point for the experiment's ``snr`` strategies, measured
     once and kept in the store (a rerun reads them back; ``force`` measures again). The
-    key covers the task's code fingerprint, so a changed task is measured anew."""
+    key covers the task's code fingerprint, so a changed task is measured anew.
+
+    Measurements still to make run in ``workers`` processes (default: the available
+    cores), each stored as it ends; a task class that another process cannot import
+    (defined in ``__main__``) is measured here, one measurement after another. A
+    measurement runs under ``fixed_numerics`` wherever it runs, so it gives the same
+    numbers in a worker as here."""
     if experiment.snr is None:
         return []
     settings = experiment.snr
     stored = {} if force else store.snr(experiment.name)
-    out = []
+    keys: list[str] = []
+    missing: list[tuple[str, tuple[Any, ...]]] = []
+    portable = True
     for knobs in experiment.grid_points():
         task = make_task(experiment.task, knobs)
         code = fingerprint(type(task), type(task.build_system()))
+        name = reference(type(task)) or experiment.task
+        portable &= type(task) in SHIPPED or reference(type(task)) is not None
         config = None  # a later phase: the earlier ones train with the experiment's settings
         if settings.phase != 0:
             layers = {**experiment.overrides(), "device": "cpu"}
@@ -276,23 +288,52 @@ def measure_snr(
                 ],
                 sort_keys=True,
             )
-            if key not in stored:
-                result = gradient_snr(
-                    task,
-                    strategy,
-                    settings.inits,
-                    settings.batches,
-                    settings.batch_size,
-                    phase=settings.phase,
-                    pretrain=config,
-                    exact=exact,
-                )
-                stored[key] = dataclasses.asdict(result)
-                store.put_snr(experiment.name, key, stored[key])
-            out.append(SNRResult(**stored[key]))
-            if on_done is not None:
-                on_done()
-    return out
+            keys.append(key)
+            if key in stored:
+                if on_done is not None:
+                    on_done()
+                continue
+            job = (name, dict(task.settings), strategy, settings.inits, settings.batches)
+            missing.append((key, (*job, settings.batch_size, settings.phase, config, exact)))
+    workers = workers or len(os.sched_getaffinity(0))
+    jobs = [job for _, job in missing]
+    if portable and workers > 1 and len(jobs) > 1:
+        measured: Iterable[tuple[int, dict[str, Any]]] = in_processes(snr_job, jobs, workers)
+    else:
+        measured = ((i, snr_job(*job)) for i, job in enumerate(jobs))
+    for index, result in measured:
+        key = missing[index][0]
+        stored[key] = result
+        store.put_snr(experiment.name, key, result)
+        if on_done is not None:
+            on_done()
+    return [SNRResult(**stored[key]) for key in keys]
+
+
+def snr_job(
+    task: str,
+    knobs: dict[str, Any],
+    strategy: str,
+    inits: int,
+    batches: int,
+    batch_size: int | None,
+    phase: int,
+    pretrain: Any,
+    exact: bool,
+) -> dict[str, Any]:
+    """One SNR measurement, given in what crosses a process boundary; its result as a
+    dict (``SNRResult`` fields)."""
+    result = gradient_snr(
+        make_task(task, knobs),
+        strategy,
+        inits,
+        batches,
+        batch_size,
+        phase=phase,
+        pretrain=pretrain,
+        exact=exact,
+    )
+    return dataclasses.asdict(result)
 
 
 # evaluation, probes and set-up on top of the training steps (measured: 10-30%)

@@ -168,7 +168,8 @@ def blackbox_sections(parts: list[Part]) -> list[Section]:
                     "estimator; where it was fitted another way than the plain estimator on "
                     "dense inputs, the implementation says how (the same model: an RBF SVM "
                     "on its precomputed Gram matrix, trees on sparse inputs). Hyper-parameters "
-                    "were chosen on the validation set; means over seeds.",
+                    "were chosen on the validation set where the task has one (else the defaults); "
+                    "means over seeds.",
                     numeric=("train accuracy", "test accuracy", "seconds"),
                 )
             )
