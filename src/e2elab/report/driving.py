@@ -5,7 +5,7 @@ Torch-free: roads and frames are redrawn from the knobs (``e2elab.data.driving``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -310,33 +310,40 @@ def _fmt(values: list[float], digits: int, top: float = float("inf")) -> str:
 def closed_loop_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, str]]:
     """One row per value of ``knob``, strategy and condition: the closed-loop numbers,
     means and 95% intervals over seeds."""
-    runs = _driven(results)
-    rows: list[dict[str, str]] = []
+    return [
+        {
+            knob: str(value),
+            "strategy": strategy,
+            "condition": condition,
+            "departures per km": _fmt([c["departures_per_km"] for c in cl], 1),
+            "mean |offset| (m)": _fmt([c["mean_abs_offset"] for c in cl], 3),
+            "m to first departure": _fmt([c["distance_to_first_departure"] for c in cl], 0),
+            "roads without departure": _fmt(
+                [c.get("roads_without_departure", float("nan")) for c in cl], 2, 1.0
+            ),
+            "seeds": str(len(cl)),
+        }
+        for value, strategy, condition, cl in _loop_cells(_driven(results), knob)
+    ]
+
+
+def _loop_cells(
+    runs: list[RunResult], knob: str
+) -> Iterator[tuple[Any, str, str, list[dict[str, Any]]]]:
+    """(value of ``knob``, strategy, condition, each seed's closed-loop numbers there)."""
     if not runs or knob not in runs[0].spec["knobs"]:
-        return rows
+        return
     for value in sorted({r.spec["knobs"][knob] for r in runs}):
         at = [r for r in runs if r.spec["knobs"][knob] == value]
         for strategy in _strategies(at):
             mine = [r for r in at if r.spec["strategy"] == strategy]
             for condition in mine[0].artifacts["closed_loop"]:
-                cl = [r.artifacts["closed_loop"][condition] for r in mine]
-                rows.append(
-                    {
-                        knob: str(value),
-                        "strategy": strategy,
-                        "condition": condition,
-                        "departures per km": _fmt([c["departures_per_km"] for c in cl], 1),
-                        "mean |offset| (m)": _fmt([c["mean_abs_offset"] for c in cl], 3),
-                        "m to first departure": _fmt(
-                            [c["distance_to_first_departure"] for c in cl], 0
-                        ),
-                        "roads without departure": _fmt(
-                            [c.get("roads_without_departure", float("nan")) for c in cl], 2, 1.0
-                        ),
-                        "seeds": str(len(cl)),
-                    }
+                yield (
+                    value,
+                    strategy,
+                    condition,
+                    [r.artifacts["closed_loop"][condition] for r in mine],
                 )
-    return rows
 
 
 def propagation_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, str]]:
@@ -345,27 +352,20 @@ def propagation_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, 
     steering error given the true pose; the larger of the two names the module at fault."""
     runs = [r for r in _driven(results) if r.spec["strategy"] != "e2e"]
     rows: list[dict[str, str]] = []
-    if not runs or knob not in runs[0].spec["knobs"]:
-        return rows
-    for value in sorted({r.spec["knobs"][knob] for r in runs}):
-        at = [r for r in runs if r.spec["knobs"][knob] == value]
-        for strategy in _strategies(at):
-            mine = [r for r in at if r.spec["strategy"] == strategy]
-            for condition in mine[0].artifacts["closed_loop"]:
-                cl = [r.artifacts["closed_loop"][condition] for r in mine]
-                caused = [c["perception_steer_mae"] for c in cl]
-                own = [c["controller_steer_mae"] for c in cl]
-                fault = "perception" if np.mean(caused) > np.mean(own) else "controller"
-                rows.append(
-                    {
-                        knob: str(value),
-                        "strategy": strategy,
-                        "condition": condition,
-                        "offset error (m)": _fmt([c["perception_offset_mae"] for c in cl], 3),
-                        "heading error (rad)": _fmt([c["perception_heading_mae"] for c in cl], 3),
-                        "steering error caused by perception": _fmt(caused, 4),
-                        "controller's own steering error": _fmt(own, 4),
-                        "at fault": fault,
-                    }
-                )
+    for value, strategy, condition, cl in _loop_cells(runs, knob):
+        caused = [c["perception_steer_mae"] for c in cl]
+        own = [c["controller_steer_mae"] for c in cl]
+        fault = "perception" if np.mean(caused) > np.mean(own) else "controller"
+        rows.append(
+            {
+                knob: str(value),
+                "strategy": strategy,
+                "condition": condition,
+                "offset error (m)": _fmt([c["perception_offset_mae"] for c in cl], 3),
+                "heading error (rad)": _fmt([c["perception_heading_mae"] for c in cl], 3),
+                "steering error caused by perception": _fmt(caused, 4),
+                "controller's own steering error": _fmt(own, 4),
+                "at fault": fault,
+            }
+        )
     return rows

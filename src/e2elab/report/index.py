@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from e2elab.report.evidence import reason
-from e2elab.report.page import PAGE_CSS, VERDICT_COLOURS, slug
+from e2elab.report.page import VERDICT_COLOURS, html_head, slug
 
 
 def write_index(
@@ -18,14 +18,7 @@ def write_index(
     """Write ``path``: for each (page title, page href relative to ``path``, its claim
     rows), a table of the claims with verdict and one-line reason, each linking to the
     claim on its page."""
-    name = html.escape(" ".join(title.split()))
-    out = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{name}</title><style>{PAGE_CSS}</style></head><body><main>",
-        f"<h1>{name}</h1>",
-    ]
+    out = html_head(title)
     totals: dict[str, int] = {}
     for _, _, rows in pages:
         for row in rows:

@@ -93,6 +93,19 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower() or "x"
 
 
+def html_head(title: str) -> list[str]:
+    """The lines that open an e2elab page: doctype, head with the page's stylesheet, and
+    the title as its heading."""
+    name = html.escape(" ".join(title.split()))
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{name}</title><style>{PAGE_CSS}</style></head><body><main>",
+        f"<h1>{name}</h1>",
+    ]
+
+
 def write_report(
     out_dir: Path,
     title: str,
@@ -280,13 +293,8 @@ class _Page:
     # ---------------------------------------------------------------------- HTML
 
     def html(self) -> str:
-        name = html.escape(self.title)
         out = [
-            "<!DOCTYPE html>",
-            '<html lang="en"><head><meta charset="utf-8">',
-            '<meta name="viewport" content="width=device-width, initial-scale=1">',
-            f"<title>{name}</title><style>{PAGE_CSS}</style></head><body><main>",
-            f"<h1>{name}</h1>",
+            *html_head(self.title),
             self._tally(),
             '<h2 id="claims">Claims</h2>',
         ]
