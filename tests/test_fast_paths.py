@@ -140,8 +140,8 @@ def test_the_report_names_each_black_box_implementation(tmp_path):
         for model in ("decision_tree", "svm")
     ]
     runs.append(run("pentomino", "blackbox:model=svm", seed=1, budget=300, knobs=knobs))
-    rows = {row["strategy"]: row for row in blackbox_rows(runs)}
-    tree, svm = rows["blackbox:model=decision_tree"], rows["blackbox:model=svm"]
+    rows = {row["model"]: row for row in blackbox_rows(runs)}
+    tree, svm = rows["decision_tree"], rows["svm"]
     assert tree["implementation"] == "sparse inputs" and tree["seeds"] == "1"
     assert svm["implementation"].startswith("SVC on a precomputed RBF Gram matrix")
     assert svm["seeds"] == "2" and svm["examples used"] == "300"

@@ -11,7 +11,7 @@ from e2elab.records import RunResult
 
 COLUMNS = (
     "grid point",
-    "strategy",
+    "model",
     "implementation",
     "examples used",
     "chosen",
@@ -44,7 +44,7 @@ def blackbox_rows(results: list[RunResult]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "grid point": point or "-",
-                "strategy": strategy,
+                "model": strategy.removeprefix("blackbox:").removeprefix("model="),
                 "implementation": "; ".join(ways),
                 "examples used": ", ".join(f"{u:,}" for u in used),
                 "chosen": "; ".join(chosen),
