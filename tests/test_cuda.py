@@ -22,6 +22,7 @@ SMALL = {
     "digit-chain": {"n": 2},
     "driving": {"frames": 128, "roads": 2, "test_roads": 2, "test_length": 20.0},
     "captioning": {"objects": 1},
+    "pentomino": {"train_size": 1000, "test_size": 200},
 }
 
 
@@ -54,3 +55,59 @@ def test_every_task_and_strategy_trains_on_cuda_with_seeds_stacked(task, strateg
         assert result.spec["device"] == "cuda"
         assert all(math.isfinite(v) for v in result.final.values())
         assert result.memory.get("seeds_batched") == 2  # stacking is on by default there
+
+
+def _training_steps(name: str, steps: int, device: str = "cuda") -> None:
+    """``steps`` e2e training steps of ``name``, seeds stacked where the library would stack
+    them, taken as the loop takes them, under torch's sync debug mode on CUDA."""
+    from e2elab.replicas import batching_pays, make_replicas
+
+    task = make_task(name, SMALL.get(name, {}))
+    graph = trace(task.build_system(), first_batch(task), task.ports)
+    built = strategies.build("e2e", graph, task.output)
+    where = torch.device(device)
+    seeds = [0, 1]
+    if not batching_pays(task, built, graph, seeds, "adam", 1e-3, where):
+        seeds = [0]
+    rngs = [torch.Generator().manual_seed(s) for s in seeds]
+    cuda = where.type == "cuda"
+    with task.data_on(where):
+        replicas = make_replicas(task, built, graph, seeds, where)
+        replicas.begin_phase(built.phases[0], "adam", 1e-3)
+        bad = torch.zeros(len(seeds), dtype=torch.bool, device=where)
+        for _ in range(2):  # warm-up: lazy initialisation may wait once
+            bad |= ~torch.isfinite(replicas.step(0, replicas.draw(task, 32, rngs, where)))
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(steps):
+                batch = replicas.draw(task, 32, rngs, where)
+                bad |= ~torch.isfinite(replicas.step(0, batch))
+        finally:
+            if cuda:
+                torch.cuda.set_sync_debug_mode("default")
+    assert not bad.any()
+
+
+@pytest.mark.parametrize("task", [cls.name for cls in SHIPPED] if torch.cuda.is_available() else [])
+def test_a_training_step_never_waits_for_the_device(task):
+    # torch's sync debug mode raises at any operation that makes the host wait for the
+    # GPU (.item(), .tolist(), a copy to the host, data-dependent shapes)
+    _training_steps(task, steps=5)
+
+
+POOLED = {"digit-chain": {"n": 3}, "pentomino": {"train_size": 256, "test_size": 64}}
+
+
+@pytest.mark.parametrize("name", list(POOLED) if torch.cuda.is_available() else [])
+def test_pools_live_on_the_device_and_give_the_host_examples(name):
+    task = make_task(name, POOLED[name])
+    host = task.sample(64, torch.Generator().manual_seed(3))
+    with task.data_on("cuda"):
+        placed = task.sample(64, torch.Generator().manual_seed(3))
+    for key in (*host.x, *host.targets):
+        a = host.x.get(key, host.targets.get(key))
+        b = placed.x.get(key, placed.targets.get(key))
+        assert b.device.type == "cuda", key
+        assert torch.equal(a, b.cpu()), key

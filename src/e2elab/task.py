@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -202,6 +203,8 @@ class Task(ABC):
     description: ClassVar[str] = ""
     knobs: ClassVar[dict[str, Knob]] = {}
     defaults: ClassVar[Settings]
+    # where training keeps the training data while it runs (``data_on``); None: on the host
+    data_device: torch.device | None = None
 
     def __init__(self, **knobs: Any) -> None:
         self.settings = self.resolve_knobs(knobs)
@@ -234,6 +237,32 @@ class Task(ABC):
     @abstractmethod
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         """A training batch drawn from the training pool only."""
+
+    @contextmanager
+    def data_on(self, device: torch.device | str) -> Iterator[None]:
+        """Within the block, ``sample`` may build its batches on ``device`` (training sets
+        this): a task whose training data is a fixed pool keeps the pool there, moved once
+        (``on_data_device``), and gathers each batch there; the examples drawn do not
+        change, since indices still come from the seed's host generator."""
+        previous, self.data_device = self.data_device, torch.device(device)
+        try:
+            yield
+        finally:
+            self.data_device = previous
+
+    def on_data_device(self, tensor: Tensor) -> Tensor:
+        """``tensor``, a fixed pool of training data, on ``data_device``: copied there
+        once and kept for later calls; unchanged where there is no data device or it is
+        already there."""
+        device = self.data_device
+        if device is None or tensor.device == device:
+            return tensor
+        copies = self.__dict__.setdefault("_device_copies", {})
+        key = (id(tensor), str(device))
+        kept = copies.get(key)
+        if kept is None or kept[0] is not tensor:  # the source keeps its id while held here
+            kept = copies[key] = (tensor, tensor.to(device))
+        return kept[1]
 
     def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
         """One batch per generator, stacked along a new first dimension: the same examples

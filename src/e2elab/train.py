@@ -107,6 +107,20 @@ def train_seeds(
             train_seeds(task, strategy, graph, config, [seed], on_progress, on_boundary)[0]
             for seed in seeds
         ]
+    with task.data_on(device):  # a task's fixed training pool moves there once
+        return _train_on_device(task, strategy, graph, config, seeds, on_progress, on_boundary)
+
+
+def _train_on_device(
+    task: Task,
+    strategy: Strategy,
+    graph: Graph,
+    config: Settings,
+    seeds: list[int],
+    on_progress: Callable[[int], None] | None,
+    on_boundary: Boundary | None,
+) -> list[Outcome]:
+    device = _dev(config)
     replicas = make_replicas(task, strategy, graph, seeds, device)
     if strategy.member_budget == "each":  # every member draws the whole budget
         config = config.override(budget=config.budget * strategy.members)

@@ -102,16 +102,21 @@ class DigitChain(Task):
     def _pools(self):
         return digit_pools(split_seed=self.settings["split_seed"])
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+    def _train_pool(self) -> tuple[Tensor, Tensor]:
+        """Training images and labels, on the data device while training keeps them there."""
         pools = self._pools
-        index = torch.randint(len(pools.train_labels), (batch_size, self.n), generator=generator)
-        return self._tuples(pools.train_images, pools.train_labels, index)
+        return self.on_data_device(pools.train_images), self.on_data_device(pools.train_labels)
+
+    def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
+        images, labels = self._train_pool()
+        index = torch.randint(len(labels), (batch_size, self.n), generator=generator)
+        return self._tuples(images, labels, index.to(labels.device, non_blocking=True))
 
     def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
-        pools = self._pools
+        images, labels = self._train_pool()
         shape = (batch_size, self.n)
-        index = [torch.randint(len(pools.train_labels), shape, generator=g) for g in generators]
-        return self._tuples(pools.train_images, pools.train_labels, torch.stack(index))
+        index = torch.stack([torch.randint(len(labels), shape, generator=g) for g in generators])
+        return self._tuples(images, labels, index.to(labels.device, non_blocking=True))
 
     @cached_property
     def _test(self) -> Batch:

@@ -74,15 +74,20 @@ class DigitCompare(Task):
     def _pools(self):
         return digit_pools(split_seed=self.settings["split_seed"])
 
+    def _train_pool(self) -> tuple[Tensor, Tensor]:
+        """Training images and labels, on the data device while training keeps them there."""
+        pools = self._pools
+        return self.on_data_device(pools.train_images), self.on_data_device(pools.train_labels)
+
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
-        labels = self._pools.train_labels
+        images, labels = self._train_pool()
         index = torch.randint(len(labels), (batch_size, 2), generator=generator)
-        return self._pairs(self._pools.train_images, labels, index)
+        return self._pairs(images, labels, index.to(labels.device, non_blocking=True))
 
     def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
-        labels = self._pools.train_labels
+        images, labels = self._train_pool()
         index = [torch.randint(len(labels), (batch_size, 2), generator=g) for g in generators]
-        return self._pairs(self._pools.train_images, labels, torch.stack(index))
+        return self._pairs(images, labels, torch.stack(index).to(labels.device, non_blocking=True))
 
     @cached_property
     def _test(self) -> Batch:

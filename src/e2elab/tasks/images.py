@@ -222,10 +222,22 @@ class Images(Task):
             )
         return Batch(x, {"digit": torch.from_numpy(labels)})
 
+    @cached_property
+    def _pool_tensors(self) -> tuple[Tensor, Tensor]:
+        return torch.from_numpy(self.split.train_images), torch.from_numpy(self.split.train_labels)
+
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         chosen = self.subset(generator.initial_seed())
         pick = chosen[torch.randint(len(chosen), (batch_size,), generator=generator).numpy()]
         feats = self._pool_features
+        if self.data_device is not None:
+            # on the data device: the pool (and its features) live there, moved once
+            images, labels = (self.on_data_device(t) for t in self._pool_tensors)
+            index = torch.from_numpy(pick).to(images.device, non_blocking=True)
+            x = {"image": images[index][:, None]}
+            if feats is not None:
+                x["features"] = self.on_data_device(feats)[index]
+            return Batch(x, {"digit": labels[index]})
         return self._batch(
             self.split.train_images[pick],
             self.split.train_labels[pick],

@@ -147,6 +147,13 @@ def unpack(packed: np.ndarray) -> np.ndarray:
     return np.unpackbits(packed, axis=1).reshape(len(packed), SIDE, SIDE)
 
 
+def unpack_tensor(packed: Tensor) -> Tensor:
+    """``unpack`` in torch, on ``packed``'s device: (N, 512) uint8 -> (N, 64, 64) float 0/1."""
+    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)  # MSB first
+    bits = (packed.unsqueeze(-1) >> shifts) & 1  # (N, 512, 8)
+    return bits.reshape(len(packed), SIDE, SIDE).float()
+
+
 @dataclass(frozen=True)
 class PentominoSet:
     """A fixed set of images: packed pixels (N, 512) uint8, per-patch hints (N, 64) int64
@@ -163,6 +170,11 @@ class PentominoSet:
     def batch(self, index: Tensor) -> Batch:
         pixels = torch.from_numpy(unpack(self.images[index.numpy()])).float()  # (B, 64, 64)
         return Batch({"images": pixels}, {"patches": self.patches[index], "same": self.same[index]})
+
+    @cached_property
+    def packed(self) -> Tensor:
+        """The packed pixels as a tensor (moved to an accelerator once, and unpacked there)."""
+        return torch.from_numpy(self.images)
 
 
 def render(same: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +360,17 @@ class Pentomino(Task):
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         train = self._train
-        return train.batch(torch.randint(len(train), (batch_size,), generator=generator))
+        index = torch.randint(len(train), (batch_size,), generator=generator)
+        if self.data_device is None:
+            return train.batch(index)
+        # on the data device: the packed set lives there (an eighth of the pixels' bytes)
+        packed = self.on_data_device(train.packed)
+        index = index.to(packed.device, non_blocking=True)
+        patches, same = self.on_data_device(train.patches), self.on_data_device(train.same)
+        return Batch(
+            {"images": unpack_tensor(packed[index])},
+            {"patches": patches[index], "same": same[index]},
+        )
 
     def train_set(self) -> Batch:
         train = self._train
