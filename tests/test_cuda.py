@@ -97,7 +97,7 @@ def test_a_training_step_never_waits_for_the_device(task):
     _training_steps(task, steps=5)
 
 
-POOLED = {"digit-chain": {"n": 3}, "pentomino": {"train_size": 256, "test_size": 64}}
+POOLED = {"digit-chain": {"n": 3}, "pentomino": {"train_size": 256, "test_size": 100}}
 
 
 @pytest.mark.parametrize("name", list(POOLED) if torch.cuda.is_available() else [])

@@ -128,6 +128,18 @@ def test_seed_batches_split_so_every_worker_has_one():
     assert seed_batches([], workers=4) == []
 
 
+def test_seed_batches_on_an_accelerator_stay_one_stack():
+    import dataclasses
+
+    specs = [RunSpec.create("digit-chain", "e2e", seed=s, budget=500) for s in range(16)]
+    gpu = [dataclasses.replace(s, settings=s.settings.override(device="cuda")) for s in specs]
+    assert [len(b) for b in seed_batches(gpu, workers=16)] == [16]
+    # beside CPU batches, only those are split
+    cpu = [RunSpec.create("digit-chain", "modular", seed=s, budget=500) for s in range(4)]
+    batches = seed_batches(gpu + cpu, workers=4)
+    assert sorted(len(b) for b in batches) == [1, 1, 2, 16]
+
+
 def test_executor_with_and_without_seed_batching_store_matching_results():
     specs = [
         RunSpec.create("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=1000) for s in (0, 1)

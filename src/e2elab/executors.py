@@ -45,11 +45,12 @@ def seed_batches(
     """Group specs that differ only by seed (in order of first appearance), at most
     MAX_SEEDS_PER_BATCH to a batch; every spec alone when ``batch_seeds`` is off.
 
-    Each batch trains in one process on one core, so with fewer batches than ``workers``
-    the largest are halved until every worker has one (16 seeds on 2 cores: two stacks
-    of 8). A seed's numbers do not depend on how many seeds share its stack (stacking is
-    used only where it is exact, see ``replicas.batching_pays``), so this changes the
-    wall time, not the results."""
+    On the CPU each batch trains in one process on one core, so with fewer batches than
+    ``workers`` the largest are halved until every worker has one (16 seeds on 2 cores:
+    two stacks of 8). A seed's numbers do not depend on how many seeds share its stack
+    (stacking is used only where it is exact, see ``replicas.batching_pays``), so this
+    changes the wall time, not the results. A batch that trains on an accelerator is
+    never split: the device is one, and one stack of all seeds keeps it busiest."""
     if not batch_seeds:
         return [[spec] for spec in specs]
     groups: dict[str, list[RunSpec]] = {}
@@ -61,7 +62,8 @@ def seed_batches(
         for i in range(0, len(group), MAX_SEEDS_PER_BATCH)
     ]
     while len(batches) < workers:
-        largest = max(range(len(batches)), key=lambda i: len(batches[i]), default=None)
+        on_cpu = [i for i, b in enumerate(batches) if b[0].settings.device == "cpu"]
+        largest = max(on_cpu, key=lambda i: len(batches[i]), default=None)
         if largest is None or len(batches[largest]) < 2:
             break
         batch = batches[largest]

@@ -109,8 +109,10 @@ class Decoder(nn.Module):
         state = torch.tanh(self.start(features))
         token = torch.full((size,), scenes.START, dtype=torch.long, device=features.device)
         ended = torch.zeros(size, dtype=torch.bool, device=features.device)
-        after = torch.full((VOCAB,), -1e4, device=features.device, dtype=features.dtype)
-        after[scenes.PAD] = 1e4  # what a decoded caption holds after its end token
+        # what a decoded caption holds after its end token (built without writing a host
+        # scalar into device memory, which would make the host wait for the device)
+        vocab = torch.arange(VOCAB, device=features.device)
+        after = torch.where(vocab == scenes.PAD, 1e4, -1e4).to(features.dtype)
         steps = []
         for t in range(self.length):
             state = self.cell(self.embed(token), state)
