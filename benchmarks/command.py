@@ -18,6 +18,7 @@ On an accelerator (``--device cuda``) both commands train there and the JSON goe
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import tempfile
@@ -51,8 +52,9 @@ def finals(out: Path) -> dict[int, dict[str, float]]:
 def largest_gap(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> float:
     """The largest difference of one final metric of one seed between two stores."""
     if a.keys() != b.keys():
-        return float("inf")
-    return max(abs(a[s][k] - b[s].get(k, float("inf"))) for s in a for k in a[s])
+        return math.inf
+    gaps = [abs(a[s][k] - b[s].get(k, math.inf)) for s in a for k in a[s]]
+    return math.inf if any(math.isnan(g) for g in gaps) else max(gaps, default=0.0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,12 @@ POOLED = {
     "digit-compare": {},
     "pentomino": {"train_size": 200, "test_size": 100},
     "images": {"train_size": 100},
+    "images-mlp": {"train_size": 100, "front": "mlp", "features": "hog"},
 }
+
+
+def _make(name):
+    return make_task(name.removesuffix("-mlp"), POOLED[name])
 
 
 def _equal(a, b) -> None:
@@ -30,7 +35,7 @@ def _equal(a, b) -> None:
 
 @pytest.mark.parametrize("name", list(POOLED))
 def test_sampling_on_the_data_device_draws_the_same_examples(name):
-    task = make_task(name, POOLED[name])
+    task = _make(name)
     host = task.sample(32, torch.Generator().manual_seed(5))
     with task.data_on("cpu"):
         placed = task.sample(32, torch.Generator().manual_seed(5))
@@ -47,7 +52,7 @@ def test_sampling_on_the_data_device_draws_the_same_examples(name):
 @pytest.mark.parametrize("name", list(POOLED))
 def test_the_pool_moves_to_the_data_device_once(name):
     # the meta device stands in for an accelerator: tensors with shapes and no values
-    task = make_task(name, POOLED[name])
+    task = _make(name)
     host = task.sample(8, torch.Generator().manual_seed(0))
     moved: list[torch.Tensor] = []
     original = torch.Tensor.to
@@ -77,7 +82,7 @@ def test_unpacking_in_torch_matches_numpy():
     assert torch.equal(unpack_tensor(torch.from_numpy(packed)), expected)
 
 
-def test_training_keeps_the_pool_on_its_device_and_restores_the_host_after(monkeypatch):
+def test_training_on_the_cpu_samples_on_the_host_path(monkeypatch):
     from e2elab import strategy as strategies
     from e2elab import trace
     from e2elab.records import Settings
@@ -99,5 +104,25 @@ def test_training_keeps_the_pool_on_its_device_and_restores_the_host_after(monke
         task, strategies.build("e2e", graph, task.output), graph, settings, [0, 1], batch=True
     )
     assert all(o.status == "ok" for o in outcomes)
-    assert seen and all(d == torch.device("cpu") for d in seen)  # data_on(the run's device)
-    assert task.data_device is None
+    # the CPU takes the host path (numpy unpacking, no copies), as before data_on existed
+    assert seen and all(d is None for d in seen)
+
+
+def test_device_copies_live_while_their_source_and_the_block_do():
+    import gc
+
+    task = make_task("digit-chain", {"n": 2})
+    pool = torch.arange(1000.0)
+    with task.data_on("meta"):
+        first = task.on_data_device(pool)
+        assert first.device.type == "meta"
+        assert task.on_data_device(pool) is first  # one copy per source
+        for _ in range(5):  # a fresh source each call: its copy goes with it
+            task.on_data_device(torch.arange(1000.0))
+        gc.collect()
+        assert len(task.__dict__["_device_copies"]) == 1
+        with task.data_on("meta"):  # nested: the outer block's copies stay
+            assert task.on_data_device(pool) is first
+        assert task.on_data_device(pool) is first
+    assert "_device_copies" not in task.__dict__  # dropped with the outermost block
+    assert task.on_data_device(pool) is pool  # no data device: unchanged

@@ -166,3 +166,11 @@ def test_checkpoints_of_relu_then_pool_convnets_still_load():
     other = nn.Sequential(*[nn.Tanh() if i == 1 else m for i, m in enumerate(old)])
     with pytest.raises(E2ELabError, match="differs in structure"):
         checkpoints.check_fits(checkpoint, other, "scorer", "old")
+
+
+def test_the_black_box_table_names_the_model_and_its_features():
+    from e2elab.report.blackbox import _model
+
+    assert _model("blackbox") == "random_forest"  # the strategy's default model
+    assert _model("blackbox:model=svm") == "svm"
+    assert _model("blackbox:features=hog,model=logreg") == "logreg + hog"

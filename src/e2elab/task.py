@@ -8,6 +8,7 @@ metric), what chance is, and how a target is written in the port's own represent
 from __future__ import annotations
 
 import math
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -100,6 +101,20 @@ class Population:
     chunks: Callable[[int], Iterator[tuple[Batch, Tensor]]]
 
 
+def moved(tensor: Tensor, device: torch.device | str) -> Tensor:
+    """``tensor`` on ``device``. A copy to CUDA does not make the host wait
+    (``non_blocking``); to other devices it does: MPS can read a temporary host tensor
+    after it is freed (pytorch/pytorch#139550)."""
+    return tensor.to(device, non_blocking=torch.device(device).type == "cuda")
+
+
+def _normalised(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:N`` (the current device), so that tensors compare equal to it."""
+    if device.type == "cuda" and device.index is None and torch.cuda.is_available():
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 @dataclass
 class Batch:
     """Inputs by name, and a target for every port that has one. All tensors share dim 0."""
@@ -111,10 +126,10 @@ class Batch:
         return next(iter(self.x.values())).shape[0]
 
     def to(self, device: torch.device | str) -> Batch:
-        """On ``device``; copies to an accelerator do not wait (``non_blocking``)."""
+        """On ``device``; copies to a CUDA device do not wait (see ``moved``)."""
         return Batch(
-            {k: v.to(device, non_blocking=True) for k, v in self.x.items()},
-            {k: v.to(device, non_blocking=True) for k, v in self.targets.items()},
+            {k: moved(v, device) for k, v in self.x.items()},
+            {k: moved(v, device) for k, v in self.targets.items()},
         )
 
     def slice(self, start: int, stop: int) -> Batch:
@@ -240,29 +255,36 @@ class Task(ABC):
 
     @contextmanager
     def data_on(self, device: torch.device | str) -> Iterator[None]:
-        """Within the block, ``sample`` may build its batches on ``device`` (training sets
-        this): a task whose training data is a fixed pool keeps the pool there, moved once
-        (``on_data_device``), and gathers each batch there; the examples drawn do not
-        change, since indices still come from the seed's host generator."""
-        previous, self.data_device = self.data_device, torch.device(device)
+        """Within the block, ``sample`` may build its batches on ``device`` (training on an
+        accelerator sets this): a task whose training data is a fixed pool keeps the pool
+        there, moved once (``on_data_device``), and gathers each batch there; the examples
+        drawn do not change, since indices still come from the seed's host generator. The
+        device copies are dropped when the outermost block ends."""
+        previous, self.data_device = self.data_device, _normalised(torch.device(device))
         try:
             yield
         finally:
             self.data_device = previous
+            if previous is None:
+                self.__dict__.pop("_device_copies", None)
 
     def on_data_device(self, tensor: Tensor) -> Tensor:
-        """``tensor``, a fixed pool of training data, on ``data_device``: copied there
-        once and kept for later calls; unchanged where there is no data device or it is
+        """``tensor``, a fixed pool of training data, on ``data_device``: copied there once
+        and kept for later calls with the same tensor object (while it lives and the
+        ``data_on`` block lasts); unchanged where there is no data device or it is
         already there."""
         device = self.data_device
         if device is None or tensor.device == device:
             return tensor
-        copies = self.__dict__.setdefault("_device_copies", {})
-        key = (id(tensor), str(device))
+        copies: dict[int, tuple[weakref.ref, Tensor]] = self.__dict__.setdefault(
+            "_device_copies", {}
+        )
+        key = id(tensor)
         kept = copies.get(key)
-        if kept is None or kept[0] is not tensor:  # the source keeps its id while held here
-            kept = copies[key] = (tensor, tensor.to(device))
-        return kept[1]
+        if kept is None or kept[0]() is not tensor:
+            copies[key] = (weakref.ref(tensor), tensor.to(device))
+            weakref.finalize(tensor, copies.pop, key, None)  # a dead source frees its copy
+        return copies[key][1]
 
     def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
         """One batch per generator, stacked along a new first dimension: the same examples

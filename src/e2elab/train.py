@@ -107,6 +107,8 @@ def train_seeds(
             train_seeds(task, strategy, graph, config, [seed], on_progress, on_boundary)[0]
             for seed in seeds
         ]
+    if device.type == "cpu":  # the host path, where the pools already are
+        return _train_on_device(task, strategy, graph, config, seeds, on_progress, on_boundary)
     with task.data_on(device):  # a task's fixed training pool moves there once
         return _train_on_device(task, strategy, graph, config, seeds, on_progress, on_boundary)
 

@@ -44,7 +44,7 @@ def blackbox_rows(results: list[RunResult]) -> list[dict[str, Any]]:
         rows.append(
             {
                 "grid point": point or "-",
-                "model": strategy.removeprefix("blackbox:").removeprefix("model="),
+                "model": _model(strategy),
                 "implementation": "; ".join(ways),
                 "examples used": ", ".join(f"{u:,}" for u in used),
                 "chosen": "; ".join(chosen),
@@ -55,6 +55,16 @@ def blackbox_rows(results: list[RunResult]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _model(strategy: str) -> str:
+    """``blackbox:features=hog,model=svm`` -> ``svm + hog``; plain ``blackbox`` -> its
+    default model."""
+    options = dict(
+        part.split("=", 1) for part in strategy.partition(":")[2].split(",") if "=" in part
+    )
+    model = options.get("model", "random_forest")
+    return f"{model} + {options['features']}" if options.get("features") else model
 
 
 def _chosen(hyper: dict[str, Any]) -> str:

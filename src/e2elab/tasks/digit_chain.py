@@ -19,7 +19,7 @@ from e2elab.data.digits import CLASSES, IMAGE_PIXELS, digit_pools
 from e2elab.modules import mlp
 from e2elab.ops import softmax
 from e2elab.system import System
-from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
+from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults, moved
 
 TEST_SEED = 10_000
 
@@ -110,13 +110,13 @@ class DigitChain(Task):
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         images, labels = self._train_pool()
         index = torch.randint(len(labels), (batch_size, self.n), generator=generator)
-        return self._tuples(images, labels, index.to(labels.device, non_blocking=True))
+        return self._tuples(images, labels, moved(index, labels.device))
 
     def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
         images, labels = self._train_pool()
         shape = (batch_size, self.n)
         index = torch.stack([torch.randint(len(labels), shape, generator=g) for g in generators])
-        return self._tuples(images, labels, index.to(labels.device, non_blocking=True))
+        return self._tuples(images, labels, moved(index, labels.device))
 
     @cached_property
     def _test(self) -> Batch:

@@ -17,7 +17,7 @@ from e2elab.data.digits import CLASSES, IMAGE_PIXELS, digit_pools
 from e2elab.modules import mlp
 from e2elab.ops import softmax
 from e2elab.system import System
-from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
+from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults, moved
 
 TEST_SEED = 20_000
 
@@ -82,12 +82,12 @@ class DigitCompare(Task):
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         images, labels = self._train_pool()
         index = torch.randint(len(labels), (batch_size, 2), generator=generator)
-        return self._pairs(images, labels, index.to(labels.device, non_blocking=True))
+        return self._pairs(images, labels, moved(index, labels.device))
 
     def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
         images, labels = self._train_pool()
         index = [torch.randint(len(labels), (batch_size, 2), generator=g) for g in generators]
-        return self._pairs(images, labels, torch.stack(index).to(labels.device, non_blocking=True))
+        return self._pairs(images, labels, moved(torch.stack(index), labels.device))
 
     @cached_property
     def _test(self) -> Batch:

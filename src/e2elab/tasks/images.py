@@ -36,7 +36,7 @@ from e2elab.data.images import CLASSES, image_split, load_images, nested_subset
 from e2elab.errors import E2ELabError
 from e2elab.features import FAMILIES, extract, gabor_bank
 from e2elab.system import System
-from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
+from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults, moved
 
 
 def mnist_root(knobs: dict[str, Any]) -> str:
@@ -233,7 +233,7 @@ class Images(Task):
         if self.data_device is not None:
             # on the data device: the pool (and its features) live there, moved once
             images, labels = (self.on_data_device(t) for t in self._pool_tensors)
-            index = torch.from_numpy(pick).to(images.device, non_blocking=True)
+            index = moved(torch.from_numpy(pick), images.device)
             x = {"image": images[index][:, None]}
             if feats is not None:
                 x["features"] = self.on_data_device(feats)[index]

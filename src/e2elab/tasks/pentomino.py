@@ -43,7 +43,7 @@ from e2elab.errors import choices
 from e2elab.modules import mlp
 from e2elab.ops import softmax
 from e2elab.system import System
-from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults
+from e2elab.task import Batch, Knob, PortSpec, Task, TrainingDefaults, moved
 
 GRID = 8  # cells per side
 CELL = 8  # pixels per cell side
@@ -147,11 +147,14 @@ def unpack(packed: np.ndarray) -> np.ndarray:
     return np.unpackbits(packed, axis=1).reshape(len(packed), SIDE, SIDE)
 
 
-def unpack_tensor(packed: Tensor) -> Tensor:
-    """``unpack`` in torch, on ``packed``'s device: (N, 512) uint8 -> (N, 64, 64) float 0/1."""
-    shifts = torch.arange(7, -1, -1, dtype=torch.uint8, device=packed.device)  # MSB first
-    bits = (packed.unsqueeze(-1) >> shifts) & 1  # (N, 512, 8)
-    return bits.reshape(len(packed), SIDE, SIDE).float()
+# every byte's 8 bits, most significant first (numpy's unpackbits order), as floats
+BITS = ((torch.arange(256)[:, None] >> torch.arange(7, -1, -1)) & 1).float()
+
+
+def unpack_tensor(packed: Tensor, bits: Tensor = BITS) -> Tensor:
+    """``unpack`` in torch: (N, 512) uint8 -> (N, 64, 64) float 0/1, with ``bits`` (the
+    table ``BITS``) on ``packed``'s device."""
+    return bits[packed.long()].reshape(len(packed), SIDE, SIDE)  # (N, 512, 8) bits
 
 
 @dataclass(frozen=True)
@@ -365,10 +368,10 @@ class Pentomino(Task):
             return train.batch(index)
         # on the data device: the packed set lives there (an eighth of the pixels' bytes)
         packed = self.on_data_device(train.packed)
-        index = index.to(packed.device, non_blocking=True)
+        index = moved(index, packed.device)
         patches, same = self.on_data_device(train.patches), self.on_data_device(train.same)
         return Batch(
-            {"images": unpack_tensor(packed[index])},
+            {"images": unpack_tensor(packed[index], self.on_data_device(BITS))},
             {"patches": patches[index], "same": same[index]},
         )
 
