@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 
 from e2elab import experiment as experiments
@@ -236,3 +237,19 @@ def test_snr_measured_in_worker_processes_equals_snr_measured_here(tmp_path):
         (2, "e2e"),
         (2, "hinted"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("task", "knobs", "strategy", "exact"),
+    [("parity", {"d": 8}, "e2e", True), ("digit-chain", {"n": 2}, "hinted", False)],
+)
+def test_an_snr_measured_one_init_at_a_time_is_the_same_measurement(task, knobs, strategy, exact):
+    from e2elab.runner import merge_inits, snr_job
+
+    whole = snr_job(task, knobs, strategy, 3, 4, None, 0, None, exact)
+    parts = {
+        i: snr_job(task, knobs, strategy, 1, 4, None, 0, None, exact, seed=i) for i in (2, 0, 1)
+    }
+    assert json.dumps(merge_inits(parts), sort_keys=True) == json.dumps(whole, sort_keys=True)
+    assert whole["method"] == ("exact" if exact else "sampled")
+    assert all(len(v) == 3 for v in whole["per_init"].values())

@@ -8,7 +8,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,18 +296,45 @@ def measure_snr(
             job = (name, dict(task.settings), strategy, settings.inits, settings.batches)
             missing.append((key, (*job, settings.batch_size, settings.phase, config, exact)))
     workers = workers or len(os.sched_getaffinity(0))
-    jobs = [job for _, job in missing]
-    if portable and workers > 1 and len(jobs) > 1:
-        measured: Iterable[tuple[int, dict[str, Any]]] = in_processes(snr_job, jobs, workers)
+    inits = settings.inits
+    if portable and workers > 1 and len(missing) * inits > 1:
+        # one job per initialisation (each depends on its own seed alone), so a long
+        # measurement spreads over the cores instead of ending on one
+        jobs = [(*job[:3], 1, *job[4:], init) for _, job in missing for init in range(inits)]
+        owner = [m for m in range(len(missing)) for _ in range(inits)]
+        parts: dict[int, dict[int, dict[str, Any]]] = {}
+        for index, value in in_processes(snr_job, jobs, workers):
+            m = owner[index]
+            parts.setdefault(m, {})[jobs[index][-1]] = value
+            if len(parts[m]) == inits:
+                _keep(store, experiment.name, stored, missing[m][0], merge_inits(parts.pop(m)))
+                if on_done is not None:
+                    on_done()
     else:
-        measured = ((i, snr_job(*job)) for i, job in enumerate(jobs))
-    for index, result in measured:
-        key = missing[index][0]
-        stored[key] = result
-        store.put_snr(experiment.name, key, result)
-        if on_done is not None:
-            on_done()
+        for key, job in missing:
+            _keep(store, experiment.name, stored, key, snr_job(*job))
+            if on_done is not None:
+                on_done()
     return [SNRResult(**stored[key]) for key in keys]
+
+
+def _keep(store: Store, experiment: str, stored: dict[str, Any], key: str, value: Any) -> None:
+    stored[key] = value
+    store.put_snr(experiment, key, value)
+
+
+def merge_inits(parts: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One SNR measurement from its initialisations measured apart (``snr_job`` with
+    ``inits=1`` and ``seed=init``): the per-init lists joined in init order."""
+    ordered = [parts[i] for i in sorted(parts)]
+    merged = dict(ordered[0])
+    for name in ("per_init", "resolved", "noise_top_share", "alignment"):
+        joined: dict[str, list[Any]] = {}
+        for part in ordered:
+            for module, values in part[name].items():
+                joined.setdefault(module, []).extend(values)
+        merged[name] = joined
+    return merged
 
 
 def snr_job(
@@ -320,15 +347,17 @@ def snr_job(
     phase: int,
     pretrain: Any,
     exact: bool,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """One SNR measurement, given in what crosses a process boundary; its result as a
-    dict (``SNRResult`` fields)."""
+    """One SNR measurement (of initialisations ``seed`` .. ``seed + inits - 1``), given in
+    what crosses a process boundary; its result as a dict (``SNRResult`` fields)."""
     result = gradient_snr(
         make_task(task, knobs),
         strategy,
         inits,
         batches,
         batch_size,
+        seed=seed,
         phase=phase,
         pretrain=pretrain,
         exact=exact,
