@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,9 +108,9 @@ def train_seeds(
             train_seeds(task, strategy, graph, config, [seed], on_progress, on_boundary)[0]
             for seed in seeds
         ]
-    if device.type == "cpu":  # the host path, where the pools already are
-        return _train_on_device(task, strategy, graph, config, seeds, on_progress, on_boundary)
-    with task.data_on(device):  # a task's fixed training pool moves there once
+    # on an accelerator a task's fixed training pool moves there once; the CPU keeps the
+    # host path, where the pools already are
+    with nullcontext() if device.type == "cpu" else task.data_on(device):
         return _train_on_device(task, strategy, graph, config, seeds, on_progress, on_boundary)
 
 
