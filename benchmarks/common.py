@@ -14,6 +14,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from e2elab.numerics import describe
+
 OUT = Path(__file__).parent / "results"
 
 
@@ -24,9 +26,23 @@ def machine() -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "kernel_env": describe()["env"],
         "load_average": os.getloadavg(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (``platform.processor`` is empty on
+    most Linux machines)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def sync(device: str = "cpu") -> None:

@@ -30,6 +30,7 @@ goes to ``results/throughput-DEVICE.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 import torch
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 from common import matmul_peak_gflops, save, show, sync, timed
 from torch.utils.flop_counter import FlopCounterMode
 
-from e2elab import make_task, trace
+from e2elab import make_task, replicas, trace
 from e2elab import strategy as strategies
 from e2elab.allocator import keep_freed_memory
 from e2elab.records import Settings
@@ -89,6 +90,7 @@ def e2elab_loop(
     seeds: int,
     batch: bool | None,
     device: str = "cpu",
+    lone: str | None = None,
 ) -> tuple[float, float, bool]:
     """The library's loop (strategy e2e) for ``seeds`` seeds, stacked (``batch`` True),
     one by one (False) or as the library chooses (None).
@@ -100,12 +102,21 @@ def e2elab_loop(
     graph = trace(task.build_system(), first_batch(task), task.ports)
     strategy = strategies.build("e2e", graph, task.output)
     stacked = False
+    if lone is not None:  # force the code a lone seed trains through (plain or a stack)
+        plan = replicas.plan_seeds(
+            task, strategy, graph, "adam", lr, batch_size, torch.device(device)
+        )
+        forced = dataclasses.replace(plan, lone=lone)
+        replicas._PLANS.update({k: forced for k, v in replicas._PLANS.items() if v is plan})
 
     def run(budget: int) -> None:
         nonlocal stacked
         config = Settings(budget=budget, batch_size=batch_size, lr=lr, evaluations=1, device=device)
         outcomes = train_seeds(task, strategy, graph, config, list(range(seeds)), batch=batch)
         stacked = "seeds_batched" in outcomes[0].memory
+        if lone is not None:
+            how = outcomes[0].memory["stacking"]
+            assert ("(plain)" if lone == "plain" else "stack of one") in how, how
 
     short = 3 * batch_size
     run(short)  # warm-up
@@ -127,9 +138,9 @@ def step_flops(task: Any, batch_size: int) -> int:
     return counter.get_total_flops()
 
 
-def _label(seeds: int, mode: bool | None, stacked: bool) -> str:
+def _label(seeds: int, mode: bool | None, stacked: bool, lone: str | None = None) -> str:
     if seeds == 1:
-        return "e2elab, 1 seed"
+        return "e2elab, 1 seed" + ("" if lone is None else f" ({lone} code)")
     how = "stacked" if mode else f"auto: {'stacked' if stacked else 'one by one'}"
     return f"e2elab, {seeds} seeds, {how}"
 
@@ -178,7 +189,14 @@ def main(argv: list[str] | None = None) -> None:
             examples = max(
                 batch_size * 10, int(base * args.seconds / seeds) // batch_size * batch_size
             )
-            for mode in [None] if seeds == 1 else [True, None]:
+            if seeds == 1:  # as the library chooses, then each code path forced
+                for lone in (None, "plain", "stack"):
+                    rate, fixed, stacked = e2elab_loop(
+                        task, batch_size, lr, examples, 1, None, device, lone
+                    )
+                    entries.append((_label(1, None, stacked, lone), 1, rate, fixed))
+                continue
+            for mode in [True, None]:
                 rate, fixed, stacked = e2elab_loop(
                     task, batch_size, lr, examples, seeds, mode, device
                 )

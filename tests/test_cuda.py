@@ -60,14 +60,14 @@ def test_every_task_and_strategy_trains_on_cuda_with_seeds_stacked(task, strateg
 def _training_steps(name: str, steps: int, device: str = "cuda") -> None:
     """``steps`` e2e training steps of ``name``, seeds stacked where the library would stack
     them, taken as the loop takes them, under torch's sync debug mode on CUDA."""
-    from e2elab.replicas import batching_pays, make_replicas
+    from e2elab.replicas import make_replicas, plan_seeds
 
     task = make_task(name, SMALL.get(name, {}))
     graph = trace(task.build_system(), first_batch(task), task.ports)
     built = strategies.build("e2e", graph, task.output)
     where = torch.device(device)
     seeds = [0, 1]
-    if not batching_pays(task, built, graph, seeds, "adam", 1e-3, where):
+    if not plan_seeds(task, built, graph, "adam", 1e-3, 32, where).stack:
         seeds = [0]
     rngs = [torch.Generator().manual_seed(s) for s in seeds]
     cuda = where.type == "cuda"

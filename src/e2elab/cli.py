@@ -573,9 +573,15 @@ def _sweep(
         def start(total: int, stored: int) -> None:
             progress.update(bar, total=total - stored)
 
+        said: set[str] = set()
+
         def finished(result: Any) -> None:
             label = f"{experiment.name}: {result.spec['strategy']}"
             progress.update(bar, advance=1, description=label)
+            note, why = result.memory.get("stacking_note"), result.memory.get("stacking")
+            if note is not None and why not in said:  # once per distinct reason
+                said.add(why)
+                progress.console.print(note, markup=False, highlight=False, soft_wrap=True)
 
         return run_experiment(
             experiment,

@@ -48,7 +48,7 @@ def seed_batches(
     On the CPU each batch trains in one process on one core, so with fewer batches than
     ``workers`` the largest are halved until every worker has one (16 seeds on 2 cores:
     two stacks of 8). A seed's numbers do not depend on how many seeds share its stack
-    (stacking is used only where it is exact, see ``replicas.batching_pays``), so this
+    (stacking is used only where it is exact, see ``replicas.plan_seeds``), so this
     changes the wall time, not the results. A batch that trains on an accelerator is
     never split: the device is one, and one stack of all seeds keeps it busiest."""
     if not batch_seeds:

@@ -179,6 +179,7 @@ def _memory(memory: dict[str, Any]) -> dict[str, Any]:
     out["memory_model_state_bytes"] = memory.get("model_state_bytes")
     out["training_flops"] = memory.get("training_flops")
     out["seeds_batched"] = memory.get("seeds_batched", 1)
+    out["stacking"] = memory.get("stacking")  # how the seed trained, and why not stacked
     return out
 
 

@@ -17,7 +17,7 @@ from e2elab.errors import E2ELabError, choices
 from e2elab.stats import mean_interval
 
 # Bump when a change to the code changes what a stored spec would produce.
-SPEC_VERSION = 5
+SPEC_VERSION = 6
 # 3: every run trains under numerics.fixed_numerics (one thread, fixed backend flags) and
 #    with position-independent Adam/SGD kernels on the CPU, so a spec gives one result
 #    whichever command trains it and whichever seeds share its batch.
@@ -26,6 +26,9 @@ SPEC_VERSION = 5
 #    loss weights.
 # 5: seeds are stacked only where stacking keeps a seed's numbers bit for bit (a system
 #    where the check finds a difference, e.g. pentomino's and parity's, trains alone).
+# 6: the stacked code is the reference: a lone seed trains as a stack of one where the
+#    plain code rounds otherwise (AMD CPUs with MKL); evaluation chunks no longer shrink
+#    with the stack size, and stacked evaluation gives every seed its own input slice.
 
 OPTIMIZER_NAMES = ("adam", "sgd")
 PLATEAU_DELTA = 0.002

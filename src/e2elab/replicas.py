@@ -41,6 +41,10 @@ def _fused(params: list[Tensor]) -> bool | None:
     return True if params and all(p.device.type == "cuda" for p in params) else None
 
 
+# examples per evaluation chunk, whatever the number of seeds: a seed's numbers must not
+# depend on how many seeds share its stack
+EVAL_CHUNK = 512
+
 OPTIMIZERS: dict[str, Callable[[list[Tensor], float], torch.optim.Optimizer]] = {
     "adam": lambda params, lr: torch.optim.Adam(params, lr=lr, fused=_fused(params)),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, fused=_fused(params)),
@@ -170,8 +174,6 @@ class Replicas(ABC):
     def unit(self, seed_index: int, member: int) -> Unit:
         """One seed's member as an ordinary module (a copy for stacked replicas)."""
 
-    eval_chunk_divisor: int = 1
-
 
 class Single(Replicas):
     """One seed: the plain training step on ordinary modules."""
@@ -242,7 +244,6 @@ class Stacked(Replicas):
             copies = [units[member] for units in units_per_seed]
             params, buffers = stack_module_state(copies)  # type: ignore[arg-type]
             self.stack.append(_StackedMember(copies[0], params, buffers))
-        self.eval_chunk_divisor = len(seeds)
 
     def begin_phase(self, phase: Phase, optimizer: str, lr: float) -> None:
         for member in self.stack:
@@ -284,9 +285,14 @@ class Stacked(Replicas):
         phase, m.template.phase = m.template.phase, None
         m.template.eval()
         try:
-            values = vmap(self._call(m), in_dims=(0, 0, None, None))(
-                m.params, m.buffers, batch.x, batch.targets
+            # every seed gets the inputs as a slice of its own, as in training: with
+            # shared inputs vmap would fold the seeds into one wider product
+            seeds = len(self.seeds)
+            x, targets = (
+                {k: v.expand(seeds, *v.shape) for k, v in d.items()}
+                for d in (batch.x, batch.targets)
             )
+            values = vmap(self._call(m))(m.params, m.buffers, x, targets)
         finally:
             m.template.train()
             m.template.phase = phase
@@ -307,79 +313,182 @@ class Stacked(Replicas):
 
 
 def make_replicas(
-    task: Task, strategy: Strategy, graph: Graph, seeds: list[int], device: torch.device
+    task: Task,
+    strategy: Strategy,
+    graph: Graph,
+    seeds: list[int],
+    device: torch.device,
+    stacked: bool | None = None,
 ) -> Replicas:
-    """``Single`` for one seed, ``Stacked`` for several."""
+    """``Stacked`` for several seeds; for one, ``Stacked`` (a stack of one) when
+    ``stacked`` says so, else the plain ``Single``. ``None``: stacked for several."""
     units = [make_units(task, strategy, graph, seed, device) for seed in seeds]
-    if len(seeds) == 1:
+    if len(seeds) == 1 and not stacked:
         return Single(units[0], seeds[0])
     return Stacked(units, seeds)
 
 
-def batching_pays(
+@dataclass(frozen=True)
+class SeedPlan:
+    """How the seeds of one spec train on this machine, decided once per process.
+
+    ``lone`` is the code one seed trains through: ``"plain"`` (ordinary modules) or
+    ``"stack"`` (a stack of one, the same vmapped code as a stack of sixteen). ``stack``
+    says whether several seeds train as one stack; ``reason`` says why not, in words.
+
+    The canonical computation of a seed is the stacked one wherever the system stacks:
+    a seed's numbers then do not depend on how many seeds share its stack, because every
+    stack runs the same operations, one slice per seed. The plain code is faster for a
+    lone seed (no vmap overhead), and it is taken only where it is verified to give the
+    stacked code's bits on this machine (on some CPUs it does not: MKL computes the
+    weight gradient of ``x @ W.T`` as ``G.T @ X`` for plain autograd and ``X.T @ G``
+    for the batched product, and those differ in the last bit on AMD CPUs)."""
+
+    stack: bool
+    lone: str = "plain"
+    reason: str | None = None
+    detail: str | None = None  # what differed
+    unexpected: bool = False  # a refusal a user would not foresee: worth a note
+
+    def note(self) -> str | None:
+        """One line for the user where seeds train one at a time unexpectedly."""
+        if not self.unexpected:
+            return None
+        what = f"{self.reason}: {self.detail}" if self.detail else self.reason
+        return f"e2elab: seeds train one at a time (same numbers, slower): {what}"
+
+    def describe(self, seeds: int) -> str:
+        """What a result records about how it was trained (``memory.stacking``)."""
+        if seeds > 1:
+            return f"stacked: {seeds} seeds"
+        how = "a stack of one" if self.lone == "stack" else "plain"
+        if self.reason is None:
+            return f"alone ({how})"
+        return f"one at a time ({how}): {self.reason}"
+
+
+_PLANS: dict[tuple, SeedPlan] = {}
+
+
+def plan_seeds(
     task: Task,
     strategy: Strategy,
     graph: Graph,
-    seeds: list[int],
     optimizer: str,
     lr: float,
+    batch_size: int,
     device: torch.device,
-) -> bool:
-    """Whether to train ``seeds`` stacked rather than one after another.
+) -> SeedPlan:
+    """How this spec's seeds train here (``SeedPlan``), decided by fixed rules and, on the
+    CPU, by a check on throwaway copies; cached per process.
 
-    A fixed rule, so that a spec gives the same numbers every time: stacking pays for
-    small, overhead-bound systems, but not on the CPU for a system with convolutions
-    (vmap turns a convolution with per-seed weights into a grouped one, which CPU kernels
-    run several times slower: see benchmarks/throughput.py), it is impossible for a
-    system vmap cannot batch (data-dependent control flow, ``.item()``, random ops), and
-    it is refused where stacking would change a seed's numbers (see ``_stacking_exact``);
-    two steps on throwaway copies find out both."""
+    Rules: on the CPU a system with convolutions trains one seed at a time (vmap turns a
+    convolution with per-seed weights into a grouped one, which CPU kernels run several
+    times slower: see benchmarks/throughput.py), and so does a system that vmap cannot
+    batch (data-dependent control flow, ``.item()``, random ops). On accelerators, where
+    results are not promised bit for bit, seeds stack wherever vmap works.
+
+    The check, on the CPU: three seeds take two training steps at the run's batch size
+    as one stack, each alone as a stack of one, and each alone through the plain code,
+    and then evaluate a chunk of the test set. The stacked code runs the same operations
+    one slice per seed whatever the stack size (evaluation chunks do not depend on it,
+    and every seed gets its inputs as a slice of its own), so the stack matches the
+    stacks of one unless a kernel itself changes with the number of slices (torch's
+    batched product with one output column does: ``tests/test_seed_batching.py``); then
+    seeds train one at a time. Where the plain code gives the stacked bits, a lone seed
+    takes it (it is faster); where not, a lone seed trains as a stack of one."""
+    key = (
+        task.name,
+        repr(sorted(task.settings.items())),
+        f"{type(task).__module__}.{type(task).__qualname__}",
+        repr(strategy),
+        optimizer,
+        lr,
+        batch_size,
+        str(device),
+    )
+    if key not in _PLANS:
+        _PLANS[key] = _plan(task, strategy, graph, optimizer, lr, batch_size, device)
+    return _PLANS[key]
+
+
+CHECKED_SEEDS = (0, 1, 2)  # three: the middle one sits inside the stack on both sides
+
+
+def _plan(
+    task: Task,
+    strategy: Strategy,
+    graph: Graph,
+    optimizer: str,
+    lr: float,
+    batch_size: int,
+    device: torch.device,
+) -> SeedPlan:
     probe = task.build_system()
     convolutions = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     if device.type == "cpu" and any(isinstance(m, convolutions) for m in probe.modules()):
-        return False
+        return SeedPlan(False, "plain", "a convolutional system on the CPU (stacking is slower)")
+    seeds = list(CHECKED_SEEDS)
+    steps = _Steps(task, strategy, optimizer, lr, batch_size, device, graph)
     try:
-        return _stacking_exact(task, strategy, graph, seeds[:2], optimizer, lr, device)
+        stacked = steps.run(seeds, True)
     except RuntimeError as error:
         if not _vmap_refused(error):
             raise
-        return False
-
-
-def _stacking_exact(
-    task: Task,
-    strategy: Strategy,
-    graph: Graph,
-    seeds: list[int],
-    optimizer: str,
-    lr: float,
-    device: torch.device,
-) -> bool:
-    """Two training steps of the first seed, alone and stacked beside another, on the
-    same data: True when its parameters and port values come out bit for bit the same.
-
-    Kernels can differ with the batch of seeds (e.g. a product with one output column
-    goes to a matrix-vector kernel alone and to a batched matrix product stacked), and a
-    seed's result must not depend on the seeds trained beside it. On accelerators,
-    where results are not promised bit for bit, stacking is taken when vmap works."""
-    alone = make_replicas(task, strategy, graph, seeds[:1], device)
-    stacked = make_replicas(task, strategy, graph, seeds, device)
-    phase = strategy.phases[0]
-    for replicas in (alone, stacked):
-        replicas.begin_phase(phase, optimizer, lr)
-    rngs = [torch.Generator().manual_seed(2**31 - 1 - s) for s in seeds]
-    for _ in range(2):
-        batch = stacked.draw(task, 8, rngs, device)
-        stacked.step(0, batch)
-        alone.step(0, stacked.first(batch))
+        first = str(error).strip().splitlines()[0][:120]
+        reason = f"vmap cannot batch this system ({first})"
+        return SeedPlan(False, "plain", reason, unexpected=True)
     if device.type != "cpu":
-        return True
-    mine, theirs = alone.unit(0, 0).state_dict(), stacked.unit(0, 0).state_dict()
-    if any(not torch.equal(mine[k], theirs[k]) for k in mine):
-        return False
-    probe = task.test_set().slice(0, 8).to(device)
-    values, stacked_values = alone.ports(0, probe)[0], stacked.ports(0, probe)[0]
-    return all(torch.equal(v, stacked_values[k]) for k, v in values.items())
+        return SeedPlan(True, "plain")
+    ones = [steps.run([s], True)[0] for s in seeds]
+    stack_vs_one = _compare(stacked, ones)
+    if stack_vs_one is not None:
+        capability = torch.backends.cpu.get_cpu_capability()
+        reason = f"stacking changes a seed's numbers on this CPU ({capability})"
+        return SeedPlan(False, "plain", reason, stack_vs_one, unexpected=True)
+    plain_vs_one = _compare([steps.run([s], False)[0] for s in seeds], ones)
+    return SeedPlan(True, "plain" if plain_vs_one is None else "stack", detail=plain_vs_one)
+
+
+@dataclass
+class _Steps:
+    """Two training steps of the first phase on throwaway replicas, then evaluation."""
+
+    task: Task
+    strategy: Strategy
+    optimizer: str
+    lr: float
+    batch_size: int
+    device: torch.device
+    graph: Graph
+
+    def run(self, seeds: list[int], stacked: bool) -> list[dict[str, Tensor]]:
+        """Per seed: its parameters after the steps (batches from a fixed generator per
+        seed), and its port values on a chunk of the test set, by name."""
+        task, device = self.task, self.device
+        replicas = make_replicas(task, self.strategy, self.graph, seeds, device, stacked)
+        replicas.begin_phase(self.strategy.phases[0], self.optimizer, self.lr)
+        rngs = [torch.Generator().manual_seed(2**31 - 1 - s) for s in seeds]
+        for _ in range(2):
+            replicas.step(0, replicas.draw(task, self.batch_size, rngs, device))
+        test = task.test_set()
+        values = replicas.ports(0, test.slice(0, min(len(test), EVAL_CHUNK)).to(device))
+        return [
+            {**replicas.unit(s, 0).state_dict(), **{f"port {k}": v for k, v in values[s].items()}}
+            for s in range(len(seeds))
+        ]
+
+
+def _compare(ours: list[dict[str, Tensor]], reference: list[dict[str, Tensor]]) -> str | None:
+    """None when every tensor of every seed is bitwise equal; else the first that
+    differs, with the largest difference, in words."""
+    for seed, (mine, theirs) in enumerate(zip(ours, reference, strict=True)):
+        for name, value in mine.items():
+            other = theirs[name]
+            if not torch.equal(value, other):
+                gap = (value.double() - other.double()).abs().max().item()
+                return f"{name} of seed {seed} differs by {gap:.1e} after two steps"
+    return None
 
 
 def _vmap_refused(error: RuntimeError) -> bool:

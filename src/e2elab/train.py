@@ -27,14 +27,20 @@ from e2elab.errors import E2ELabError
 from e2elab.numerics import fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
 from e2elab.records import PLATEAU_DELTA, VALIDATION, Settings
-from e2elab.replicas import OPTIMIZERS, Replicas, batching_pays, make_replicas, step_memory
+from e2elab.replicas import (
+    EVAL_CHUNK,
+    OPTIMIZERS,
+    Replicas,
+    SeedPlan,
+    make_replicas,
+    plan_seeds,
+    step_memory,
+)
 from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System
 from e2elab.task import Batch, Task
 
 __all__ = ["OPTIMIZERS", "Outcome", "Settings", "auxiliary_heads", "phase_loss", "train"]
-
-EVAL_CHUNK = 4096
 
 
 @dataclass
@@ -92,26 +98,36 @@ def train_seeds(
     """Train with ``config`` once per seed in ``seeds``; one Outcome each, in order.
 
     With ``batch`` the seeds train at once, as one vectorised computation; without, one
-    after another; ``None`` (the default) follows ``replicas.batching_pays``. Each
-    seed's result matches ``train`` with that seed bit for bit (on the CPU).
+    after another; ``None`` (the default) follows ``replicas.plan_seeds``, which also
+    says whether a lone seed trains as a stack of one. Each seed's result matches
+    ``train`` with that seed bit for bit (on the CPU), whichever way it trained.
     ``on_progress`` counts the examples of all seeds; ``on_boundary(k, systems)`` gets
     the systems per seed, per member. Trains under ``numerics.fixed_numerics``.
     """
     keep_freed_memory()
     device = _dev(config)
+    plan = plan_seeds(task, strategy, graph, config.optimizer, config.lr, config.batch_size, device)
     if config.patience:
         batch = False  # each seed stops at its own plateau, as it would alone
-    if len(seeds) > 1 and batch is None:
-        batch = batching_pays(task, strategy, graph, seeds, config.optimizer, config.lr, device)
+    if batch is None:
+        batch = plan.stack
     if len(seeds) > 1 and not batch:
         return [
-            train_seeds(task, strategy, graph, config, [seed], on_progress, on_boundary)[0]
+            train_seeds(task, strategy, graph, config, [seed], on_progress, on_boundary, False)[0]
             for seed in seeds
         ]
     # on an accelerator a task's fixed training pool moves there once; the CPU keeps the
     # host path, where the pools already are
     with nullcontext() if device.type == "cpu" else task.data_on(device):
-        return _train_on_device(task, strategy, graph, config, seeds, on_progress, on_boundary)
+        outcomes = _train_on_device(
+            task, strategy, graph, config, seeds, plan, on_progress, on_boundary
+        )
+    note = plan.note()
+    for outcome in outcomes:
+        outcome.memory["stacking"] = plan.describe(len(seeds))
+        if note is not None and len(seeds) == 1:
+            outcome.memory["stacking_note"] = note
+    return outcomes
 
 
 def _train_on_device(
@@ -120,11 +136,12 @@ def _train_on_device(
     graph: Graph,
     config: Settings,
     seeds: list[int],
+    plan: SeedPlan,
     on_progress: Callable[[int], None] | None,
     on_boundary: Boundary | None,
 ) -> list[Outcome]:
     device = _dev(config)
-    replicas = make_replicas(task, strategy, graph, seeds, device)
+    replicas = make_replicas(task, strategy, graph, seeds, device, plan.lone == "stack")
     if strategy.member_budget == "each":  # every member draws the whole budget
         config = config.override(budget=config.budget * strategy.members)
     boundaries = [round(config.budget * s) for s in _cumulative(strategy.phases)]
@@ -289,7 +306,7 @@ class _Loop:
 
     def _evaluate(self, phase: int) -> None:
         task, test, replicas = self.task, self.test, self.replicas
-        chunk = max(1, EVAL_CHUNK // replicas.eval_chunk_divisor)
+        chunk = EVAL_CHUNK
         seeds = len(self.outcomes)
         chunks: list[dict[str, list[Tensor]]] = [{} for _ in range(seeds)]
         for start in range(0, len(test), chunk):
@@ -319,7 +336,7 @@ class _Loop:
         if self.validation is None:
             return None
         task, replicas, port = self.task, self.replicas, self.task.output
-        spec, chunk = task.ports[port], max(1, EVAL_CHUNK // replicas.eval_chunk_divisor)
+        spec, chunk = task.ports[port], EVAL_CHUNK
         parts: list[list[Tensor]] = [[] for _ in self.outcomes]
         for start in range(0, len(self.validation), chunk):
             part = self.validation.slice(start, start + chunk)
