@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from e2elab.cli import main
-from e2elab.store import Store, StoreWriteError
+from e2elab.store import Store
 
 run_module = importlib.import_module("e2elab.run")  # the module, not e2elab.run()
 TINY = ["--knob", "n=1", "--strategy", "e2e", "--seeds", "1", "--budget", "300"]
@@ -93,28 +93,6 @@ def test_output_paths_are_checked_before_anything_trains(tmp_path, capsys):
     assert afile.read_text() == "mine" and not any(adir.iterdir())
 
 
-def test_a_full_disk_keeps_what_is_stored_and_says_so(tmp_path, capsys, monkeypatch):
-    out = tmp_path / "o"
-    argv = ["run", "--knob", "n=1", "--strategy", "e2e", "--strategy", "modular"]
-    argv += ["--seeds", "1", "--budget", "300", "--executor", "serial", "--out", str(out)]
-    put = Store.put
-    calls = {"n": 0}
-
-    def full_after_one(self, result, experiment=None):
-        calls["n"] += 1
-        if calls["n"] > 1:
-            raise StoreWriteError(f"cannot write to {self.path} (database or disk is full)")
-        put(self, result, experiment)
-
-    monkeypatch.setattr(Store, "put", full_after_one)
-    err = _refused(capsys, argv, "database or disk is full", alone=False)
-    assert "1 finished runs could not be stored" in err and "every run stored before is kept" in err
-    monkeypatch.setattr(Store, "put", put)
-    assert len(Store(out / "results.sqlite", readonly=True).results()) == 1
-    assert main(argv) == 0  # space again: only the missing run trains
-    assert "2 runs (1 already stored, 1 trained)" in capsys.readouterr().out
-
-
 def _experiment(tmp_path: Path, **changes) -> Path:
     data = {
         "name": "bad",
@@ -170,6 +148,51 @@ def test_an_experiment_file_is_checked_completely_before_training(
     err = _refused(capsys, ["reproduce", str(path), "--out", str(out)], expected)
     assert str(path) in err
     assert not (out / "results.sqlite").exists()
+
+
+def _bomb(levels: int = 9) -> str:
+    """A YAML flow mapping of about 700 bytes whose aliases expand to 10**levels leaves."""
+    parts = ["l0: &l0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        parts.append(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]")
+    return "{" + ", ".join(parts) + "}"
+
+
+_BASE = "name: bad\ntask: digit-chain\nstrategies: [e2e]\nseeds: 1\nbudget: 300\n"
+_BOMBS = {
+    "claims where": _BASE
+    + "grid: {n: [1]}\nclaims:\n- {id: X1, check: at_chance, statement: s, params: "
+    + f"{{strategy: e2e, where: {_bomb()}}}}}\n",
+    "figures at": _BASE + f"grid: {{n: [1]}}\nfigures:\n- {{kind: curves, at: {_bomb()}}}\n",
+    "profiles": _BASE + f"grid: {{n: [1]}}\nprofiles: {{quick: {{grid: {_bomb()}}}}}\n",
+    "grid": _BASE + f"grid: {_bomb()}\n",
+    "itself": _BASE + "grid: &g {n: [1], m: *g}\n",
+}
+
+
+@pytest.mark.parametrize("where", list(_BOMBS))
+def test_yaml_aliases_that_expand_beyond_a_budget_are_refused_while_loading(
+    where, tmp_path, capsys
+):
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_BOMBS[where])
+    assert path.stat().st_size < 2000
+    began = time.monotonic()
+    out = tmp_path / "o"
+    expected = "YAML aliases (*name) expand to more than 200,000 values"
+    _refused(capsys, ["reproduce", str(path), "--out", str(out)], expected)
+    assert time.monotonic() - began < 20
+    assert not out.exists()
+
+
+def test_a_few_aliases_are_still_fine(tmp_path):
+    from e2elab.experiment import load
+
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        _BASE + "grid: {n: &ns [1, 2]}\nsweep: n\nprofiles: {quick: {grid: {n: *ns}}}\n"
+    )
+    assert load(path).grid == {"n": [1, 2]}
 
 
 @pytest.mark.parametrize(

@@ -132,20 +132,27 @@ def reaches_threshold(
     groups = cells(results, strategies, where)
     if not groups:
         return _no_data(f"strategies {strategies} where {where}")
-    failing, lines = [], []
+    failing, lines, unfinished = [], [], []
     for key, runs in sorted(groups.items()):
         level = threshold if threshold is not None else runs[0].spec["threshold"]
+        label = f"{key[1]} @ {_short(key[0])}"
+        if not _ok(runs):  # every run diverged or failed: no evidence either way
+            unfinished.append(f"{label}: no finished run{_unfinished(runs)}")
+            continue
         values = [r.output_metric if r.status == "ok" else 0.0 for r in runs]
         ci = metric_interval(values)
         ok = ci.mean >= level
-        label = f"{key[1]} @ {_short(key[0])}"
-        lines.append(f"{label}: {ci.format(3)} {'>=' if ok else '<'} {level:g}")
+        lines.append(f"{label}: {ci.format(3)} {'>=' if ok else '<'} {level:g}{_unfinished(runs)}")
         if not ok:
             failing.append(label)
-    detail = f"{len(groups) - len(failing)}/{len(groups)} cells reach it" + (
-        f"; below: {'; '.join(line for line in lines if '<' in line)}" if failing else ""
+    finished = len(groups) - len(unfinished)
+    detail = f"{finished - len(failing)}/{len(groups)} cells reach it" + (
+        f"; below: {'; '.join(line for line in lines if ' < ' in line)}" if failing else ""
     )
-    return Verdict(PASS if not failing else FAIL, detail, {"cells": lines})
+    if unfinished:
+        detail += f"; {'; '.join(unfinished)}"
+    verdict = FAIL if failing else (INCONCLUSIVE if unfinished else PASS)
+    return Verdict(verdict, detail, {"cells": lines + unfinished})
 
 
 def at_chance(
@@ -367,6 +374,8 @@ def every_seed_reaches(
     if not groups:
         return _no_data(f"strategies {strategies} where {where}")
     points: dict[str, list[tuple[bool, str]]] = {}
+    unfinished: list[str] = []  # cells where every run diverged or failed
+    open_points: set[str] = set()
     for key, runs in sorted(groups.items()):
         ok = sorted(_ok(runs), key=lambda r: r.spec["seed"])
         missed = [str(r.spec["seed"]) for r in ok if r.examples_to_threshold is None]
@@ -375,19 +384,26 @@ def every_seed_reaches(
             + (f" (not seeds {', '.join(missed)})" if missed else "")
             + _unfinished(runs)
         )
-        points.setdefault(key[0], []).append((bool(ok) and not missed, text))
+        if not ok:  # every run diverged or failed: no evidence either way
+            unfinished.append(f"{key[1]} @ {_short(key[0])}: no finished run{_unfinished(runs)}")
+            open_points.add(key[0])
+            continue
+        points.setdefault(key[0], []).append((not missed, text))
     if any_strategy:
         short = [
             " / ".join(text for _, text in cell)
             for cell in points.values()
             if not any(good for good, _ in cell)
         ]
-        total, unit = len(points), "grid points have a strategy that reaches it in every seed"
+        undecided = len(open_points - set(points))
+        total = len(open_points | set(points))
+        unit = "grid points have a strategy that reaches it in every seed"
     else:
         short = [text for cell in points.values() for good, text in cell if not good]
-        total, unit = len(groups), "cells reach it in every seed"
-    detail = f"{total - len(short)}/{total} {unit}" + (f"; {'; '.join(short)}" if short else "")
-    return Verdict(FAIL if short else PASS, detail)
+        undecided, total, unit = len(unfinished), len(groups), "cells reach it in every seed"
+    detail = f"{total - len(short) - undecided}/{total} {unit}"
+    detail += "".join(f"; {text}" for text in [*short, *unfinished])
+    return Verdict(FAIL if short else (INCONCLUSIVE if unfinished else PASS), detail)
 
 
 def _paired(

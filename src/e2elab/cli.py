@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -31,6 +32,8 @@ from rich.progress import (
 from rich.table import Table
 
 from e2elab import experiment as experiments
+from e2elab.blame import describe as describe_user_error
+from e2elab.blame import user_frame
 from e2elab.claims import Verdict
 from e2elab.errors import E2ELabError, choices
 from e2elab.paths import not_a_store, writable_file, writable_folder
@@ -76,6 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if os.environ.get("E2ELAB_DEBUG"):
             raise
+        where = user_frame(error)
+        if where is not None:  # raised in the user's own task or system code
+            print(f"e2elab: error: {describe_user_error(error, where)}", file=sys.stderr)
+            return 2
         text = " ".join(str(error).split())[:300]
         print(
             f"e2elab: internal error: {type(error).__name__}: {text} (a bug: please report "
@@ -372,7 +379,8 @@ def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experim
     }
     text = json.dumps({**definition, "load": load_from}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    name = f"run-{args.task.replace(':', '.')}-{digest}"
+    task = re.sub(r"[^\w.+-]", ".", args.task)[:80]  # one safe path component
+    name = f"run-{task}-{digest}"
     # the same checks as an experiment file's, named as the command line's flags
     return experiments.parse({"name": name, **definition}, "e2elab run")
 
@@ -419,7 +427,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             console.print(f"[red]{r.spec['strategy']} seed {r.spec['seed']}: {r.reason}[/red]")
     console.print(
         f"{_plural(counts.total, 'run')} ({counts.skipped} already stored, "
-        f"{counts.trained} trained); "
+        f"{counts.trained} trained"
+        + (f", {counts.recovered} recovered from a spill file" if counts.recovered else "")
+        + "); "
         f"store {args.out / 'results.sqlite'} (experiment {experiment.name})"
     )
     return 0
@@ -432,6 +442,8 @@ def _opened(path: Path) -> Iterator[Any]:
     from e2elab.store import Store
 
     new = not path.exists()
+    folder = path.parent.absolute()
+    made = [p for p in [folder, *folder.parents] if not p.exists()]  # deepest first
     store = Store(path)
     try:
         yield store
@@ -440,6 +452,9 @@ def _opened(path: Path) -> Iterator[Any]:
         store.close()
         if empty:
             path.unlink(missing_ok=True)
+            for created in made:  # and the folders made for it, where nothing else is
+                with contextlib.suppress(OSError):
+                    created.rmdir()
         raise
     store.close()
 
@@ -513,6 +528,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             workers = 1 if args.executor == "serial" else args.workers
             snr = measure_snr(experiment, store, workers=workers)
             rescored = f", {counts.rescored} re-scored" if counts.rescored else ""
+            rescored += f", {counts.recovered} recovered from a spill file" * bool(counts.recovered)
             console.print(
                 f"{experiment.name}: {counts.total} runs, {counts.skipped} already stored, "
                 f"{counts.trained} trained{rescored}"

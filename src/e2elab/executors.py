@@ -10,25 +10,24 @@ off; a batch is the unit of work, and a spec's result does not depend on its bat
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
+import importlib.machinery
 import multiprocessing
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from e2elab.errors import E2ELabError, choices
+from e2elab.parentwatch import die_with_parent
 from e2elab.records import RunResult, RunSpec
 from e2elab.run import execute_seeds
 
-_PR_SET_PDEATHSIG = 1  # prctl option: a signal to receive when the parent dies
+_QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 # The most seeds trained as one batch; a larger group is split into batches of this size.
 MAX_SEEDS_PER_BATCH = 16
 
@@ -73,6 +72,27 @@ def seed_batches(
 
 
 @contextmanager
+def _workers_start_light() -> Iterator[None]:
+    """Processes spawned in here do not import this process's ``__main__`` (the
+    ``e2elab`` script imports the whole command line, seconds on a loaded machine) before
+    their first line runs: what they run is importable by name, and a task defined in
+    ``__main__`` is refused before any worker starts (runner._check_importable). The
+    first line (``parentwatch.die_with_parent``) then ties each worker to this process
+    within milliseconds of its start."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = main.__dict__.get("__spec__")
+    # multiprocessing's spawn skips a main module whose name ends in '.__main__'
+    main.__spec__ = importlib.machinery.ModuleSpec("e2elab.__main__", None)
+    try:
+        yield
+    finally:
+        main.__spec__ = saved
+
+
+@contextmanager
 def _workers_ignore_ctrl_c() -> Iterator[None]:
     """Processes started in here ignore SIGINT (an ignored signal stays ignored across
     exec, and Python then installs no handler of its own): Ctrl-C reaches the whole
@@ -86,28 +106,6 @@ def _workers_ignore_ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def die_with_parent(parent: int) -> None:
-    """In a worker: end when the process that started it ends, even by ``kill -9``
-    (Linux: the kernel sends SIGKILL on the parent's death; elsewhere a watcher thread
-    polls the parent's pid)."""
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(2.0)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="e2elab-parent-watch").start()
 
 
 def run_payload(specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -159,10 +157,15 @@ def in_processes(
     are stopped at once. ``function`` must be importable by name (module level)."""
     if not jobs:
         return
+    # the resource tracker (a process that outlives a killed parent by a moment) cleans up
+    # the pool's semaphores then, and warns of "leaked" ones: expected after a kill -9, so
+    # not printed (it reads its warning filters from this process's -W options)
+    if _QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_TRACKER)
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(jobs)),
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=die_with_parent,
+        initializer=die_with_parent,  # from a module of the standard library's imports
         initargs=(os.getpid(),),
     )
     queue = list(enumerate(jobs))
@@ -172,7 +175,7 @@ def in_processes(
         while queue or pending:
             while queue and len(pending) < 2 * workers:
                 index, job = queue.pop(0)
-                with _workers_ignore_ctrl_c():  # workers start inside submit
+                with _workers_ignore_ctrl_c(), _workers_start_light():  # workers start here
                     pending[pool.submit(function, *job)] = index
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:

@@ -27,6 +27,9 @@ from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_EVALUATIONS, MAX_SEED
 
 # an experiment file larger than this is refused before it is parsed
 MAX_FILE_BYTES = 1 << 20
+# the most values (scalars, lists and mappings) a file may hold once its YAML aliases are
+# expanded: a file of 750 bytes can alias its way to 10^9 (an "alias bomb")
+MAX_EXPANDED_VALUES = 200_000
 
 
 class _Strict(BaseModel):
@@ -130,8 +133,16 @@ class Profile(_Strict):
     variants: list[Variant] | None = None
 
 
+# an experiment's name names its output folder (results/NAME): one path component
+SAFE_NAME = r"^\w[\w.+-]{0,127}$"
+NAME_RULE = (
+    "an experiment's name names its output folder, so it is one path component: letters, "
+    "digits and . _ + - (no / and no leading .), at most 128 characters"
+)
+
+
 class Experiment(_Strict):
-    name: str
+    name: str = Field(pattern=SAFE_NAME)
     description: str = ""
     task: str
     sweep: str | None = (
@@ -287,6 +298,8 @@ def parse(data: Any, source: str) -> Experiment:
     except ValidationError as error:
         first = error.errors()[0]
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        if first["loc"] == ("name",) and first["type"] == "string_pattern_mismatch":
+            first = {**first, "msg": NAME_RULE}
         raise E2ELabError(
             f"{source}: field '{_where(first)}': {first['msg']}{more}; "
             "fix that field (see experiments/glasmachers.yaml for a valid file)"
@@ -487,7 +500,7 @@ def _read_yaml(path: Path) -> Any:
             f"{path}: not UTF-8 text (byte {error.start}); save the file as UTF-8"
         ) from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""
@@ -496,12 +509,50 @@ def _read_yaml(path: Path) -> Any:
         raise E2ELabError(f"{path}: not valid YAML{at}{why}; fix the syntax") from None
     except RecursionError:
         raise E2ELabError(f"{path}: nested too deeply to be an experiment; fix the file") from None
+    if expanded_size(data) > MAX_EXPANDED_VALUES:
+        raise E2ELabError(
+            f"{path}: its YAML aliases (*name) expand to more than {MAX_EXPANDED_VALUES:,} "
+            "values; write the values out, or alias less"
+        )
+    return data
+
+
+def expanded_size(data: Any, limit: int = MAX_EXPANDED_VALUES) -> int:
+    """How many values ``data`` holds with every shared (aliased) part counted each time it
+    is used, computed without expanding anything; more than ``limit`` (or a part that
+    holds itself) counts as ``limit + 1``."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(value: Any) -> int:
+        if not isinstance(value, (dict, list)):
+            return 1
+        key = id(value)
+        if key in sizes:
+            return sizes[key]
+        if key in open_:  # a list or mapping that holds itself: endless once expanded
+            return limit + 1
+        open_.add(key)
+        children = value.items() if isinstance(value, dict) else enumerate(value)
+        total = 1
+        for name, child in children:
+            total += size(name) + size(child)
+            if total > limit:
+                break
+        open_.discard(key)
+        sizes[key] = min(total, limit + 1)
+        return sizes[key]
+
+    try:
+        return size(data)
+    except RecursionError:
+        return limit + 1
 
 
 class Suite(_Strict):
     """A file that names several experiments, run and reported together."""
 
-    name: str
+    name: str = Field(pattern=SAFE_NAME)
     description: str = ""
     suite: list[str] = Field(min_length=1)
 

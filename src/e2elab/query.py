@@ -10,6 +10,7 @@ summary tables and the figures all group through it. Nothing here imports torch.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -151,12 +152,23 @@ def export(
     frame = (load_frame if table == "runs" else load_curves)(path, experiment)
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "csv":
-        frame.to_csv(target, index=False)
-    elif fmt == "parquet":
-        frame.to_parquet(target, index=False)
-    else:
-        frame.to_json(target, orient="records", indent=1)
+    # written whole or not at all: into a temporary file beside the target, then renamed
+    # over it (a full disk leaves the old file, or none, never a truncated one)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        if fmt == "csv":
+            frame.to_csv(partial, index=False)
+        elif fmt == "parquet":
+            frame.to_parquet(partial, index=False)
+        else:
+            frame.to_json(partial, orient="records", indent=1)
+        os.replace(partial, target)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise E2ELabError(
+            f"cannot write {target} ({error.strerror or error}); nothing was written there: "
+            "free space or choose another -o"
+        ) from None
     return len(frame)
 
 

@@ -31,6 +31,9 @@ SPEC_VERSION = 6
 #    with the stack size, and stacked evaluation gives every seed its own input slice.
 
 OPTIMIZER_NAMES = ("adam", "sgd")
+# the largest learning rate: Adam's step divides it by 1 - beta1 = 0.1 and hands it to a
+# float32 kernel, which refuses values beyond 3.4e38
+MAX_LR = 1e30
 PLATEAU_DELTA = 0.002
 SELECTIONS = ("last", "validation")
 VALIDATION = "@validation"  # suffix of a port's validation metric in a curve
@@ -108,6 +111,11 @@ class Settings:
         lr = self.lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
             raise E2ELabError(f"lr must be a positive finite number, got {lr!r}")
+        if lr > MAX_LR:
+            raise E2ELabError(
+                f"lr must be at most {MAX_LR:g} (a larger one overflows float32 in the "
+                f"optimiser's step), got {lr!r}"
+            )
         threshold = self.threshold
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
             raise E2ELabError(f"threshold must be a number, got {threshold!r}")

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from e2elab import spill
 from e2elab import strategy as strategies
 from e2elab.diagnostics.snr import ESTIMATOR, EXACT, gradient_snr
 from e2elab.errors import E2ELabError
@@ -34,6 +35,7 @@ class SweepCounts:
     skipped: int
     trained: int
     rescored: int = 0
+    recovered: int = 0  # runs a full or read-only disk had spilled, stored now
 
 
 def experiment_specs(
@@ -170,6 +172,7 @@ def run_experiment(
     stored runs. A stored run that this experiment judges at another accuracy threshold
     is re-scored from its curve when read, not retrained.
     """
+    recovered = recover_spilled(store)
     specs = experiment_specs(experiment, overrides, store)
     _check_importable(specs, executor)
     # a run that failed (e.g. out of memory) says nothing about its spec: it trains again;
@@ -195,12 +198,35 @@ def run_experiment(
         if on_result is not None:
             on_result(result)
     if unwritten:
-        raise E2ELabError(
-            f"{error}: {len(unwritten)} finished runs could not be stored; every run stored "
-            "before is kept. Free space (or make the store writable) and rerun: only the "
-            "missing runs train again"
+        kept = spill.spill(store.path, unwritten, experiment.name)
+        where = (
+            f"they were written to {kept}, and the next run or reproduce against this store "
+            "imports them"
+            if kept is not None
+            else "they could not be written anywhere else either, and will train again"
         )
-    return SweepCounts(len(specs), len(done), trained, rescored)
+        raise E2ELabError(
+            f"{error}: {len(unwritten)} finished runs could not be stored; {where}. Every "
+            "run stored before is kept. Free space (or make the store writable) and rerun"
+        )
+    return SweepCounts(len(specs), len(done), trained, rescored, recovered)
+
+
+def recover_spilled(store: Store) -> int:
+    """Store the runs that an earlier sweep spilled (see ``spill``) and remove each spill
+    file once all its runs are in; the number stored. Lines that cannot be read are
+    left in a file kept beside it as ``.broken``."""
+    count = 0
+    for path in spill.waiting(store.path):
+        runs, broken = spill.read(path)
+        for result, experiment in runs:
+            store.put(result, experiment)  # a refusal keeps the file for the next time
+            count += 1
+        if broken:
+            path.replace(path.with_name(path.name + ".broken"))
+        else:
+            path.unlink()
+    return count
 
 
 def _write(

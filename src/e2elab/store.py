@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -108,11 +109,34 @@ class Store:
                 mode = "ro" if readonly else "rw"
                 self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode={mode}", uri=True)
                 self._identify()
+                damage = self._damage()
+                if damage is not None and not readonly:
+                    raise E2ELabError(
+                        f"{self.path} is damaged (SQLite's check: {damage}); nothing was "
+                        "written to it. Copy out what can be read (sqlite3 FILE '.recover' | "
+                        "sqlite3 NEW) or move it aside, and choose another --out"
+                    )
+                if damage is not None:
+                    print(
+                        f"e2elab: warning: {self.path} is damaged (SQLite's check: {damage}); "
+                        "what is read from it may be incomplete",
+                        file=sys.stderr,
+                    )
                 if not readonly:
                     self._check_writable()
                     with self._db:
                         self._db.executescript(_MODULES)
         except sqlite3.DatabaseError as error:
+            journal = self.path.with_name(self.path.name + "-journal")
+            if journal.exists() and readonly:
+                raise E2ELabError(
+                    f"{self.path} has a rollback journal beside it ({journal.name}): a write "
+                    "was interrupted, and the journal holds what undoes it. Reading needs it "
+                    "rolled back first, which this read-only command does not do; open the "
+                    "store read-write once (e.g. e2elab run or reproduce with --out on its "
+                    "folder; nothing retrains) and SQLite recovers it. Do not delete the "
+                    f"journal ({error})"
+                ) from None
             raise E2ELabError(
                 f"{self.path} is not a readable e2elab results store ({error}); "
                 "move it aside or choose another --out"
@@ -167,14 +191,29 @@ class Store:
                 "table); move it aside or choose another --out"
             )
 
+    def _damage(self) -> str | None:
+        """SQLite's quick check of every page (None: sound); a store with corrupted pages
+        can still answer some queries, silently missing what the bad pages held."""
+        try:
+            rows = [row[0] for row in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as error:
+            return str(error)
+        return None if rows == ["ok"] else "; ".join(str(r) for r in rows)[:300]
+
     def _check_writable(self) -> None:
+        """A real write, rolled back: SQLite opens a file the user may not write (chmod
+        444) read-only without a word, and takes the write lock even so; only a write
+        itself, or its journal in a read-only folder, fails."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            self._db.execute("ROLLBACK")
+            try:
+                self._db.execute("UPDATE meta SET value = value WHERE key = 'schema'")
+            finally:
+                self._db.execute("ROLLBACK")
         except sqlite3.OperationalError as error:
             raise E2ELabError(
-                f"{self.path} cannot be written ({error}); copy it to a writable folder or "
-                "choose another --out"
+                f"{self.path} cannot be written ({error}); make it writable (chmod u+w), "
+                "copy it to a writable folder, or choose another --out"
             ) from None
 
     def _stamp_version(self) -> None:
@@ -277,18 +316,38 @@ class Store:
         """Stored runs (of one experiment, if named, judged at its threshold), in the
         order they were stored."""
         if experiment is None:
-            rows = self._db.execute("SELECT result, NULL FROM runs ORDER BY rowid")
+            rows = self._db.execute("SELECT id, result, NULL FROM runs ORDER BY rowid")
         else:
             rows = self._db.execute(
-                "SELECT r.result, e.threshold FROM runs r JOIN experiment_runs e "
+                "SELECT r.id, r.result, e.threshold FROM runs r JOIN experiment_runs e "
                 "ON e.run_id = r.id WHERE e.experiment = ? ORDER BY r.rowid",
                 (experiment,),
             )
         out = []
-        for text, threshold in rows:
-            result = RunResult.from_dict(json.loads(text))
+        for result, threshold in self._decoded(rows):
             # an experiment judges a shared run at its own threshold, read from the curve
             out.append(result if threshold is None else result.rescored(threshold))
+        return out
+
+    def _decoded(self, rows: Any) -> list[tuple[RunResult, Any]]:
+        """(result, extra) for each (id, JSON, extra) row; a row damaged by hand (not
+        JSON, a field missing or of the wrong kind) is skipped, and one warning names
+        how many were and their ids."""
+        out, damaged = [], []
+        for run_id, text, extra in rows:
+            result = _decode(text)
+            if result is None:
+                damaged.append(str(run_id))
+            else:
+                out.append((result, extra))
+        if damaged:
+            shown = ", ".join(damaged[:5]) + (", ..." if len(damaged) > 5 else "")
+            print(
+                f"e2elab: warning: {self.path}: skipped {len(damaged)} damaged run "
+                f"record{'s' if len(damaged) > 1 else ''} (ids {shown}); rerun them to "
+                "store them again",
+                file=sys.stderr,
+            )
         return out
 
     def results_by_id(self, run_ids: list[str]) -> list[RunResult]:
@@ -298,9 +357,10 @@ class Store:
             part = run_ids[start : start + 500]
             marks = ",".join("?" * len(part))
             found += self._db.execute(
-                f"SELECT rowid, result FROM runs WHERE id IN ({marks})", part
+                f"SELECT rowid, id, result FROM runs WHERE id IN ({marks})", part
             ).fetchall()
-        return [RunResult.from_dict(json.loads(text)) for _, text in sorted(found)]
+        rows = [(run_id, text, None) for _, run_id, text in sorted(found)]
+        return [result for result, _ in self._decoded(rows)]
 
     def _has_modules_table(self) -> bool:
         row = self._db.execute(
@@ -399,3 +459,21 @@ def _finite_or_none(value: float | None) -> float | None:
     if value is None or value != value or value in (float("inf"), float("-inf")):
         return None
     return float(value)
+
+
+def _decode(text: Any) -> RunResult | None:
+    """A stored result's JSON as a RunResult, or None where it is damaged."""
+    try:
+        data = json.loads(text)
+        result = RunResult.from_dict(data)
+    except (TypeError, ValueError, KeyError):
+        return None
+    spec, curve = result.spec, result.curve
+    sound = (
+        isinstance(spec, dict)
+        and all(k in spec for k in ("task", "strategy", "seed", "knobs"))
+        and isinstance(result.final, dict)
+        and isinstance(curve, list)
+        and all(isinstance(p, dict) and isinstance(p.get("metrics"), dict) for p in curve)
+    )
+    return result if sound else None

@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import os
 import sys
+import traceback
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -149,6 +151,23 @@ def _source_files(module: ModuleType) -> set[Path]:
     return found
 
 
+def _import_failed(where: str, module_name: str, error: BaseException) -> str:
+    """One line for a task module whose own code raised while it was imported: the file
+    and line in that code, and what was raised."""
+    if isinstance(error, SyntaxError):
+        at = f"{error.filename}:{error.lineno}"
+    else:
+        frames = traceback.extract_tb(error.__traceback__)
+        user = [f for f in frames if "importlib" not in f.filename]
+        last = (user or frames)[-1] if frames else None
+        at = f"{last.filename}:{last.lineno}" if last is not None else module_name
+    text = " ".join(str(error).split())[:300]
+    return (
+        f"{where}: your task module raised at {at} while being imported: "
+        f"{type(error).__name__}: {text}; fix it there (E2ELAB_DEBUG=1 shows the traceback)"
+    )
+
+
 def _import(ref: str, what: str | None = None) -> type[Task]:
     module_name, _, qualname = ref.partition(":")
     where = what or f"task {ref!r}"
@@ -156,11 +175,22 @@ def _import(ref: str, what: str | None = None) -> type[Task]:
         raise E2ELabError(f"{where}: expected module:Class, e.g. my_pkg.tasks:Fusion")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as error:
+    except ModuleNotFoundError as error:
+        if error.name is None or not module_name.startswith(error.name):
+            raise E2ELabError(_import_failed(where, module_name, error)) from None
         raise E2ELabError(
             f"{where}: cannot import module {module_name!r} ({error}); install the package "
             "or run from the folder that holds it"
         ) from None
+    except SystemExit as error:
+        raise E2ELabError(
+            f"{where}: module {module_name!r} called sys.exit({error.code!r}) while being "
+            "imported; a task module must not exit (guard it with if __name__ == '__main__')"
+        ) from None
+    except Exception as error:  # the module's own code raised: the user's bug, in one line
+        if os.environ.get("E2ELAB_DEBUG"):
+            raise
+        raise E2ELabError(_import_failed(where, module_name, error)) from None
     target: Any = module
     for part in qualname.split("."):
         target = getattr(target, part, None)
