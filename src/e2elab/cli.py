@@ -136,6 +136,7 @@ def _executor_flags(command: argparse.ArgumentParser) -> None:
 
 def _build_parser() -> _Parser:
     parser = _Parser(prog="e2elab", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(title="commands", parser_class=_Parser)
 
     listing = commands.add_parser("list", help="tasks, strategies and knobs with their defaults")
@@ -196,6 +197,7 @@ def _build_parser() -> _Parser:
     reproduce.add_argument("--quick", action="store_true", help="the quick profile")
     reproduce.add_argument("--profile", help="a named profile of the experiment")
     reproduce.add_argument("--out", type=Path, help="output folder (default results/NAME)")
+    _versions_flag(reproduce)
     _executor_flags(reproduce)
     reproduce.set_defaults(handler=_cmd_reproduce)
 
@@ -208,7 +210,17 @@ def _build_parser() -> _Parser:
     )
     report.add_argument("-o", "--out", type=Path, required=True, help="folder for the report")
     report.add_argument("--experiment", help="report only this experiment in the store")
+    _versions_flag(report)
     report.set_defaults(handler=_cmd_report)
+
+    prune = commands.add_parser(
+        "prune", help="drop the runs of older code that later runs of the same cell replaced"
+    )
+    prune.add_argument("store", type=Path, help="a results.sqlite file")
+    prune.add_argument(
+        "--dry-run", action="store_true", help="say what would be dropped, drop nothing"
+    )
+    prune.set_defaults(handler=_cmd_prune)
 
     diagnose = commands.add_parser("diagnose", help="diagnostics: gradient SNR per module")
     which = diagnose.add_subparsers(title="diagnostics", parser_class=_Parser)
@@ -257,6 +269,49 @@ def _build_parser() -> _Parser:
     export.add_argument("-o", "--output", type=Path, required=True, help="file to write")
     export.set_defaults(handler=_cmd_export)
     return parser
+
+
+def _version() -> str:
+    from e2elab import __version__
+    from e2elab.records import SPEC_VERSION
+    from e2elab.store import SCHEMA_VERSION
+
+    return f"e2elab {__version__} (spec version {SPEC_VERSION}, store schema {SCHEMA_VERSION})"
+
+
+def _versions_flag(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="read runs of older code too, labelled (default: the current code's only)",
+    )
+
+
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from e2elab import versions
+    from e2elab.store import Store
+
+    with Store(args.store, readonly=args.dry_run, create=False) as store:
+        _, old = versions.split(store.results())
+        if not old:
+            print(f"{args.store}: no runs of older code; nothing to drop")
+            return 0
+        counts: dict[tuple[str, str], int] = {}
+        for result in old:
+            key = (result.spec["strategy"], result.code_version)
+            counts[key] = counts.get(key, 0) + 1
+        table = Table(title=f"runs of older code in {args.store}", title_justify="left")
+        for column in ("strategy", "code", "runs"):
+            table.add_column(column)
+        for (strategy, code), count in sorted(counts.items()):
+            table.add_row(strategy, code, str(count))
+        wide_console().print(table)
+        if args.dry_run:
+            print(f"would drop {_plural(len(old), 'run')} (--dry-run: nothing dropped)")
+            return 0
+        store.drop([r.id for r in old])
+    print(f"dropped {_plural(len(old), 'run')} of older code from {args.store}")
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -535,7 +590,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
                 + (f", {len(snr)} SNR measurements" if snr else "")
             )
             sources = experiments.source_labels(experiment, store)
-            done.append(Part(experiment, store.results(experiment.name), snr, sources))
+            runs, left_out = _versions(store.results(experiment.name), args, experiment.name)
+            done.append(Part(experiment, runs, snr, sources, left_out))
         report = build_report(done, out / "report", f"e2elab report: {name}")
     console.print(claims_table(report.verdicts, name))
     minutes = (time.perf_counter() - began) / 60
@@ -635,7 +691,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     writable_folder(args.out, "-o")
     if len({Path(path).resolve() for path in args.store}) != len(args.store):
         raise E2ELabError("the same store is named twice; name each store once")
-    loaded = [_report_parts(path, args.experiment) for path in args.store]  # all, first
+    loaded = [_report_parts(path, args.experiment, args) for path in args.store]  # all, first
     if len(loaded) == 1:
         names, parts = loaded[0]
         title = f"e2elab report: {', '.join(names)}"
@@ -661,7 +717,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_parts(path: Path, only: str | None) -> tuple[list[str], list[Any]]:
+def _report_parts(
+    path: Path, only: str | None, args: argparse.Namespace
+) -> tuple[list[str], list[Any]]:
     """The experiments of one store, ready for ``build_report`` (a bad store or an
     unknown experiment is refused here, before any page is written)."""
     from e2elab.records import SNRResult
@@ -680,8 +738,22 @@ def _report_parts(path: Path, only: str | None) -> tuple[list[str], list[Any]]:
             experiment = experiments.Experiment.model_validate(stored[name])
             snr = [SNRResult(**r) for r in store.snr(name).values()]
             sources = experiments.source_labels(experiment, store)
-            parts.append(Part(experiment, store.results(name), snr, sources))
+            runs, left_out = _versions(store.results(name), args, name)
+            parts.append(Part(experiment, runs, snr, sources, left_out))
     return names, parts
+
+
+def _versions(results: list[Any], args: argparse.Namespace, name: str) -> tuple[list[Any], int]:
+    """The runs a report reads: those of the current code version (with a note of how
+    many older ones it left out), or every version, the older labelled (--all-versions)."""
+    from e2elab import versions
+
+    if getattr(args, "all_versions", False):
+        return versions.labelled(results), 0
+    current, old = versions.split(results)
+    if old:
+        print(f"e2elab: {versions.left_out_note(len(old), name)}", file=sys.stderr)
+    return current, len(old)
 
 
 def _cmd_snr(args: argparse.Namespace) -> int:

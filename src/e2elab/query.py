@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from e2elab import versions
 from e2elab.errors import E2ELabError
 from e2elab.records import RunResult
 from e2elab.store import Store
@@ -54,7 +55,12 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     strategy, seed, the settings (with any loaded modules), status, output metric and
     chance, at-chance flag,
     examples-to-threshold, ``final_<port>``, ``probe_<port>``, ``probe_init_<port>``,
-    memory (bytes), training FLOPs, wall seconds and the weights' hash."""
+    memory (bytes), training FLOPs, wall seconds, the weights' hash, and ``code`` (the code
+    version it was trained under), ``stored_at`` and ``superseded`` (a run of the same
+    cell was stored later under other code: see ``versions``)."""
+    results = list(results)
+    _, old = versions.split(results)
+    stale = {id(r) for r in old}
     rows = []
     for r in results:
         spec = r.spec
@@ -85,6 +91,9 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
         row |= {f"probe_init_{port}": value for port, value in r.probes_at_init.items()}
         row |= _memory(r.memory)
         row |= {"wall_seconds": r.wall_seconds, "weights_sha256": r.weights_sha256}
+        # the code it was trained under, when it was stored, and whether a run of the same
+        # cell was stored later under other code (versions.split)
+        row |= {"code": r.code_version, "stored_at": r.stored_at, "superseded": id(r) in stale}
         rows.append(row)
     frame = pd.DataFrame(rows)
     if "examples_to_threshold" in frame:

@@ -195,6 +195,9 @@ class RunSpec:
             **dataclasses.asdict(self.settings),
             "code": self.code,
             "source": self.source,
+            # what the id's hash covers as well; stored with each result, so that runs of
+            # older code can be told apart (see ``code_version``)
+            "version": SPEC_VERSION,
         }
 
     @classmethod
@@ -258,6 +261,15 @@ class RunResult:
     # module -> checkpoint bytes (Settings.save_modules), on their way to the store: kept
     # in its own table, never in the result's JSON (read them with Store.checkpoint)
     checkpoints: dict[str, bytes] = field(default_factory=dict, repr=False)
+    # when the store took it (UTC, filled when read from a store)
+    stored_at: str | None = None
+
+    @property
+    def code_version(self) -> str:
+        """The code a run was trained under: e2elab's spec version and the fingerprint of
+        the task's code (``RunSpec.code``), e.g. ``6/0.1.0``; runs stored before spec
+        versions were recorded read ``?/...``."""
+        return f"{self.spec.get('version', '?')}/{self.spec.get('code') or '-'}"
 
     @property
     def output_metric(self) -> float:

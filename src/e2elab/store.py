@@ -316,10 +316,11 @@ class Store:
         """Stored runs (of one experiment, if named, judged at its threshold), in the
         order they were stored."""
         if experiment is None:
-            rows = self._db.execute("SELECT id, result, NULL FROM runs ORDER BY rowid")
+            rows = self._db.execute("SELECT id, result, stored_at, NULL FROM runs ORDER BY rowid")
         else:
             rows = self._db.execute(
-                "SELECT r.id, r.result, e.threshold FROM runs r JOIN experiment_runs e "
+                "SELECT r.id, r.result, r.stored_at, e.threshold FROM runs r JOIN "
+                "experiment_runs e "
                 "ON e.run_id = r.id WHERE e.experiment = ? ORDER BY r.rowid",
                 (experiment,),
             )
@@ -330,15 +331,16 @@ class Store:
         return out
 
     def _decoded(self, rows: Any) -> list[tuple[RunResult, Any]]:
-        """(result, extra) for each (id, JSON, extra) row; a row damaged by hand (not
-        JSON, a field missing or of the wrong kind) is skipped, and one warning names
-        how many were and their ids."""
+        """(result, extra) for each (id, JSON, stored_at, extra) row; a row damaged by
+        hand (not JSON, a field missing or of the wrong kind) is skipped, and one warning
+        names how many were and their ids."""
         out, damaged = [], []
-        for run_id, text, extra in rows:
+        for run_id, text, stored_at, extra in rows:
             result = _decode(text)
             if result is None:
                 damaged.append(str(run_id))
             else:
+                result.stored_at = stored_at
                 out.append((result, extra))
         if damaged:
             shown = ", ".join(damaged[:5]) + (", ..." if len(damaged) > 5 else "")
@@ -357,9 +359,9 @@ class Store:
             part = run_ids[start : start + 500]
             marks = ",".join("?" * len(part))
             found += self._db.execute(
-                f"SELECT rowid, id, result FROM runs WHERE id IN ({marks})", part
+                f"SELECT rowid, id, result, stored_at FROM runs WHERE id IN ({marks})", part
             ).fetchall()
-        rows = [(run_id, text, None) for _, run_id, text in sorted(found)]
+        rows = [(run_id, text, at, None) for _, run_id, text, at in sorted(found)]
         return [result for result, _ in self._decoded(rows)]
 
     def _has_modules_table(self) -> bool:
@@ -440,6 +442,20 @@ class Store:
             "SELECT key, result FROM snr WHERE experiment = ? ORDER BY rowid", (experiment,)
         )
         return {key: json.loads(text) for key, text in rows}
+
+    def drop(self, run_ids: list[str]) -> None:
+        """Remove these runs, their curves, links and saved modules, in one transaction."""
+        with self._db:
+            for start in range(0, len(run_ids), 500):  # SQLite's bound-parameter limit
+                part = run_ids[start : start + 500]
+                marks = ",".join("?" * len(part))
+                for table, column in (
+                    ("curves", "run_id"),
+                    ("experiment_runs", "run_id"),
+                    ("modules", "run_id"),
+                    ("runs", "id"),
+                ):
+                    self._db.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", part)
 
     def count(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]

@@ -35,6 +35,8 @@ class Part:
     snr: list[SNRResult] = field(default_factory=list)
     # transfer runs: source run id -> the source's label (runner.source_labels)
     sources: dict[str, str] = field(default_factory=dict)
+    # runs of older code the store holds for this experiment, not read (versions.split)
+    left_out: int = 0
 
     @property
     def runs(self) -> list[RunResult]:
@@ -127,6 +129,19 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
     ]
     sections += driving_sections(parts)
     sections += blackbox_sections(parts)
+    stale = [{"experiment": p.experiment.name, "runs": p.left_out} for p in parts if p.left_out]
+    if stale:
+        sections.append(
+            Section(
+                "Runs of older code left out",
+                ("experiment", "runs"),
+                stale,
+                "The store also holds runs of these experiments trained under older code (a "
+                "task or e2elab changed since): they are not pooled with the current runs. "
+                "'e2elab report --all-versions' shows them, labelled; 'e2elab prune' drops "
+                "them.",
+            )
+        )
     markdown = write_report(out_dir, title, rows, figures, None, sections, tables, captions)
     write_index(out_dir / "index.html", title, [(title, "report.html", rows)])
     return Report(verdicts, figures, markdown, rows)
