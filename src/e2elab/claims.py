@@ -128,7 +128,8 @@ def reaches_threshold(
     threshold: float | None = None,
 ) -> Verdict:
     """Every matching cell's mean output metric over seeds reaches the threshold (the
-    runs' own threshold unless given). Diverged runs count as failures."""
+    runs' own threshold unless given). A diverged run counts as a failure (0) in a cell
+    that has a finished run; a cell where every run diverged or failed is INCONCLUSIVE."""
     groups = cells(results, strategies, where)
     if not groups:
         return _no_data(f"strategies {strategies} where {where}")
@@ -321,11 +322,13 @@ def beats_by_ratio(
     lines = [
         f"{k}: {_fmt_ratio(r)} ({_fmt_ett(s)} vs {_fmt_ett(f)})" for k, (r, s, f) in table.items()
     ]
-    failing = [k for k, (r, _, _) in table.items() if not r > min_ratio]
+    failing = [k for k, (r, _, _) in table.items() if not math.isnan(r) and not r > min_ratio]
+    undetermined = [k for k, (r, _, _) in table.items() if math.isnan(r)]
     detail = "; ".join(lines)
-    return Verdict(
-        PASS if not failing else FAIL, detail, {"ratios": {k: v[0] for k, v in table.items()}}
-    )
+    if undetermined and not failing:
+        detail += " -- neither reached the threshold at " + ", ".join(map(str, undetermined))
+    verdict = FAIL if failing else (INCONCLUSIVE if undetermined else PASS)
+    return Verdict(verdict, detail, {"ratios": {k: v[0] for k, v in table.items()}})
 
 
 def ratio_grows_with_knob(
@@ -612,7 +615,9 @@ def examples_grow_with_knob(
 
 
 def _fmt_ratio(r: float) -> str:
-    return "inf (never reached)" if math.isinf(r) else ("nan" if r != r else f"{r:.2f}x")
+    if r != r:
+        return "undetermined (neither reached)"
+    return "inf (never reached)" if math.isinf(r) else f"{r:.2f}x"
 
 
 def _ratios(
@@ -637,9 +642,19 @@ def _ratios(
         if slow_mean is None or not fast_means:
             continue
         best = min(fast_means)
-        ratio = math.nan if math.isinf(best) else (slow_mean / best)
-        table[key] = (ratio, slow_mean, best)
+        table[key] = (ett_ratio(slow_mean, best), slow_mean, best)
     return table
+
+
+def ett_ratio(slow: float, fast: float) -> float:
+    """``slow`` / ``fast`` examples-to-threshold, where never reaching it counts as
+    infinitely many examples: never / reached = inf, reached / never = 0, and never /
+    never is undetermined (NaN). Every ratio check reads "never" this way."""
+    if math.isinf(slow) and math.isinf(fast):
+        return math.nan
+    if math.isinf(fast):
+        return 0.0
+    return slow / fast
 
 
 def _mean_ett(runs: list[RunResult]) -> float | None:
@@ -1195,6 +1210,7 @@ def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> Non
     the parameter (the caller adds the file and field)."""
     check = CHECKS[name]
     hints = typing.get_type_hints(check)
+    params = normalized(name, params)
     accepted = [p for p in inspect.signature(check).parameters if p not in ("results", "snr")]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
@@ -1223,6 +1239,17 @@ def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> Non
                     raise ValueError(f"where.{knob} takes the operators {ops}, got {wanted}")
 
 
+def normalized(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One convention for every check: a parameter that takes a list of strategies (or
+    other names) also takes a single one, as every ``strategies`` parameter does."""
+    hints = typing.get_type_hints(CHECKS[name])
+    out = dict(params)
+    for key, value in params.items():
+        if isinstance(value, str) and typing.get_origin(hints.get(key)) is list:
+            out[key] = [value]
+    return out
+
+
 def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
@@ -1237,7 +1264,7 @@ def evaluate(
     for claim in claims:
         check = CHECKS[claim.check]
         extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
-        verdict = check(results, **extra, **claim.params)
+        verdict = check(results, **extra, **normalized(claim.check, claim.params))
         verdict.id, verdict.statement = claim.id, claim.statement
         verdict.explains = list(getattr(claim, "explains", []) or [])
         verdicts.append(verdict)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -213,6 +214,15 @@ def _build_parser() -> _Parser:
     _versions_flag(report)
     report.set_defaults(handler=_cmd_report)
 
+    checks = commands.add_parser(
+        "checks", help="every claim check: its parameters, their types, what a PASS means"
+    )
+    checks.add_argument("name", nargs="?", help="one check (default: all)")
+    checks.add_argument(
+        "--markdown", action="store_true", help="as docs/checks.md (generated from the code)"
+    )
+    checks.set_defaults(handler=_cmd_checks)
+
     prune = commands.add_parser(
         "prune", help="drop the runs of older code that later runs of the same cell replaced"
     )
@@ -278,6 +288,31 @@ def _build_parser() -> _Parser:
     )
     export.set_defaults(handler=_cmd_export)
     return parser
+
+
+def _cmd_checks(args: argparse.Namespace) -> int:
+    from e2elab.checkdoc import documented, markdown
+
+    docs = documented()
+    if args.name is not None and args.name not in {d.name for d in docs}:
+        raise choices("check", args.name, [d.name for d in docs])
+    if args.markdown:
+        print(markdown(), end="")
+        return 0
+    table = Table(title="claim checks (docs/checks.md has the conventions)", show_lines=True)
+    for column in ("check", "parameters (type = default)", "PASS means"):
+        table.add_column(column, overflow="fold")
+    for doc in docs:
+        if args.name is not None and doc.name != args.name:
+            continue
+        params = "\n".join(
+            f"{p.name}: {p.type}" + ("" if p.default is None else f" = {p.default}")
+            for p in doc.parameters
+        )
+        meaning = doc.summary + (f"\n\n{doc.details}" if args.name and doc.details else "")
+        table.add_row(doc.name, escape(params), escape(meaning))  # list[str] is no style tag
+    wide_console().print(table)
+    return 0
 
 
 def _version() -> str:

@@ -289,6 +289,42 @@ def _where(error: dict[str, Any]) -> str:
     return ".".join(str(part) for part in error["loc"]) or "(top level)"
 
 
+def _hint(error: dict[str, Any]) -> str:
+    """How to fix one validation error, pointing to a shipped file that has the field."""
+    names = [part for part in error["loc"] if isinstance(part, str)]
+    if error["type"] == "extra_forbidden" and len(names) == 1 and names[0] in Training.model_fields:
+        example = _example(["training", names[0]])
+        return f"'{names[0]}' is a training setting: put it under training: ({example})"
+    if error["type"] == "extra_forbidden":
+        return f"remove it, or check its spelling ({_example(names[:-1])})"
+    return f"fix that field ({_example(names)})"
+
+
+def _example(path: list[str]) -> str:
+    """'see experiments/NAME.yaml' for the first shipped file that has ``path`` (keys,
+    list items skipped), or the reference file where none has it."""
+    for name, file in shipped().items():
+        try:
+            data: Any = yaml.safe_load(file.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if _has(data, path):
+            return f"see experiments/{name}.yaml for one that has it"
+    return "see experiments/glasmachers.yaml for a valid file"
+
+
+def _has(data: Any, path: list[str]) -> bool:
+    if not path:
+        return True
+    if isinstance(data, list):
+        return any(_has(item, path) for item in data)
+    if isinstance(data, dict) and path[0] in data:
+        return _has(data[path[0]], path[1:])
+    if isinstance(data, dict):  # a mapping of names (profiles: {quick: ...}) in between
+        return any(_has(v, path) for v in data.values() if isinstance(v, dict))
+    return False
+
+
 def parse(data: Any, source: str) -> Experiment:
     """Validate an experiment given as a mapping (e.g. loaded from YAML)."""
     if not isinstance(data, dict):
@@ -301,8 +337,7 @@ def parse(data: Any, source: str) -> Experiment:
         if first["loc"] == ("name",) and first["type"] == "string_pattern_mismatch":
             first = {**first, "msg": NAME_RULE}
         raise E2ELabError(
-            f"{source}: field '{_where(first)}': {first['msg']}{more}; "
-            "fix that field (see experiments/glasmachers.yaml for a valid file)"
+            f"{source}: field '{_where(first)}': {first['msg']}{more}; {_hint(first)}"
         ) from None
     for profile in [None, *experiment.profiles]:
         _check_semantics(experiment.with_profile(profile), source, profile)
