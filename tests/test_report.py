@@ -119,13 +119,17 @@ def drawn(tmp_path_factory) -> tuple[Path, list[Path], int]:
 def test_all_figures_writes_one_png_per_figure_and_group(drawn) -> None:
     out, paths, _ = drawn
     names = sorted(p.name for p in paths)
+    probed = sorted({r.spec["strategy"] for r in grid() if r.probes})
+    assert "e2e" in probed and len(probed) > 1  # a heat map for every strategy with probes
     expected = [
         f"{kind}_m={m}.png"
         for kind in (
             "accuracy_vs_n",
             "examples_to_threshold_vs_n",
             "learning_curves",
+            "port_curves",
             "probe_heatmap_e2e",
+            "probe_heatmaps",
         )
         for m in (10, 2)
     ]

@@ -162,6 +162,9 @@ def _build_parser() -> _Parser:
         "module=... means one run per module)",
     )
     run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
+    run.add_argument(
+        "--ports", action="store_true", help="a column per port in the table, in its own metric"
+    )
     run.add_argument("--budget", type=int, help="training examples per run (default: task's)")
     run.add_argument("--batch-size", type=int, help="examples per step (default: task's)")
     run.add_argument("--lr", type=float, help="learning rate (default: task's)")
@@ -501,7 +504,7 @@ def _applicable(task: Any, graph: Any) -> list[str]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from e2elab.summary import strategy_table, summarize
+    from e2elab.summary import port_label, port_names, strategy_table, summarize
 
     load_from = _load_sources(args.load, args.out / "results.sqlite")
     experiment = _one_cell(args, load_from)
@@ -520,7 +523,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     budget = specs[0].settings.budget
     seeds = f"{args.seeds} seed{'s' if args.seeds > 1 else ''}"
     title = f"{specs[0].task} ({knob_text}); budget {budget} examples; {seeds}"
-    console.print(strategy_table(summarize(results), title, specs[0].settings.threshold))
+    ports = None
+    if args.ports:  # a column per port besides the output, each in its own metric
+        others = [p for p in port_names(results) if results and p != results[0].output]
+        ports = {p: port_label(results, p) for p in others}
+    threshold = specs[0].settings.threshold
+    console.print(strategy_table(summarize(results), title, threshold, ports))
     for r in results:
         if r.status != "ok":
             console.print(f"[red]{r.spec['strategy']} seed {r.spec['seed']}: {r.reason}[/red]")

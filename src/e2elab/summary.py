@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rich.table import Table
 
@@ -24,6 +24,8 @@ class StrategyRow:
     diverged: int
     seconds: Interval
     failed: int = 0
+    # every port's final metric over the finished seeds, the output's included
+    ports: dict[str, Interval] = field(default_factory=dict)
 
 
 def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
@@ -46,13 +48,41 @@ def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
                 diverged=sum(r.status == "diverged" for r in runs),
                 seconds=mean_interval([r.wall_seconds for r in runs]),
                 failed=sum(r.status not in ("ok", "diverged") for r in runs),
+                ports={
+                    port: metric_interval([r.final[port] for r in ok if port in r.final])
+                    for port in port_names(ok)
+                },
             )
         )
     return rows
 
 
-def strategy_table(rows: list[StrategyRow], title: str, threshold: float) -> Table:
-    """A rich table: mean [95% CI] over seeds per strategy."""
+def port_names(results: Iterable[RunResult]) -> list[str]:
+    """Every port with a final metric (not a kind's extra ``PORT:NAME`` metrics), the
+    output last, in first-seen order."""
+    names: dict[str, None] = {}
+    outputs: dict[str, None] = {}
+    for r in results:
+        for port in r.final:
+            if ":" not in port and not port.endswith("@validation"):
+                (outputs if port == r.output else names)[port] = None
+    return [*names, *outputs]
+
+
+def port_label(results: Iterable[RunResult], port: str) -> str:
+    """``PORT (its metric)``, e.g. ``digit_1 (accuracy)``."""
+    metric = next((r.metric_names.get(port) for r in results if r.metric_names.get(port)), None)
+    return f"{port} ({metric})" if metric else port
+
+
+def strategy_table(
+    rows: list[StrategyRow],
+    title: str,
+    threshold: float,
+    ports: dict[str, str] | None = None,
+) -> Table:
+    """A rich table: mean [95% CI] over seeds per strategy; with ``ports`` (port ->
+    column label) a column per port besides the output."""
     table = Table(title=title, title_justify="left")
     table.add_column("strategy", style="bold")
     table.add_column("seeds", justify="right")
@@ -62,8 +92,11 @@ def strategy_table(rows: list[StrategyRow], title: str, threshold: float) -> Tab
     table.add_column("diverged", justify="right")
     table.add_column("failed", justify="right")
     table.add_column("time s (mean)", justify="right")
+    for label in (ports or {}).values():
+        table.add_column(label, justify="right")
     for row in rows:
         ett = row.examples_to_threshold.format(0)
+        extra = [row.ports[port].format(3) if port in row.ports else "-" for port in (ports or {})]
         table.add_row(
             row.strategy,
             str(row.runs),
@@ -73,5 +106,6 @@ def strategy_table(rows: list[StrategyRow], title: str, threshold: float) -> Tab
             str(row.diverged),
             str(row.failed),
             f"{row.seconds.mean:.1f}",
+            *extra,
         )
     return table

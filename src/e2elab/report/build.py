@@ -23,7 +23,7 @@ from e2elab.report.figures import all_figures
 from e2elab.report.index import write_index
 from e2elab.report.page import Section, slug, write_report
 from e2elab.report.snr import snr_figure
-from e2elab.summary import summarize
+from e2elab.summary import port_label, port_names, summarize
 
 
 @dataclass
@@ -294,10 +294,15 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
         label = ", ".join(f"{k}={point[k]}" for k in varying) or "all runs"
         flops = _mean_flops(runs)
         rows = []
+        others = [p for p in port_names(runs) if p != runs[0].output]
+        labels = {p: port_label(runs, p) for p in others}
         for row in summarize(runs):
             done = row.runs - row.diverged - row.failed
             rows.append(
                 {
+                    **{
+                        labels[p]: row.ports[p].format(3) if p in row.ports else "-" for p in others
+                    },
                     "strategy": row.strategy,
                     "seeds": row.runs,
                     "output metric [95% CI]": row.accuracy.format(3),
@@ -318,14 +323,15 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
         out.append(
             Section(
                 (f"{prefix}: " if prefix else "") + f"Summary: {label}",
-                SUMMARY_COLUMNS,
+                SUMMARY_COLUMNS[:3] + tuple(labels.values()) + SUMMARY_COLUMNS[3:],
                 rows,
                 f"Threshold {runs[0].spec['threshold']:g}; the other knobs: "
                 + (", ".join(f"{k}={v}" for k, v in sorted(fixed.items())) or "none")
-                + ". Means over the seeds that finished; the best output metric is marked "
+                + ". Means over the seeds that finished, with a column for every other port "
+                "(its own metric); the best output metric is marked "
                 "(ties at this precision all are; only strategies where most seeds finished).",
                 anchor=f"summary-{slug(prefix) + '-' if prefix else ''}{index}",
-                numeric=SUMMARY_COLUMNS[1:],
+                numeric=SUMMARY_COLUMNS[1:] + tuple(labels.values()),
                 point={k: point[k] for k in varying},
             )
         )

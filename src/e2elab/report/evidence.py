@@ -16,7 +16,7 @@ CHECK_FIGURES: dict[str, tuple[str, ...]] = {
     "reaches_threshold": ("accuracy_vs", "accuracy_by_approach", "caption_metrics"),
     "at_chance": ("accuracy_vs", "accuracy_by_approach", "learning_curves"),
     "seeds_learn": ("accuracy_vs", "learning_curves"),
-    "breakdown": ("accuracy_vs", "probe_heatmap"),
+    "breakdown": ("accuracy_vs", "probe_heatmap_e2e", "port_curves"),
     "beats_by_ratio": ("examples_to_threshold_vs", "learning_curves"),
     "ratio_grows_with_knob": ("examples_to_threshold_vs",),
     "examples_grow_with_knob": ("examples_to_threshold_vs",),
@@ -46,6 +46,13 @@ CAPTIONS: tuple[tuple[str, str], ...] = (
         "for the step where a later phase starts.",
     ),
     (
+        "port_curves",
+        "Every port's learning curve under every strategy (mean over seeds; band: min-max; "
+        "a row per value of the swept knob, a column per port, the output last; dashed: "
+        "the port's chance level). Look for the intermediate ports that learn under one "
+        "strategy and stay at chance under another: which module learned, and when.",
+    ),
+    (
         "accuracy_vs",
         "Final output accuracy over seeds against the swept knob, one line per strategy "
         "(whiskers as the title says). Look for the knob value where a strategy falls to "
@@ -60,7 +67,8 @@ CAPTIONS: tuple[tuple[str, str], ...] = (
     ),
     (
         "probe_heatmap",
-        "Linear probes of every module's ports after end-to-end training, against the "
+        "Linear probes of every module's ports after training (end-to-end; the "
+        "'probe_heatmaps' figure has every strategy side by side), against the "
         "swept knob: how well a linear read-out recovers each intermediate concept (the "
         "colour bar gives the scale: dark is low). Look for modules whose concept cannot "
         "be read out (dark cells) where the output fails.",

@@ -31,6 +31,7 @@ from e2elab import query
 from e2elab.errors import E2ELabError
 from e2elab.records import RunResult
 from e2elab.stats import mean_interval, metric_interval
+from e2elab.summary import port_names
 
 DPI = 120
 # Fixed colour slots (tab10) for the shipped strategies; grey (slot 7) is kept for chance.
@@ -232,6 +233,74 @@ def _threshold_handles() -> list[Any]:
     ]
 
 
+MAX_PORT_COLUMNS = 10
+
+
+def port_curves(
+    results: Sequence[RunResult],
+    knob: str,
+    out_dir: Path,
+    fixed: dict[str, Any] | None = None,
+    styles: Styles | None = None,
+) -> list[Path]:
+    """Every port's learning curve, as small multiples: a row per value of ``knob``, a
+    column per port (the output last), a line per strategy (mean over seeds; band:
+    min-max). Shows which module learned under which strategy. Returns [] for a system
+    whose only port is its output (the learning-curve figure shows that)."""
+    styles = styles or strategy_styles(_strategies(results))
+    paths = []
+    for key, group in _groups(results, knob, fixed):
+        ports = port_names(group)[-MAX_PORT_COLUMNS:]
+        if len(ports) < 2:
+            continue
+        values = _values(group, knob)
+        fig, grid = plt.subplots(
+            len(values),
+            len(ports),
+            figsize=(2.3 * len(ports) + 0.8, 1.9 * len(values) + 1.4),
+            squeeze=False,
+            sharex="row",
+            layout="constrained",
+        )
+        for row, value in enumerate(values):
+            runs = [r for r in group if _setting(r, knob) == value]
+            for col, port in enumerate(ports):
+                ax = grid[row][col]
+                if not any(port in r.final for r in runs):
+                    ax.set_visible(False)
+                    continue
+                _port_panel(ax, runs, port, styles)
+                ax.set_title(f"{port}" + (f"  ({knob}={value})" if col == 0 else ""), fontsize=8)
+                ax.tick_params(labelsize=7)
+        handles = _strategy_handles(group, styles, marker=False)
+        what = f"every port's learning curve, rows by {knob} (dashed: the port's chance level)"
+        _finish(fig, group, key, what, handles)
+        paths.append(_save(fig, out_dir / _filename("port_curves", key)))
+    return paths
+
+
+def _port_panel(ax: Axes, runs: Sequence[RunResult], port: str, styles: Styles) -> None:
+    for strategy in _ordered(runs, styles):
+        chosen = [r for r in runs if r.spec["strategy"] == strategy and r.status == "ok"]
+        x, ys = _curve(chosen, port)
+        if not x.size:
+            continue
+        color = _style(strategy, styles)["color"]
+        ax.plot(x, np.nanmean(ys, axis=0), color=color, lw=1.2)
+        if len(ys) > 1:
+            ax.fill_between(
+                x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=color, alpha=0.15, lw=0
+            )
+    chance = [r.chance.get(port) for r in runs if r.chance.get(port) is not None]
+    if chance:
+        ax.axhline(_mean(chance), color="grey", ls="--", lw=0.8)
+    metric = next((r.metric_names.get(port) for r in runs if r.metric_names.get(port)), "")
+    if "accuracy" in metric:  # every strategy on the same 0..1 scale
+        ax.set_ylim(-0.02, 1.02)
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.grid(alpha=0.3)
+
+
 def probe_heatmap(
     results: Sequence[RunResult],
     knob: str,
@@ -289,9 +358,11 @@ def all_figures(
     styles = strategy_styles(_strategies(results))
     return [
         *learning_curves(results, knob, out_dir, fixed, styles),
+        *port_curves(results, knob, out_dir, fixed, styles),
         *accuracy_vs_knob(results, knob, out_dir, fixed, styles),
         *examples_to_threshold_vs_knob(results, knob, out_dir, fixed, styles),
         *probe_heatmap(results, knob, out_dir, probe_strategy, fixed),
+        *probe_heatmaps(results, knob, out_dir, fixed, probe_strategy),
     ]
 
 
@@ -408,14 +479,15 @@ def _grid(count: int) -> tuple[Figure, list[Axes]]:
     return fig, list(axes.flat)
 
 
-def _curve(runs: Sequence[RunResult]) -> tuple[np.ndarray, np.ndarray]:
-    """x points (union over runs) and a seeds x points matrix of the output metric (NaN gaps)."""
+def _curve(runs: Sequence[RunResult], port: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """x points (union over runs) and a seeds x points matrix of a port's metric (the
+    output's by default; NaN gaps)."""
     xs = sorted({int(p["examples"]) for r in runs for p in r.curve})
     index = {x: i for i, x in enumerate(xs)}
     ys = np.full((len(runs), len(xs)), np.nan)
     for row, r in enumerate(runs):
         for p in r.curve:
-            value = p["metrics"].get(r.output)
+            value = p["metrics"].get(port or r.output)
             ys[row, index[int(p["examples"])]] = np.nan if value is None else value
     seen = ~np.all(np.isnan(ys), axis=0)
     return np.array(xs, dtype=float)[seen], ys[:, seen]
@@ -586,24 +658,95 @@ def _heatmap(
     fig, ax = plt.subplots(
         figsize=(max(width, 6.0), 2.1 + 0.5 * len(modules)), layout="constrained"
     )
-    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
-    finite = matrix[np.isfinite(matrix)]
+    low, high = _scale([matrix])
+    image = _heatmap_on(ax, matrix, init, modules, values, knob, low, high)
+    ax.set_ylabel("module")
+    fig.colorbar(image, ax=ax, label=f"linear probe {metric}")
+    return fig
+
+
+def _scale(matrices: Sequence[np.ndarray]) -> tuple[float, float]:
+    finite = np.concatenate([m[np.isfinite(m)] for m in matrices])
     low = min(0.0, float(finite.min())) if finite.size else 0.0
     high = max(1.0, float(finite.max())) if finite.size else 1.0
+    return low, high
+
+
+def _heatmap_on(
+    ax: Axes,
+    matrix: np.ndarray,
+    init: np.ndarray,
+    modules: Sequence[str],
+    values: Sequence[Any],
+    knob: str,
+    low: float,
+    high: float,
+    fontsize: int = 9,
+) -> Any:
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgrey")
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=low, vmax=high, aspect="auto")
     for (row, col), v in np.ndenumerate(matrix):
         text, dark = ("-", False) if v != v else (f"{v:.2f}", (v - low) / (high - low) < 0.6)
         if v == v and init[row, col] == init[row, col]:
             text += f"\n({init[row, col]:.2f})"
-        ax.text(
-            col, row, text, ha="center", va="center", fontsize=9, color="white" if dark else "black"
-        )
+        color = "white" if dark else "black"
+        ax.text(col, row, text, ha="center", va="center", fontsize=fontsize, color=color)
     ax.set_xticks(range(len(values)), [str(v) for v in values])
     ax.set_yticks(range(len(modules)), list(modules))
     ax.set_xlabel(knob)
-    ax.set_ylabel("module")
-    fig.colorbar(image, ax=ax, label=f"linear probe {metric}")
-    return fig
+    return image
+
+
+def probe_heatmaps(
+    results: Sequence[RunResult],
+    knob: str,
+    out_dir: Path,
+    fixed: dict[str, Any] | None = None,
+    first: str = "e2e",
+) -> list[Path]:
+    """The probe heat map of every strategy that has probes, side by side on one colour
+    scale (``first`` leftmost): which modules learned their concept under which
+    strategy. Returns [] where fewer than two strategies have probes."""
+    paths = []
+    for key, group in _groups(results, knob, fixed):
+        probed = [
+            s
+            for s in _strategies(group)
+            if any(_probes(r) for r in group if r.spec["strategy"] == s)
+        ]
+        probed = sorted(probed, key=lambda s: s != first)
+        if len(probed) < 2:
+            continue
+        values = _values(group, knob)
+        panels = []
+        for strategy in probed:
+            chosen = [r for r in group if r.spec["strategy"] == strategy]
+            rows = _probe_rows(chosen, knob, values)
+            matrix, init = (
+                np.array([[_probe_value(chosen, knob, v, row, at) for v in values] for row in rows])
+                for at in ("probes", "probes_at_init")
+            )
+            panels.append((strategy, rows, matrix, init))
+        low, high = _scale([m for _, _, m, _ in panels])
+        cols = min(len(panels), 4)
+        count = math.ceil(len(panels) / cols)
+        height = max(len(rows) for _, rows, _, _ in panels)
+        size = (cols * (1.4 + 0.75 * len(values)) + 2.0, count * (1.2 + 0.45 * height) + 1.2)
+        fig, axes = plt.subplots(count, cols, figsize=size, squeeze=False, layout="constrained")
+        image = None
+        for ax, (strategy, rows, matrix, init) in zip(axes.flat, panels, strict=False):
+            labels = [m for m, _ in rows]
+            image = _heatmap_on(ax, matrix, init, labels, values, knob, low, high, fontsize=7)
+            ax.set_title(strategy, fontsize=9)
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(panels) :]:
+            ax.set_visible(False)
+        if image is not None:
+            fig.colorbar(image, ax=list(axes.flat), label="linear probe score", shrink=0.8)
+        what = "linear probes per module, every strategy (in brackets: at initialisation)"
+        _finish(fig, group, key, what, [])
+        paths.append(_save(fig, out_dir / _filename("probe_heatmaps", key)))
+    return paths
 
 
 def _finish(
