@@ -112,7 +112,7 @@ EXECUTOR_HELP = "local (default: a process pool, one process per core), serial o
 
 
 def _executor_flags(command: argparse.ArgumentParser) -> None:
-    command.add_argument("--executor", default="local", help=EXECUTOR_HELP)
+    command.add_argument("--executor", default=None, help=EXECUTOR_HELP)
     command.add_argument(
         "--address", help="Ray cluster address HOST:PORT (with --executor ray; default: local)"
     )
@@ -164,6 +164,9 @@ def _build_parser() -> _Parser:
     run.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     run.add_argument(
         "--ports", action="store_true", help="a column per port in the table, in its own metric"
+    )
+    run.add_argument(
+        "--name", help="the experiment's name in the store (default: run-TASK-HASH of the flags)"
     )
     run.add_argument("--budget", type=int, help="training examples per run (default: task's)")
     run.add_argument("--batch-size", type=int, help="examples per step (default: task's)")
@@ -318,6 +321,10 @@ def _cmd_checks(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.+-]", "-", name)
+
+
 def _version() -> str:
     from e2elab import __version__
     from e2elab.records import SPEC_VERSION
@@ -385,14 +392,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
             tasks.add_row(name, "", "", f"published by an installed package: {ref}")
     console.print(tasks)
     table = Table(title="strategies", title_justify="left")
-    for column in ("strategy", "parameters (defaults)", "what it does"):
+    for column in ("strategy", "parameters (defaults)", "what it does", "how it spends the budget"):
         table.add_column(column)
     for name, info in strategies.STRATEGIES.items():
         params = ", ".join(
             f"{k}={info.defaults[k]}" if k in info.defaults else f"{k} ({v.__name__})"
             for k, v in info.params.items()
         )
-        table.add_row(name, params or "-", info.help)
+        table.add_row(name, params or "-", info.help, info.schedule)
     console.print(table)
     console.print(strategies.COMMON_HELP)
     return 0
@@ -482,7 +489,7 @@ def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experim
     text = json.dumps({**definition, "load": load_from}, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:8]
     task = re.sub(r"[^\w.+-]", ".", args.task)[:80]  # one safe path component
-    name = f"run-{task}-{digest}"
+    name = args.name or f"run-{task}-{digest}"
     # the same checks as an experiment file's, named as the command line's flags
     return experiments.parse({"name": name, **definition}, "e2elab run")
 
@@ -581,9 +588,40 @@ def _executor(args: argparse.Namespace) -> Any:
         raise E2ELabError(f"--max-hours must be a positive number, got {args.max_hours}")
     if args.address and args.executor != "ray":
         raise E2ELabError("--address is for --executor ray; add --executor ray")
-    return make_executor(
-        args.executor, args.workers, args.address, batch_seeds=not args.no_batch_seeds
+    executor = make_executor(
+        args.executor or "local", args.workers, args.address, batch_seeds=not args.no_batch_seeds
     )
+    if args.executor is None and args.workers is None:  # the default: the pool, unless tiny
+        return _PoolUnlessTiny(executor, not args.no_batch_seeds)
+    return executor
+
+
+# a sweep estimated below this many seconds trains in-process by default: starting the
+# pool's processes (imports, set-up) costs more than it saves
+POOL_PAYS_SECONDS = 20.0
+
+
+class _PoolUnlessTiny:
+    """The default executor: the process pool, or this process where the sweep's
+    estimate says a pool would cost more than it saves (``choose``)."""
+
+    def __init__(self, pool: Any, batch_seeds: bool) -> None:
+        self.inner, self.batch_seeds = pool, batch_seeds
+        self.workers = getattr(pool, "workers", 1)
+
+    def choose(self, serial_seconds: float) -> str | None:
+        from e2elab.executors import SerialExecutor
+
+        if serial_seconds >= POOL_PAYS_SECONDS or self.workers < 2:
+            return None
+        self.inner, self.workers = SerialExecutor(self.batch_seeds), 1
+        return (
+            f"a small sweep (about {_duration(serial_seconds)} in one process): training here, "
+            "without starting a pool of processes (--executor local forces the pool)"
+        )
+
+    def map(self, specs: list[Any]) -> Any:
+        return self.inner.map(specs)
 
 
 def _available(parts: list[experiments.Experiment]) -> list[experiments.Experiment]:
@@ -632,7 +670,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         done = []
         for experiment in parts:
             counts = _sweep(experiment, store, executor, overrides, args)
-            workers = 1 if args.executor == "serial" else args.workers
+            workers = 1 if args.executor == "serial" else getattr(executor, "workers", None)
             snr = measure_snr(experiment, store, workers=workers)
             rescored = f", {counts.rescored} re-scored" if counts.rescored else ""
             rescored += f", {counts.recovered} recovered from a spill file" * bool(counts.recovered)
@@ -644,7 +682,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             sources = experiments.source_labels(experiment, store)
             runs, left_out = _versions(store.results(experiment.name), args, experiment.name)
             done.append(Part(experiment, runs, snr, sources, left_out))
-        report = build_report(done, out / "report", f"e2elab report: {name}")
+        # a store shared with other experiments keeps their reports: each in its own folder
+        others = set(store.experiments()) - {p.name for p in parts}
+        folder = out / "report" / _slug(name) if others else out / "report"
+        report = build_report(done, folder, f"e2elab report: {name}")
     console.print(claims_table(report.verdicts, name))
     minutes = (time.perf_counter() - began) / 60
     console.print(
@@ -666,8 +707,12 @@ def _sweep(
     def plan(todo: list[Any]) -> None:
         if not todo:
             return
-        workers = getattr(executor, "workers", None) or 1
         seconds, untimed = estimate_seconds(todo)
+        if isinstance(executor, _PoolUnlessTiny):
+            note = executor.choose(seconds)
+            if note is not None:
+                print(f"{experiment.name}: {note}", file=sys.stderr)
+        workers = getattr(executor, "workers", None) or 1
         seconds /= max(1, min(workers, len(todo)))
         left_out = f"; {_plural(untimed, 'black-box run')} not included" if untimed else ""
         print(
@@ -1030,7 +1075,9 @@ def _cmd_modules_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def claims_table(verdicts: list[Verdict], title: str) -> Table:
+def claims_table(verdicts: list[Verdict], title: str) -> Any:
+    if not verdicts:  # an experiment without claims: a line, not an empty table
+        return f"claims: {title}: none declared (the experiment file has no claims:)"
     table = Table(title=f"claims: {title}", title_justify="left", show_lines=True)
     for column in ("claim", "verdict", "numbers"):
         table.add_column(column, overflow="fold")

@@ -271,6 +271,8 @@ class StrategyInfo:
     params: Mapping[str, type]
     defaults: Mapping[str, Any]
     help: str
+    # how the run's budget of training examples is spent, phase by phase
+    schedule: str = "one phase: the whole budget"
 
 
 STRATEGIES: dict[str, StrategyInfo] = {
@@ -278,13 +280,29 @@ STRATEGIES: dict[str, StrategyInfo] = {
     "hinted": StrategyInfo(
         hinted, {"weight": float}, {"weight": 1.0}, "final loss + weighted intermediate losses"
     ),
-    "modular": StrategyInfo(modular, {}, {}, "each module alone on its target, inputs forced"),
-    "greedy": StrategyInfo(greedy, {}, {}, "modules in flow order, fed by frozen upstream"),
+    "modular": StrategyInfo(
+        modular,
+        {},
+        {},
+        "each module alone on its target, inputs forced",
+        "one phase per module, in data-flow order, equal shares (3 modules: thirds); "
+        "examples-to-threshold counts the earlier phases",
+    ),
+    "greedy": StrategyInfo(
+        greedy,
+        {},
+        {},
+        "modules in flow order, fed by frozen upstream",
+        "one phase per module, in data-flow order, equal shares; examples-to-threshold "
+        "counts the earlier phases",
+    ),
     "pretrain_finetune": StrategyInfo(
         pretrain_finetune,
         {"pretrain_share": float, "finetune_lr_scale": float},
         {"pretrain_share": 0.5, "finetune_lr_scale": 1.0},
         "modular, then end-to-end fine-tuning (at FINETUNE_LR_SCALE x the learning rate)",
+        "PRETRAIN_SHARE (0.5) modular, its modules' phases in equal parts, then the rest "
+        "end-to-end",
     ),
     "frozen_others": StrategyInfo(
         frozen_others,
@@ -292,6 +310,7 @@ STRATEGIES: dict[str, StrategyInfo] = {
         {"pretrain_share": 0.5},
         "others pre-trained and frozen; MODULE learns from the final loss alone "
         "(one per module if unset)",
+        "PRETRAIN_SHARE (0.5) pre-training the others (equal parts), then the rest on MODULE alone",
     ),
     "local": StrategyInfo(local, {}, {}, "DGL: per-module auxiliary heads, all ports cut"),
     "ensemble": StrategyInfo(
@@ -300,6 +319,8 @@ STRATEGIES: dict[str, StrategyInfo] = {
         {"members": 3, "of": "e2e", "budget": "shared"},
         "MEMBERS independent systems trained under OF (default e2e), outputs averaged; "
         "they share the budget of examples (budget=each: each draws all of it)",
+        "OF's phases; the members take turns batch by batch and split the budget (each: "
+        "MEMBERS x the budget)",
     ),
     "blackbox": StrategyInfo(
         blackbox,
@@ -307,6 +328,7 @@ STRATEGIES: dict[str, StrategyInfo] = {
         {"model": "random_forest"},
         "baseline: a scikit-learn learner on the raw inputs (or on hand-crafted FEATURES), "
         "no modules",
+        "no training loop: fitted on BUDGET examples at once",
     ),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -42,7 +43,10 @@ def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
                 runs=len(runs),
                 accuracy=metric_interval([r.output_metric for r in ok]),
                 chance=next((r.chance[r.output] for r in ok), float("nan")),
-                examples_to_threshold=mean_interval([float(x) for x in reached], lower=0.0),
+                # a count of examples lies in [0, the examples the run could draw]
+                examples_to_threshold=mean_interval(
+                    [float(x) for x in reached], lower=0.0, upper=_most_examples(ok)
+                ),
                 reached=len(reached),
                 breakdowns=sum(r.breakdown for r in ok),
                 diverged=sum(r.status == "diverged" for r in runs),
@@ -55,6 +59,11 @@ def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
             )
         )
     return rows
+
+
+def _most_examples(runs: list[RunResult]) -> float:
+    """The most training examples any of ``runs`` drew (its last evaluation)."""
+    return max((float(r.curve[-1]["examples"]) for r in runs if r.curve), default=math.inf)
 
 
 def port_names(results: Iterable[RunResult]) -> list[str]:

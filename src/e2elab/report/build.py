@@ -19,7 +19,7 @@ from e2elab.report.captions import caption_figures
 from e2elab.report.declared import declared_figures, figure_file
 from e2elab.report.driving import closed_loop_rows, driving_figures, propagation_rows
 from e2elab.report.evidence import caption, claim_figures
-from e2elab.report.figures import all_figures
+from e2elab.report.figures import all_figures, phase_starts
 from e2elab.report.index import write_index
 from e2elab.report.page import Section, slug, write_report
 from e2elab.report.snr import snr_figure
@@ -308,6 +308,7 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
                     "output metric [95% CI]": row.accuracy.format(3),
                     "examples to threshold (reached)": (
                         f"{row.examples_to_threshold.format(0)} ({row.reached}/{done})"
+                        + _floor_note(runs, row.strategy)
                     ),
                     "at chance": f"{row.breakdowns}/{done}",
                     "diverged / failed": f"{row.diverged} / {row.failed}",
@@ -336,6 +337,20 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
             )
         )
     return out
+
+
+def _floor_note(runs: list[RunResult], strategy: str) -> str:
+    """For a strategy of several phases: its floor, the examples drawn before its last
+    phase starts (a threshold on the output is rarely reached earlier, since the output
+    trains last), and whether the floor explains the figure."""
+    mine = [r for r in runs if r.spec["strategy"] == strategy]
+    starts = phase_starts(mine[0]) if mine else []
+    if not starts:
+        return ""
+    floor = starts[-1]
+    reached = [r.examples_to_threshold for r in mine if r.examples_to_threshold is not None]
+    near = reached and min(reached) <= floor * 1.25
+    return f"; floor {floor:,.0f}" + (" (mostly the floor)" if near else "")
 
 
 def _mean_flops(runs: list[RunResult]) -> dict[str, float]:

@@ -42,8 +42,9 @@ CAPTIONS: tuple[tuple[str, str], ...] = (
     (
         "learning_curves",
         "Test accuracy of the output while each strategy trains (mean over seeds; one "
-        "panel per grid point). Look for curves that stay at the dashed chance line, and "
-        "for the step where a later phase starts.",
+        "panel per grid point; dotted verticals in a strategy's colour: where its next "
+        "phase starts). Look for curves that stay at the dashed chance line, and for the "
+        "step where a later phase starts.",
     ),
     (
         "port_curves",

@@ -505,6 +505,10 @@ def _curve_panel(ax: Axes, runs: Sequence[RunResult], styles: Styles) -> None:
             ax.fill_between(
                 x, np.nanmin(ys, axis=0), np.nanmax(ys, axis=0), color=color, alpha=0.18, lw=0
             )
+    for strategy in _ordered(runs, styles):  # where each later phase starts
+        color = _style(strategy, styles)["color"]
+        for x in phase_starts(next(r for r in runs if r.spec["strategy"] == strategy)):
+            ax.axvline(x, color=color, ls=(0, (1, 3)), lw=0.9, alpha=0.8)
     ax.axhline(_mean(r.chance.get(r.output, math.nan) for r in runs), color="grey", ls="--", lw=1)
     for threshold in {float(r.spec["threshold"]) for r in runs}:
         ax.axhline(threshold, color="black", ls=":", lw=1)
@@ -516,6 +520,18 @@ def _curve_panel(ax: Axes, runs: Sequence[RunResult], styles: Styles) -> None:
     if diverged:
         lines = [f"{s}: {k} diverged (not shown)" for s, k in diverged.items()]
         ax.text(0.98, 0.03, "\n".join(lines), transform=ax.transAxes, ha="right", fontsize=7)
+
+
+def phase_starts(result: RunResult) -> list[float]:
+    """Training examples at which each phase after the first starts (the strategy's
+    schedule: shares of the budget), e.g. [10000, 20000] for modular's thirds of 30000."""
+    budget = float(result.spec.get("budget") or 0)
+    shares = [float(p.get("share", 0.0)) for p in result.phases]
+    starts, total = [], 0.0
+    for share in shares[:-1]:
+        total += share
+        starts.append(total * budget)
+    return starts
 
 
 def _mean(values: Iterable[float]) -> float:
