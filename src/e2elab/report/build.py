@@ -19,7 +19,7 @@ from e2elab.report.captions import caption_figures
 from e2elab.report.declared import declared_figures, figure_file
 from e2elab.report.driving import closed_loop_rows, driving_figures, propagation_rows
 from e2elab.report.evidence import caption, claim_figures
-from e2elab.report.figures import all_figures, phase_starts
+from e2elab.report.figures import all_figures, claim_figure, phase_starts
 from e2elab.report.index import write_index
 from e2elab.report.page import Section, slug, write_report
 from e2elab.report.snr import snr_figure
@@ -76,7 +76,8 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         mine = evaluate(exp.claims, results, part.snr)
         verdicts += mine
         folder = out_dir / "figures" / (slug(exp.name) if len(parts) > 1 else "")
-        drawn = all_figures(results, sweep_knob(exp), folder)
+        knob = sweep_knob(exp)
+        drawn = all_figures(results, knob, folder)
         declared = declared_figures(exp, results, folder)
         declared_captions = {
             str(figure_file(folder, f.title)): f.caption or f.title for f in exp.figures
@@ -100,6 +101,14 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
             row["anchor"] = f"{prefix}-{claim.id}" if prefix else claim.id
             row["experiment"] = exp.name
             row["figures"] = claim_figures(claim.check, claim.params, drawn, claim.figures)
+            own = claim_figure(prefix + claim.id, _named(claim.params), results, knob, folder)
+            figures += own
+            for path in own:
+                text = "The claim's strategies in colour, every other one faint: " + caption(
+                    path.with_name("accuracy_vs.png")
+                )
+                captions[str(path)] = f"{exp.name}: {text}" if len(parts) > 1 else text
+            row["figures"] = own + row["figures"]
             where = claim.params.get("where") or {}
             row["tables"] = _tables_for(verdict.details, where, summary)
             rows.append(row)
@@ -145,6 +154,18 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
     markdown = write_report(out_dir, title, rows, figures, None, sections, tables, captions)
     write_index(out_dir / "index.html", title, [(title, "report.html", rows)])
     return Report(verdicts, figures, markdown, rows)
+
+
+def _named(params: dict[str, Any]) -> list[str]:
+    """The strategies a claim's parameters name (strategies, strategy, slow, fast, ...)."""
+    out: list[str] = []
+    for key, value in params.items():
+        if key in ("where", "low_where", "knob", "port", "artifact"):
+            continue
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                out.append(item)
+    return out
 
 
 def _tables_for(

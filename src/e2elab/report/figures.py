@@ -112,6 +112,7 @@ def accuracy_vs_knob(
     out_dir: Path,
     fixed: dict[str, Any] | None = None,
     styles: Styles | None = None,
+    prefix: str | None = None,
 ) -> list[Path]:
     """Final output metric against ``knob`` per strategy: mean and 95% t-interval over seeds.
 
@@ -144,8 +145,35 @@ def accuracy_vs_knob(
         handles = _strategy_handles(group, styles) + _reference_handles()
         what = f"final output accuracy by {knob} (mean, 95% interval over seeds)"
         _finish(fig, group, key, what, handles)
-        paths.append(_save(fig, out_dir / _filename(f"accuracy_vs_{knob}", key)))
+        name = prefix or f"accuracy_vs_{knob}"
+        paths.append(_save(fig, out_dir / _filename(name, key)))
     return paths
+
+
+FAINT = {"color": "#b8b8b8", "alpha": 0.45}
+
+
+def claim_figure(
+    claim: str,
+    named: Sequence[str],
+    results: Sequence[RunResult],
+    knob: str,
+    out_dir: Path,
+) -> list[Path]:
+    """The accuracy-by-knob figure of one claim: the strategies it names in their
+    colours, every other strategy faint grey behind them. Drawn where an experiment has
+    more strategies than a claim names (glasmachers: 15 in one panel otherwise)."""
+    strategies = _strategies(results)
+    focus = [s for s in strategies if s in named]
+    if not focus or len(focus) == len(strategies):
+        return []
+    knob = _axis(results, knob)
+    base = strategy_styles(strategies)
+    # faint ones first, so the claim's strategies are drawn on top of them
+    styles = {s: {**base[s], **FAINT} for s in strategies if s not in focus}
+    styles |= {s: base[s] for s in focus}
+    slug = re.sub(r"[^\w.+-]", "_", claim)
+    return accuracy_vs_knob(results, knob, out_dir, None, styles, f"claim_{slug}")
 
 
 @dataclass(frozen=True)
@@ -352,8 +380,7 @@ def all_figures(
     Without a ``knob`` (an experiment of one cell) the task's first knob is the x-axis."""
     if not results:
         return []
-    if not knob or not any(knob in _settings(r) for r in results):
-        knob = knob or next(iter(results[0].spec.get("knobs", {})), "task")
+    knob = _axis(results, knob)
     out_dir.mkdir(parents=True, exist_ok=True)
     styles = strategy_styles(_strategies(results))
     return [
@@ -367,6 +394,14 @@ def all_figures(
 
 
 # --- grouping ---------------------------------------------------------------------------
+
+
+def _axis(results: Sequence[RunResult], knob: str) -> str:
+    """The knob on the x-axis: ``knob``, or without one (an experiment of one cell) the
+    task's first knob."""
+    if not knob or not any(knob in _settings(r) for r in results):
+        return knob or next(iter(results[0].spec.get("knobs", {})), "task")
+    return knob
 
 
 def _settings(result: RunResult) -> dict[str, Any]:
