@@ -10,6 +10,7 @@ A check never adapts its thresholds to the data: if the data disagree, it says F
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -42,6 +43,24 @@ class Verdict:
     id: str = ""
     statement: str = ""
     explains: list[str] = field(default_factory=list)
+    # the share of seed resamples that give this verdict again (None: one seed), over
+    # how many resamples, and the distance to the claim's threshold (see ``stability``)
+    stable: float | None = None
+    resamples: int = 0
+    margin: str | None = None
+
+    @property
+    def fragile(self) -> bool:
+        from e2elab.stability import FRAGILE
+
+        return self.stable is not None and self.stable < FRAGILE
+
+    def stability_text(self) -> str:
+        """``stable 100%`` or ``stable 55%: fragile``; ``-`` where not measured."""
+        if self.resamples == 0:
+            return "-" if self.stable is None else ""
+        text = f"stable {100 * self.stable:.0f}%"  # type: ignore[operator]
+        return f"{text}: fragile" if self.fragile else text
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -49,6 +68,8 @@ class Verdict:
             "statement": self.statement,
             "verdict": self.verdict,
             "details": self.details,
+            "stability": self.stability_text(),
+            "margin": self.margin or "",
         }
 
 
@@ -280,7 +301,12 @@ def breakdown(
         f"{strategy} at chance for {knob} >= {common} in every seed; breakdown {knob} per seed "
         f"{seeds_text}, mean {ci.format(2)}; probe gain over init per module: {gains}"
         + (f"; modules that learned: {', '.join(learned['any'])}" if learned["any"] else ""),
-        {"breakdown": common, "per_seed": points, "interval": [ci.lo, ci.hi]},
+        {
+            "breakdown": common,
+            "per_seed": points,
+            "interval": [ci.lo, ci.hi],
+            "probe_gains": learned["gains"],
+        },
     )
 
 
@@ -289,6 +315,7 @@ def _learned_modules(
 ) -> dict[str, Any]:
     text: dict[Any, str] = {}
     learned: list[str] = []
+    means: dict[str, float] = {}
     for v in values:
         gains: dict[str, list[float]] = {}
         for r in _ok(by_value[v]):
@@ -300,11 +327,12 @@ def _learned_modules(
         parts = []
         for module, values_ in gains.items():
             mean = sum(values_) / len(values_)
+            means[f"{module} at {v}"] = mean
             parts.append(f"{module} {mean:+.2f}")
             if mean >= min_gain:
                 learned.append(f"{module} at {v}")
         text[v] = ", ".join(parts) if parts else "no probes stored"
-    return {"text": text, "any": learned}
+    return {"text": text, "any": learned, "gains": means}
 
 
 def beats_by_ratio(
@@ -1255,20 +1283,36 @@ def _type_name(hint: Any) -> str:
 
 
 def evaluate(
-    claims: list[Any], results: list[RunResult], snr: list[Any] | None = None
+    claims: list[Any],
+    results: list[RunResult],
+    snr: list[Any] | None = None,
+    resample: bool = True,
 ) -> list[Verdict]:
     """Run each claim (objects with id, check, statement, params) on the results (and on
-    gradient-SNR measurements, for checks that take ``snr``)."""
+    gradient-SNR measurements, for checks that take ``snr``); with ``resample``, also on
+    resamples of the seeds, for each verdict's stability (``stability``)."""
+    from e2elab.stability import margin, stability
+
     verdicts = []
     _VARYING.set(_varying(results))
     for claim in claims:
         check = CHECKS[claim.check]
         extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
-        verdict = check(results, **extra, **normalized(claim.check, claim.params))
+        params = normalized(claim.check, claim.params)
+        verdict = check(results, **extra, **params)
+        if resample:
+            judge = functools.partial(_judge, check, {**extra, **params})
+            judged = stability(verdict.verdict, judge, results)
+            verdict.stable, verdict.resamples = judged.share, judged.resamples
+            verdict.margin = margin(claim.check, params, verdict.numbers)
         verdict.id, verdict.statement = claim.id, claim.statement
         verdict.explains = list(getattr(claim, "explains", []) or [])
         verdicts.append(verdict)
     return verdicts
+
+
+def _judge(check: Callable[..., Verdict], params: dict[str, Any], runs: list[Any]) -> str:
+    return check(runs, **params).verdict
 
 
 def deviations(verdicts: list[Verdict]) -> list[dict[str, str]]:

@@ -1083,7 +1083,12 @@ def claims_table(verdicts: list[Verdict], title: str) -> Any:
         table.add_column(column, overflow="fold")
     colours = {"PASS": "green", "FAIL": "red", "INCONCLUSIVE": "yellow"}
     for v in verdicts:
-        table.add_row(v.id, f"[{colours.get(v.verdict, 'white')}]{v.verdict}[/]", v.details)
+        how = "\n".join(t for t in (v.stability_text(), v.margin or "") if t and t != "-")
+        shown = f"[{colours.get(v.verdict, 'white')}]{v.verdict}[/]" + (f"\n{how}" if how else "")
+        table.add_row(v.id, shown, escape(v.details))
+    fragile = sum(v.fragile for v in verdicts)
+    if fragile:
+        table.caption = f"{fragile} fragile: stable in under 80% of the seed resamples"
     return table
 
 

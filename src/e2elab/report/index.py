@@ -48,7 +48,8 @@ def write_index(
                 f"<tr><td>{html.escape(str(row.get('experiment', '')))}</td>"
                 f'<td><a href="{link}#{anchor}">{html.escape(str(row.get("id", "")))}</a></td>'
                 f"<td>{html.escape(str(row.get('statement', '')))}</td>"
-                f'<td class="verdict" style="background:{colour}">{html.escape(verdict)}</td>'
+                f'<td class="verdict" style="background:{colour}">'
+                f"{html.escape(_with_stability(verdict, row))}</td>"
                 f"<td>{html.escape(why)}</td></tr>"
             )
         out.append("</tbody></table>")
@@ -56,3 +57,9 @@ def write_index(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(out) + "\n", encoding="utf-8")
     return path
+
+
+def _with_stability(verdict: str, row: dict) -> str:
+    """``PASS (stable 100%)``: the verdict and how stable it is under the seeds."""
+    stability = str(row.get("stability") or "")
+    return f"{verdict} ({stability})" if stability and stability != "-" else verdict

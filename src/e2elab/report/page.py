@@ -10,6 +10,7 @@ import base64
 import html
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -150,6 +151,18 @@ def _embedded(figure: Path) -> str:
     return f"data:image/{kind or 'png'};base64,{data}"
 
 
+def _verdict_text(claim: dict[str, Any]) -> str:
+    """``PASS (stable 100%; ratio 1.41 against 1)``: the verdict, how stable it is under
+    the seeds, and its margin to the claim's threshold, where measured."""
+    verdict = _cells(claim)[2]
+    extra = [t for t in (claim.get("stability"), claim.get("margin")) if t and t != "-"]
+    return f"{verdict} ({'; '.join(extra)})" if extra else verdict
+
+
+def _fragile(claims: list[dict[str, Any]]) -> int:
+    return sum("fragile" in str(c.get("stability", "")) for c in claims)
+
+
 def _cells(claim: dict[str, Any]) -> tuple[str, str, str, str]:
     verdict = str(claim.get("verdict", "")).strip().upper()
     return (
@@ -235,6 +248,14 @@ class _Page:
 
     def markdown(self) -> str:
         out = [f"# {_md_text(self.title)}", "", "## Claims", ""]
+        fragile = _fragile(self.claims)
+        if self.claims:
+            counts = Counter(_cells(c)[2] for c in self.claims)
+            tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+            out += [
+                f"{tally}; {fragile} fragile (stable in under 80% of the seed resamples)",
+                "",
+            ]
         if self.claims:
             columns = ("claim", "statement", "verdict", "reason", "evidence", "numbers")
             out += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -243,8 +264,9 @@ class _Page:
                 shown = [f for f in claim.get("figures", []) if Path(f) in self.number]
                 evidence = ", ".join(f"Figure {self.number[Path(f)]}" for f in shown)
                 why = _md_cell(claim.get("reason") or reason(_cells(claim)[3]))
+                how = _md_cell(_verdict_text(claim).removeprefix(verdict).strip())
                 out.append(
-                    f"| {ident} | {statement} | **{verdict}** | {why} | {evidence or '-'} "
+                    f"| {ident} | {statement} | **{verdict}** {how} | {why} | {evidence or '-'} "
                     f"| {details} |"
                 )
         else:
@@ -320,6 +342,9 @@ class _Page:
             for v, n in counts.items()
             if n
         )
+        fragile = _fragile(self.claims)
+        if fragile:
+            chips += f'<span style="background:#eeeeee">{fragile} fragile</span>'
         return f'<p class="tally">{chips or "No claims."}</p>'
 
     def _claims_table(self) -> list[str]:
@@ -340,10 +365,11 @@ class _Page:
                 f'<a href="#{html.escape(anchor)}">{html.escape(label)}</a>'
                 for anchor, label in claim.get("tables", [])
             ]
+            shown = _verdict_text(claim)
             out.append(
                 f'<tr id="{self.anchors[index]}"><td>{_esc(ident)}</td><td>{_esc(statement)}'
                 f"</td>"
-                f'<td class="verdict" style="background:{colour}">{_esc(verdict)}</td>'
+                f'<td class="verdict" style="background:{colour}">{_esc(shown)}</td>'
                 f"<td>{_esc(why)}<details><summary>all numbers</summary>"
                 f'<div class="numbers">{html.escape(details)}</div></details></td>'
                 f'<td class="links">{"".join(links) or "-"}</td></tr>'

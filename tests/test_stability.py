@@ -1,0 +1,75 @@
+"""How stable each verdict is under the seeds: leave-one-seed-out and bootstrap
+resamples, a fragile mark below 80%, and the margin to the claim's threshold."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from e2elab.claims import evaluate
+from e2elab.records import RunResult
+from e2elab.stability import BOOTSTRAP, resamples
+
+
+def _run(strategy: str, seed: int, metric: float) -> RunResult:
+    return RunResult(
+        id=f"{strategy}-{seed}",
+        spec={"task": "t", "knobs": {"n": 1}, "strategy": strategy, "seed": seed, "threshold": 0.8},
+        status="ok",
+        reason=None,
+        output="y",
+        curve=[{"examples": 100, "phase": 0, "metrics": {"y": metric}}],
+        final={"y": metric},
+        chance={"y": 0.5},
+        examples_to_threshold=100 if metric >= 0.8 else None,
+        breakdown=False,
+        breakdown_p_value=None,
+        test_size=100,
+        wall_seconds=1.0,
+        memory={},
+    )
+
+
+def _claim(threshold: float = 0.8) -> SimpleNamespace:
+    params = {"strategies": "e2e", "threshold": threshold}
+    return SimpleNamespace(id="T", check="reaches_threshold", statement="s", params=params)
+
+
+def test_a_verdict_that_hangs_on_one_seed_is_fragile():
+    # mean 0.81 passes; leave out seed 0 (0.95) and the mean falls to 0.74: a FAIL
+    runs = [_run("e2e", 0, 0.95), _run("e2e", 1, 0.74), _run("e2e", 2, 0.74)]
+    (verdict,) = evaluate([_claim()], runs)
+    assert verdict.verdict == "PASS"
+    assert verdict.resamples == 3 and abs(verdict.stable - 2 / 3) < 1e-9
+    assert verdict.fragile and verdict.stability_text() == "stable 67%: fragile"
+
+
+def test_a_verdict_every_seed_gives_is_stable_at_100_percent():
+    runs = [_run("e2e", s, 0.9 + 0.01 * s) for s in range(3)]
+    (verdict,) = evaluate([_claim()], runs)
+    assert verdict.verdict == "PASS" and verdict.stable == 1.0 and not verdict.fragile
+    assert verdict.stability_text() == "stable 100%"
+
+
+def test_five_seeds_add_bootstrap_resamples():
+    runs = [_run("e2e", s, 0.9) for s in range(5)]
+    sets = resamples(runs)
+    assert len(sets) == 5 + BOOTSTRAP
+    assert all(len({r.spec["seed"] for r in s}) == 4 for s in sets[:5])  # leave one out
+    (verdict,) = evaluate([_claim()], runs)
+    assert verdict.resamples == 5 + BOOTSTRAP and verdict.stable == 1.0
+
+
+def test_one_seed_has_no_resample_and_says_so():
+    (verdict,) = evaluate([_claim()], [_run("e2e", 0, 0.9)])
+    assert verdict.stable is None and verdict.resamples == 0 and not verdict.fragile
+
+
+def test_the_report_counts_fragile_verdicts_on_its_first_line(tmp_path):
+    from e2elab.report.page import write_report
+
+    runs = [_run("e2e", 0, 0.95), _run("e2e", 1, 0.74), _run("e2e", 2, 0.74)]
+    (verdict,) = evaluate([_claim()], runs)
+    path = write_report(tmp_path, "t", [verdict.as_row()], [], None, [], [], {})
+    text = path.read_text()
+    assert "1 PASS; 1 fragile" in text and "stable 67%: fragile" in text
+    assert "1 fragile" in (tmp_path / "report.html").read_text()
