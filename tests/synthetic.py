@@ -89,3 +89,33 @@ def fixture_store(path, name: str, seeds: int = 2):
                         )
                         store.put(run, exp.name)
     return path
+
+
+def cell_result(
+    strategy: str,
+    seed: int,
+    metric: float,
+    ett: int | None,
+    knobs: dict | None = None,
+    phases: list[float] | None = None,
+    budget: int = 100,
+) -> RunResult:
+    """One run of a one-port task: output ``y`` ended at ``metric`` (chance 0.5)."""
+    spec = {"task": "t", "knobs": knobs or {}, "strategy": strategy, "seed": seed}
+    return RunResult(
+        id=f"{strategy}-{seed}-{knobs}",
+        spec={**spec, "threshold": 0.8, "budget": budget},
+        status="ok",
+        reason=None,
+        output="y",
+        curve=[{"examples": budget, "phase": 0, "metrics": {"y": metric}}],
+        final={"y": metric},
+        chance={"y": 0.5},
+        examples_to_threshold=ett,
+        breakdown=False,
+        breakdown_p_value=None,
+        test_size=100,
+        wall_seconds=1.0,
+        memory={},
+        phases=[{"label": f"p{i}", "share": s} for i, s in enumerate(phases or [1.0])],
+    )

@@ -7,11 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+from synthetic import cell_result
 
 from e2elab.checkdoc import documented, markdown
 from e2elab.claims import CHECKS, beats_by_ratio, check_params, ett_ratio, ratio_grows_with_knob
 from e2elab.cli import main
-from e2elab.records import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,24 +51,8 @@ def test_a_list_of_strategies_also_takes_a_single_one():
         check_params("beats_by_ratio", {"slow": "e2e", "fast": 5}, ["n"])
 
 
-def _run(strategy: str, n: int, ett: int | None, seed: int = 0) -> RunResult:
-    spec = {"task": "t", "knobs": {"n": n}, "strategy": strategy, "seed": seed, "threshold": 0.8}
-    return RunResult(
-        id=f"{strategy}{n}{seed}",
-        spec=spec,
-        status="ok",
-        reason=None,
-        output="y",
-        curve=[{"examples": 10, "phase": 0, "metrics": {"y": 0.5}}],
-        final={"y": 0.5},
-        chance={"y": 0.5},
-        examples_to_threshold=ett,
-        breakdown=False,
-        breakdown_p_value=None,
-        test_size=100,
-        wall_seconds=1.0,
-        memory={},
-    )
+def _run(strategy: str, n: int, ett: int | None, seed: int = 0):
+    return cell_result(strategy, seed, 0.5, ett, knobs={"n": n})
 
 
 def test_never_against_never_means_the_same_in_every_ratio_check():

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import yaml
+from synthetic import cell_result
 
 from e2elab.cli import main
-from e2elab.records import RunResult
 from e2elab.report.figures import phase_starts
 from e2elab.summary import summarize
 
@@ -45,25 +45,8 @@ def test_list_says_how_each_strategy_spends_the_budget(capsys):
     assert "how it spends the budget" in out and "equal shares" in out
 
 
-def _result(ett: int | None, seed: int, phases: list[float]) -> RunResult:
-    spec = {"task": "t", "knobs": {}, "strategy": "modular", "seed": seed, "budget": 30000}
-    return RunResult(
-        id=str(seed),
-        spec={**spec, "threshold": 0.8},
-        status="ok",
-        reason=None,
-        output="y",
-        curve=[{"examples": 30000, "phase": 2, "metrics": {"y": 0.9}}],
-        final={"y": 0.9},
-        chance={"y": 0.5},
-        examples_to_threshold=ett,
-        breakdown=False,
-        breakdown_p_value=None,
-        test_size=100,
-        wall_seconds=1.0,
-        memory={},
-        phases=[{"label": f"p{i}", "share": s} for i, s in enumerate(phases)],
-    )
+def _result(ett: int | None, seed: int, phases: list[float]):
+    return cell_result("modular", seed, 0.9, ett, phases=phases, budget=30000)
 
 
 def test_examples_to_threshold_intervals_stay_within_what_a_run_can_draw():

@@ -5,28 +5,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from synthetic import cell_result
+
 from e2elab.claims import evaluate
-from e2elab.records import RunResult
 from e2elab.stability import BOOTSTRAP, resamples
 
 
-def _run(strategy: str, seed: int, metric: float) -> RunResult:
-    return RunResult(
-        id=f"{strategy}-{seed}",
-        spec={"task": "t", "knobs": {"n": 1}, "strategy": strategy, "seed": seed, "threshold": 0.8},
-        status="ok",
-        reason=None,
-        output="y",
-        curve=[{"examples": 100, "phase": 0, "metrics": {"y": metric}}],
-        final={"y": metric},
-        chance={"y": 0.5},
-        examples_to_threshold=100 if metric >= 0.8 else None,
-        breakdown=False,
-        breakdown_p_value=None,
-        test_size=100,
-        wall_seconds=1.0,
-        memory={},
-    )
+def _run(strategy: str, seed: int, metric: float):
+    return cell_result(strategy, seed, metric, 100 if metric >= 0.8 else None, knobs={"n": 1})
 
 
 def _claim(threshold: float = 0.8) -> SimpleNamespace:

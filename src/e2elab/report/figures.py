@@ -351,11 +351,7 @@ def probe_heatmap(
         if not any(_probes(r) for r in group):
             continue
         values = _values(group, knob)  # values without probes stay, as "-" columns
-        rows = _probe_rows(group, knob, values)
-        matrix, init = (
-            np.array([[_probe_value(group, knob, v, row, at) for v in values] for row in rows])
-            for at in ("probes", "probes_at_init")
-        )
+        rows, matrix, init = _probe_matrices(group, knob, values)
         metrics = list(dict.fromkeys(metric for _, metric in rows))
         labels = [m if len(metrics) == 1 else f"{m} [{metric}]" for m, metric in rows]
         fig = _heatmap(matrix, init, labels, values, knob, " / ".join(metrics))
@@ -367,6 +363,19 @@ def probe_heatmap(
         name = _filename(f"probe_heatmap_{strategy}", key)
         paths.append(_save(fig, out_dir / name))
     return paths
+
+
+def _probe_matrices(
+    group: Sequence[RunResult], knob: str, values: Sequence[Any]
+) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray]:
+    """The heat map's rows (module, metric), and its trained and at-initialisation
+    matrices (rows x knob values, NaN where no probe was stored)."""
+    rows = _probe_rows(group, knob, values)
+    matrix, init = (
+        np.array([[_probe_value(group, knob, v, row, at) for v in values] for row in rows])
+        for at in ("probes", "probes_at_init")
+    )
+    return rows, matrix, init
 
 
 def all_figures(
@@ -772,12 +781,7 @@ def probe_heatmaps(
         panels = []
         for strategy in probed:
             chosen = [r for r in group if r.spec["strategy"] == strategy]
-            rows = _probe_rows(chosen, knob, values)
-            matrix, init = (
-                np.array([[_probe_value(chosen, knob, v, row, at) for v in values] for row in rows])
-                for at in ("probes", "probes_at_init")
-            )
-            panels.append((strategy, rows, matrix, init))
+            panels.append((strategy, *_probe_matrices(chosen, knob, values)))
         low, high = _scale([m for _, _, m, _ in panels])
         cols = min(len(panels), 4)
         count = math.ceil(len(panels) / cols)

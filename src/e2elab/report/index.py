@@ -48,9 +48,8 @@ def write_index(
                 f"<tr><td>{html.escape(str(row.get('experiment', '')))}</td>"
                 f'<td><a href="{link}#{anchor}">{html.escape(str(row.get("id", "")))}</a></td>'
                 f"<td>{html.escape(str(row.get('statement', '')))}</td>"
-                f'<td class="verdict" style="background:{colour}">'
-                f"{html.escape(_with_stability(verdict, row))}</td>"
-                f"<td>{html.escape(why)}</td></tr>"
+                f'<td class="verdict" style="background:{colour}">{html.escape(verdict)}</td>'
+                f"<td>{html.escape(_with_stability(why, row))}</td></tr>"
             )
         out.append("</tbody></table>")
     out.append("</main></body></html>")
@@ -59,7 +58,7 @@ def write_index(
     return path
 
 
-def _with_stability(verdict: str, row: dict) -> str:
-    """``PASS (stable 100%)``: the verdict and how stable it is under the seeds."""
+def _with_stability(reason: str, row: dict) -> str:
+    """``(stable 100%) reason``: how stable the verdict is under the seeds, then why."""
     stability = str(row.get("stability") or "")
-    return f"{verdict} ({stability})" if stability and stability != "-" else verdict
+    return f"({stability}) {reason}" if stability and stability != "-" else reason

@@ -265,9 +265,9 @@ class _Page:
                 evidence = ", ".join(f"Figure {self.number[Path(f)]}" for f in shown)
                 why = _md_cell(claim.get("reason") or reason(_cells(claim)[3]))
                 how = _md_cell(_verdict_text(claim).removeprefix(verdict).strip())
+                shown = f"**{verdict}** {how}" if how else f"**{verdict}**"
                 out.append(
-                    f"| {ident} | {statement} | **{verdict}** {how} | {why} | {evidence or '-'} "
-                    f"| {details} |"
+                    f"| {ident} | {statement} | {shown} | {why} | {evidence or '-'} | {details} |"
                 )
         else:
             out.append("No claims.")
@@ -365,12 +365,15 @@ class _Page:
                 f'<a href="#{html.escape(anchor)}">{html.escape(label)}</a>'
                 for anchor, label in claim.get("tables", [])
             ]
-            shown = _verdict_text(claim)
+            # how stable the verdict is, and its margin: first in the reason's cell, so
+            # the verdict's own cell says PASS, FAIL or INCONCLUSIVE and nothing else
+            how = _verdict_text(claim).removeprefix(verdict).strip(" ()")
+            stable = f'<small class="stability">{_esc(how)}</small><br>' if how else ""
             out.append(
                 f'<tr id="{self.anchors[index]}"><td>{_esc(ident)}</td><td>{_esc(statement)}'
                 f"</td>"
-                f'<td class="verdict" style="background:{colour}">{_esc(shown)}</td>'
-                f"<td>{_esc(why)}<details><summary>all numbers</summary>"
+                f'<td class="verdict" style="background:{colour}">{_esc(verdict)}</td>'
+                f"<td>{stable}{_esc(why)}<details><summary>all numbers</summary>"
                 f'<div class="numbers">{html.escape(details)}</div></details></td>'
                 f'<td class="links">{"".join(links) or "-"}</td></tr>'
             )
