@@ -403,7 +403,7 @@ def estimate_seconds(specs: list[RunSpec]) -> tuple[float, int]:
     point, strategy and batch size (after a warm-up step), times each run's steps. An
     upper estimate: seeds trained stacked go faster. Black-box baselines are not timed:
     returns (seconds, how many runs were left out of the estimate)."""
-    from e2elab.replicas import make_replicas
+    from e2elab.replicas import EVAL_CHUNK, make_replicas
 
     step: dict[str, float] = {}
     evaluation: dict[str, float] = {}
@@ -429,9 +429,12 @@ def estimate_seconds(specs: list[RunSpec]) -> tuple[float, int]:
                     began = time.perf_counter()
                     replicas.step(0, batch)
                     times.append(time.perf_counter() - began)
-                began = time.perf_counter()  # one evaluation of the held-out set
-                replicas.ports(0, task.test_set().to(device))
-                evaluation[key] = time.perf_counter() - began
+                # one evaluation of the held-out set: one chunk timed, scaled to its size
+                test = task.test_set()
+                chunk = min(len(test), EVAL_CHUNK)
+                began = time.perf_counter()
+                replicas.ports(0, test.slice(0, chunk).to(device))
+                evaluation[key] = (time.perf_counter() - began) * len(test) / max(chunk, 1)
             step[key] = sorted(times[1:])[0] * strategy.members
         untimed += step[key] == 0.0
         steps = spec.settings.budget / spec.settings.batch_size
