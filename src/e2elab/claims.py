@@ -154,7 +154,7 @@ def reaches_threshold(
     groups = cells(results, strategies, where)
     if not groups:
         return _no_data(f"strategies {strategies} where {where}")
-    failing, lines, unfinished = [], [], []
+    failing, lines, unfinished, means = [], [], [], []
     for key, runs in sorted(groups.items()):
         level = threshold if threshold is not None else runs[0].spec["threshold"]
         label = f"{key[1]} @ {_short(key[0])}"
@@ -163,6 +163,7 @@ def reaches_threshold(
             continue
         values = [r.output_metric if r.status == "ok" else 0.0 for r in runs]
         ci = metric_interval(values)
+        means.append((ci.mean - level, ci.mean, level))
         ok = ci.mean >= level
         lines.append(f"{label}: {ci.format(3)} {'>=' if ok else '<'} {level:g}{_unfinished(runs)}")
         if not ok:
@@ -174,7 +175,7 @@ def reaches_threshold(
     if unfinished:
         detail += f"; {'; '.join(unfinished)}"
     verdict = FAIL if failing else (INCONCLUSIVE if unfinished else PASS)
-    return Verdict(verdict, detail, {"cells": lines + unfinished})
+    return Verdict(verdict, detail, {"cells": lines + unfinished, "means": means})
 
 
 def at_chance(
@@ -749,6 +750,58 @@ def lost_in_phase(
     return Verdict(FAIL if unexplained else PASS, detail, {"cells": lines})
 
 
+def oracle_ceiling(
+    results: list[RunResult],
+    strategies: str | list[str],
+    cause: Literal["module", "chain"] = "module",
+    oracle: str = "trained",
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Why a cell ends below the threshold, read from the run's oracle evaluation
+    (``Settings.oracle``; ``oracle`` names the set): the output with the trained
+    module's ports forced to their true values is the ceiling the rest of the system
+    allows. A short cell whose ceiling reaches the threshold fell short by its module
+    (``cause`` "module": the others would carry a perfect one); one whose ceiling is
+    below it is capped by the rest (``cause`` "chain"). PASS when every short cell has
+    ``cause``; INCONCLUSIVE when no cell ends short, or a short cell's runs lack the
+    evaluation (train them with ``oracle``). Means over seeds, with 95% intervals."""
+    groups = cells(results, strategies, where)
+    if not groups:
+        return _no_data(f"strategies {strategies} where {where}")
+    lines, other, missing, ceilings = [], [], [], []
+    for key, runs in sorted(groups.items()):
+        level = runs[0].spec["threshold"]
+        ok = _ok(runs)
+        final = metric_interval([r.output_metric for r in ok])
+        if not ok or final.mean >= level:
+            continue
+        label = f"{key[1]} @ {_short(key[0])}"
+        evaluated = [r for r in ok if oracle in r.oracle]
+        if len(evaluated) < len(ok):
+            missing.append(label)
+            continue
+        ceiling = metric_interval([r.oracle[oracle]["metrics"][r.output] for r in evaluated])
+        ceilings.append(ceiling.mean)
+        found = "module" if ceiling.mean >= level else "chain"
+        why = "the others carry an oracle" if found == "module" else "the others cap it"
+        lines.append(f"{label}: {final.format(3)}, ceiling {ceiling.format(3)} ({why})")
+        if found != cause:
+            other.append(label)
+    if missing:
+        return Verdict(
+            INCONCLUSIVE,
+            f"no oracle evaluation {oracle!r} in {'; '.join(missing)}: train with "
+            f"oracle: {oracle}" + (f"; {'; '.join(lines)}" if lines else ""),
+        )
+    if not lines:
+        return Verdict(INCONCLUSIVE, "no cell ends below the threshold: nothing to explain")
+    detail = "; ".join(lines)
+    if other:
+        detail += f" -- not the {cause}'s: {', '.join(other)}"
+    numbers = {"cells": lines, "ceilings": ceilings, "threshold": level}
+    return Verdict(FAIL if other else PASS, detail, numbers)
+
+
 def _varying(results: list[RunResult]) -> frozenset[str]:
     seen: dict[str, set[str]] = {}
     for r in results:
@@ -1212,6 +1265,7 @@ CHECKS: dict[str, Callable[..., Verdict]] = {
     "snr_contrast": snr_contrast,
     "examples_grow_with_knob": examples_grow_with_knob,
     "lost_in_phase": lost_in_phase,
+    "oracle_ceiling": oracle_ceiling,
     "alignment_contrast": alignment_contrast,
     "schedule_floor": schedule_floor,
     "every_seed_reaches": every_seed_reaches,

@@ -129,6 +129,12 @@ def _executor_flags(command: argparse.ArgumentParser) -> None:
         "'e2elab modules export'",
     )
     command.add_argument(
+        "--oracle",
+        metavar="SET[;SET...]",
+        help="also evaluate with ports forced to their true values: 'trained' (the ports "
+        "of the modules the last phase trains), 'others', or port patterns",
+    )
+    command.add_argument(
         "--max-hours",
         type=float,
         help="refuse a sweep whose estimated time (from timed training steps) exceeds this",
@@ -516,7 +522,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     load_from = _load_sources(args.load, args.out / "results.sqlite")
     experiment = _one_cell(args, load_from)
     executor = _executor(args)
-    overrides = {"device": args.device, "save_modules": args.save_modules, "load_from": load_from}
+    overrides = {
+        "device": args.device,
+        "save_modules": args.save_modules,
+        "load_from": load_from,
+        "oracle": args.oracle,
+    }
     specs = _specs(experiment, overrides)  # every check, before the store is touched
     writable_folder(args.out, "--out")
     with _opened(args.out / "results.sqlite") as store:
@@ -653,7 +664,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         parts = _available(parts)
     name = f"{name}-{profile}" if profile else name
     executor = _executor(args)
-    overrides = {"device": args.device, "save_modules": args.save_modules}
+    overrides = {"device": args.device, "save_modules": args.save_modules, "oracle": args.oracle}
     for experiment in parts:
         try:
             _specs(experiment, overrides)  # every check, before the store is touched

@@ -45,6 +45,7 @@ class Training(_Strict):
     optimizer: str | None = None
     patience: int | None = Field(None, ge=0, le=MAX_EVALUATIONS)
     select: str | None = None
+    oracle: str | None = None
 
 
 class ClaimSpec(_Strict):

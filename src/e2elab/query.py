@@ -55,6 +55,7 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     strategy, seed, the settings (with any loaded modules), status, output metric and
     chance, at-chance flag,
     examples-to-threshold, ``final_<port>``, ``probe_<port>``, ``probe_init_<port>``,
+    ``oracle_<set>_<port>`` (the metrics with the set's ports forced, see ``oracle``),
     memory (bytes), training FLOPs, wall seconds, the weights' hash, and ``code`` (the code
     version it was trained under), ``stored_at`` and ``superseded`` (a run of the same
     cell was stored later under other code: see ``versions``)."""
@@ -89,6 +90,8 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
         row |= {f"final_{port}": value for port, value in r.final.items()}
         row |= {f"probe_{port}": value for port, value in r.probes.items()}
         row |= {f"probe_init_{port}": value for port, value in r.probes_at_init.items()}
+        for name, evaluation in r.oracle.items():  # ports forced at evaluation (oracle)
+            row |= {f"oracle_{name}_{p}": v for p, v in evaluation["metrics"].items()}
         row |= _memory(r.memory)
         row |= {"wall_seconds": r.wall_seconds, "weights_sha256": r.weights_sha256}
         # the code it was trained under, when it was stored, and whether a run of the same

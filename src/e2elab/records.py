@@ -80,6 +80,11 @@ class Settings:
     # with SOURCE a checkpoint file or STORE#RUN_ID (not in the id)
     load: str = ""
     load_from: str = ""
+    # ports forced to their true values in an extra evaluation of the trained system (see
+    # e2elab.oracle): "trained", "others" or port patterns, sets separated by ";". Not in
+    # the id: a stored run without the evaluation asked for is trained again (the same
+    # weights)
+    oracle: str = ""
 
     def override(self, **changes: Any) -> Settings:
         """These settings with every change that is not None laid over them."""
@@ -121,7 +126,7 @@ class Settings:
             raise E2ELabError(f"threshold must be a number, got {threshold!r}")
         if not math.isfinite(threshold):
             raise E2ELabError(f"threshold must be a finite number, got {threshold!r}")
-        for name in ("save_modules", "load", "load_from"):
+        for name in ("save_modules", "load", "load_from", "oracle"):
             if not isinstance(getattr(self, name), str):
                 raise E2ELabError(f"{name} must be text, got {getattr(self, name)!r}")
         if self.optimizer not in OPTIMIZER_NAMES:
@@ -173,7 +178,7 @@ class RunSpec:
     def id(self) -> str:
         """A hash of every field that changes the result (not the device or threshold)."""
         fields = self.to_dict()
-        for name in ("device", "threshold", "save_modules", "load_from"):
+        for name in ("device", "threshold", "save_modules", "load_from", "oracle"):
             fields.pop(name, None)
         if not fields.get("load"):  # nothing loaded: the ids of runs stored before it
             fields.pop("load", None)
@@ -263,6 +268,8 @@ class RunResult:
     checkpoints: dict[str, bytes] = field(default_factory=dict, repr=False)
     # when the store took it (UTC, filled when read from a store)
     stored_at: str | None = None
+    # Settings.oracle's evaluations: {set: {"ports": [forced], "metrics": {port: value}}}
+    oracle: dict[str, Any] = field(default_factory=dict)
 
     @property
     def code_version(self) -> str:

@@ -20,6 +20,7 @@ from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError, choices
 from e2elab.numerics import conv_layout, describe, fixed_numerics
+from e2elab.oracle import check_oracle, evaluate_oracles
 from e2elab.records import (
     SPEC_VERSION,
     RunResult,
@@ -183,6 +184,8 @@ def _execute_seeds(
     check_task(instance, system, graph, sample)
     strategy = strategies.build(first.strategy, graph, instance.output)
     check_strategy(instance, strategy)
+    if strategy.blackbox is None:
+        check_oracle(first.settings.oracle, instance, strategy, graph)
     if strategy.blackbox is not None:
         return [
             _execute_blackbox(
@@ -266,6 +269,11 @@ def _result(
         else {}
     )
     probes_at_init = _probes_at_init(instance, spec) if probes else {}
+    oracle = (
+        evaluate_oracles(spec.settings.oracle, instance, strategy, graph, outcome.systems)
+        if outcome.status == "ok" and spec.settings.oracle
+        else {}
+    )
     return RunResult(
         id=spec.id,
         spec=spec.to_dict(),
@@ -309,6 +317,7 @@ def _result(
         probe_metric=_probe_metrics(instance),
         selected_at=outcome.selected_at,
         artifacts=_artifacts(instance, outcome.systems),
+        oracle=oracle,
         checkpoints=(
             checkpoints.saved(
                 outcome.systems[0], spec.settings.save_modules, _about(spec, strategy.members)

@@ -21,6 +21,7 @@ from e2elab.errors import E2ELabError
 from e2elab.executors import Executor, SerialExecutor, in_processes
 from e2elab.experiment import Experiment, source_runs
 from e2elab.numerics import fixed_numerics
+from e2elab.oracle import check_oracle, oracle_sets
 from e2elab.records import RunResult, RunSpec, SNRResult
 from e2elab.run import first_batch, make_spec, task_for
 from e2elab.store import Store, StoreWriteError
@@ -61,8 +62,12 @@ def experiment_specs(
         graph = trace(system, batch, task.ports)
         check_task(task, system, graph, batch)
         names = [s for text in texts for s in strategies.expand(text, list(graph.modules))]
+        oracle = layers.get("oracle") or ""
         for text in names:
-            check_strategy(task, strategies.build(text, graph, task.output))  # fail fast
+            built = strategies.build(text, graph, task.output)
+            check_strategy(task, built)  # fail fast
+            if built.blackbox is None:
+                check_oracle(oracle, task, built, graph)
             for seed in range(experiment.seeds):
                 spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **at)
                 specs.setdefault(spec.id, spec)
@@ -154,6 +159,22 @@ def _unsaved(specs: list[RunSpec], store: Store) -> set[str]:
     return out
 
 
+def _unevaluated(specs: list[RunSpec], store: Store) -> set[str]:
+    """Stored finished runs without an oracle evaluation their spec asks for: they train
+    again (to the same weights) and are evaluated."""
+    wanted = {s.id: oracle_sets(s.settings.oracle) for s in specs if s.settings.oracle}
+    if not wanted:
+        return set()
+    finished = store.ids("ok")
+    out = set()
+    for result in store.results_by_id([i for i in wanted if i in finished]):
+        if strategies.parse_strategy(result.spec["strategy"])[0] == "blackbox":
+            continue
+        if any(name not in result.oracle for name in wanted[result.id]):
+            out.add(result.id)
+    return out
+
+
 def run_experiment(
     experiment: Experiment,
     store: Store,
@@ -177,7 +198,7 @@ def run_experiment(
     _check_importable(specs, executor)
     # a run that failed (e.g. out of memory) says nothing about its spec: it trains again;
     # so does one stored without the modules this experiment saves (the same weights)
-    unsaved = _unsaved(specs, store)
+    unsaved = _unsaved(specs, store) | _unevaluated(specs, store)
     stored = set() if force else store.ids() - store.ids("failed") - unsaved
     done = [s for s in specs if s.id in stored]
     todo = [s for s in specs if s.id not in stored]

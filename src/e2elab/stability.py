@@ -80,6 +80,14 @@ def margin(check: str, params: dict[str, Any], numbers: dict[str, Any]) -> str |
         ratios = [r for r in numbers["ratios"].values() if r == r]
         if ratios:
             return f"smallest ratio {min(ratios):.2f} against {params.get('min_ratio', 1.0):g}"
-    if check == "reaches_threshold" and numbers.get("cells"):
-        return None  # the cells' lines give mean against threshold already
+    if check == "reaches_threshold" and numbers.get("means"):
+        _, mean, level = min(numbers["means"])  # the cell closest below (or above) it
+        return f"lowest cell mean {mean:.3f} against {level:g}"
+    if check == "ratio_grows_with_knob" and numbers.get("ratios"):
+        ratios = [f"{r:.2f}" for r in numbers["ratios"].values()]
+        return f"ratios {' -> '.join(ratios)} (must exceed 1 and grow)"
+    if check == "oracle_ceiling" and numbers.get("ceilings"):
+        worst = min if params.get("cause", "module") == "module" else max
+        name = "lowest" if worst is min else "highest"
+        return f"{name} ceiling {worst(numbers['ceilings']):.3f} against {numbers['threshold']:g}"
     return None

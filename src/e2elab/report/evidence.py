@@ -23,6 +23,7 @@ CHECK_FIGURES: dict[str, tuple[str, ...]] = {
     "schedule_floor": ("examples_to_threshold_vs", "learning_curves"),
     "every_seed_reaches": ("accuracy_vs", "learning_curves"),
     "lost_in_phase": ("learning_curves",),
+    "oracle_ceiling": ("accuracy_vs", "learning_curves"),
     "accuracy_beats": ("accuracy_vs", "accuracy_by_approach", "caption_metrics"),
     "crossover": ("accuracy_vs", "accuracy_by_approach"),
     "snr_contrast": ("gradient_snr",),
