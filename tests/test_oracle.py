@@ -8,6 +8,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import cell_result
 
 from e2elab import strategy as strategies
 from e2elab.claims import FAIL, INCONCLUSIVE, PASS, oracle_ceiling
@@ -17,7 +18,6 @@ from e2elab.run import execute, first_batch, make_spec
 from e2elab.system import trace
 from e2elab.tasks import make_task
 from e2elab.train import train_seeds
-from synthetic import cell_result
 
 
 def _prepared(n: int = 2, strategy: str = "frozen_others:module=recognizer"):
@@ -71,7 +71,7 @@ def test_a_run_records_its_oracle_sets_and_keeps_its_id():
 
 def test_an_oracle_that_names_no_port_is_refused_in_one_line():
     task, graph, strategy = _prepared()
-    with pytest.raises(E2ELabError, match="oracle 'digit_9' matches no port .* its ports are"):
+    with pytest.raises(E2ELabError, match=r"oracle .digit_9. matches no port .* its ports are"):
         check_oracle("trained;digit_9", task, strategy, graph)
     assert oracle_sets(" trained ; digit_1, sum_1 ;trained") == ["trained", "digit_1,sum_1"]
     assert oracle_ports("digit_*", task, strategy, graph) == ("digit_1", "digit_2")

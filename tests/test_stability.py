@@ -59,3 +59,50 @@ def test_the_report_counts_fragile_verdicts_on_its_first_line(tmp_path):
     text = path.read_text()
     assert "1 PASS; 1 fragile" in text and "stable 67%: fragile" in text
     assert "1 fragile" in (tmp_path / "report.html").read_text()
+
+
+def test_margins_say_how_far_a_verdict_is_from_its_bound():
+    runs = [_run("e2e", s, m) for s, m in enumerate((0.95, 0.74, 0.74))]
+    (verdict,) = evaluate([_claim()], runs)
+    assert verdict.margin == "lowest cell mean 0.810 against 0.8"
+    (higher,) = evaluate([_claim(threshold=0.9)], runs)
+    assert higher.verdict == "FAIL" and higher.margin == "lowest cell mean 0.810 against 0.9"
+
+
+def test_a_claim_the_profile_cannot_decide_says_so_beside_its_verdict(tmp_path):
+    from e2elab.report.page import write_report
+
+    runs = [_run("e2e", 0, 0.95), _run("e2e", 1, 0.74)]
+    why = "2 seeds and a mean within 0.1 of the bound"
+    (verdict,) = evaluate([_claim()], runs, undecided={"T": why})
+    assert verdict.verdict == "PASS" and verdict.undecided == why  # still computed
+    assert verdict.details.startswith(f"this profile cannot decide it: {why}.")
+    assert verdict.stability_text() == "stable 50%: fragile; undecided by this profile"
+    text = write_report(tmp_path, "t", [verdict.as_row()], [], None, [], [], {}).read_text()
+    assert "1 fragile (stable in under 80% of the seed resamples); 1 undecided" in text
+    (plain,) = evaluate([_claim()], runs)
+    assert plain.undecided is None and "cannot decide" not in plain.details
+
+
+def test_undecided_must_name_a_claim_of_the_experiment():
+    import pytest
+
+    from e2elab.errors import E2ELabError
+    from e2elab.experiment import parse
+
+    definition = {
+        "name": "x",
+        "task": "digit-chain",
+        "strategies": ["e2e"],
+        "claims": [
+            {
+                "id": "A",
+                "check": "reaches_threshold",
+                "statement": "s",
+                "params": {"strategies": "e2e"},
+            }
+        ],
+    }
+    parse({**definition, "undecided": {"A": "too few seeds"}}, "x.yaml")
+    with pytest.raises(E2ELabError, match="undecided.*'B' is not the id of a claim"):
+        parse({**definition, "undecided": {"B": "too few seeds"}}, "x.yaml")

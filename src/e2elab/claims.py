@@ -48,6 +48,8 @@ class Verdict:
     stable: float | None = None
     resamples: int = 0
     margin: str | None = None
+    # why the experiment's profile cannot decide this claim (its YAML's ``undecided``)
+    undecided: str | None = None
 
     @property
     def fragile(self) -> bool:
@@ -60,7 +62,8 @@ class Verdict:
         if self.resamples == 0:
             return "-" if self.stable is None else ""
         text = f"stable {100 * self.stable:.0f}%"  # type: ignore[operator]
-        return f"{text}: fragile" if self.fragile else text
+        text = f"{text}: fragile" if self.fragile else text
+        return f"{text}; undecided by this profile" if self.undecided else text
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -70,6 +73,7 @@ class Verdict:
             "details": self.details,
             "stability": self.stability_text(),
             "margin": self.margin or "",
+            "undecided": self.undecided or "",
         }
 
 
@@ -1341,10 +1345,12 @@ def evaluate(
     results: list[RunResult],
     snr: list[Any] | None = None,
     resample: bool = True,
+    undecided: dict[str, str] | None = None,
 ) -> list[Verdict]:
     """Run each claim (objects with id, check, statement, params) on the results (and on
     gradient-SNR measurements, for checks that take ``snr``); with ``resample``, also on
-    resamples of the seeds, for each verdict's stability (``stability``)."""
+    resamples of the seeds, for each verdict's stability (``stability``). ``undecided``:
+    claim id -> why the profile cannot decide it, said beside its verdict."""
     from e2elab.stability import margin, stability
 
     verdicts = []
@@ -1361,6 +1367,10 @@ def evaluate(
             verdict.margin = margin(claim.check, params, verdict.numbers)
         verdict.id, verdict.statement = claim.id, claim.statement
         verdict.explains = list(getattr(claim, "explains", []) or [])
+        why = (undecided or {}).get(claim.id)
+        if why:
+            verdict.undecided = why
+            verdict.details = f"this profile cannot decide it: {why}. {verdict.details}"
         verdicts.append(verdict)
     return verdicts
 

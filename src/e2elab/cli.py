@@ -1097,9 +1097,11 @@ def claims_table(verdicts: list[Verdict], title: str) -> Any:
         how = "\n".join(t for t in (v.stability_text(), v.margin or "") if t and t != "-")
         shown = f"[{colours.get(v.verdict, 'white')}]{v.verdict}[/]" + (f"\n{how}" if how else "")
         table.add_row(v.id, shown, escape(v.details))
-    fragile = sum(v.fragile for v in verdicts)
-    if fragile:
-        table.caption = f"{fragile} fragile: stable in under 80% of the seed resamples"
+    fragile, undecided = sum(v.fragile for v in verdicts), sum(bool(v.undecided) for v in verdicts)
+    notes = [f"{fragile} fragile: stable in under 80% of the seed resamples"] if fragile else []
+    notes += [f"{undecided} undecided by this profile (its YAML says why)"] if undecided else []
+    if notes:
+        table.caption = "; ".join(notes)
     return table
 
 

@@ -132,6 +132,7 @@ class Profile(_Strict):
     expected_minutes: float | None = None
     snr: SNRSpec | None = None
     variants: list[Variant] | None = None
+    undecided: dict[str, str] | None = None
 
 
 # an experiment's name names its output folder (results/NAME): one path component
@@ -164,6 +165,10 @@ class Experiment(_Strict):
     figures: list[Figure] = []
     profiles: dict[str, Profile] = {}
     claims: list[ClaimSpec] = []
+    # claim id -> why this experiment (in practice: a profile) cannot decide it, e.g. too
+    # few seeds for a verdict near its bound; the verdict is still computed and shown,
+    # with this said beside it
+    undecided: dict[str, str] = {}
 
     def with_profile(self, profile: str | None) -> Experiment:
         """This experiment with a profile's fields laid over it (None: the full profile)."""
@@ -447,6 +452,12 @@ def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:
         threshold = claim.params.get("threshold")
         if isinstance(threshold, (int, float)) and task is not None:
             _check_threshold(task, threshold, fail, f"claims.{i}.params.threshold")
+    ids = {c.id for c in exp.claims}
+    for claim_id, why in exp.undecided.items():
+        if claim_id not in ids:
+            raise fail("undecided", f"{claim_id!r} is not the id of a claim here")
+        if not why.strip():
+            raise fail(f"undecided.{claim_id}", "say why this profile cannot decide it")
 
 
 def _check_variants(exp: Experiment, cls: Any, fail: Any) -> None:

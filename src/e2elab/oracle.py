@@ -70,9 +70,7 @@ def check_oracle(text: str, task: Task, strategy: Strategy, graph: Graph) -> Non
 
 
 @torch.no_grad()
-def oracle_metrics(
-    task: Task, members: list[System], ports: tuple[str, ...]
-) -> dict[str, float]:
+def oracle_metrics(task: Task, members: list[System], ports: tuple[str, ...]) -> dict[str, float]:
     """Every port's metric on the test set with ``ports`` forced to their targets; an
     ensemble's members are averaged as in its own evaluation."""
     if not members:

@@ -73,7 +73,7 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
     captions: dict[str, str] = {}
     for part in parts:
         exp, results = part.experiment, part.runs
-        mine = evaluate(exp.claims, results, part.snr)
+        mine = evaluate(exp.claims, results, part.snr, undecided=exp.undecided)
         verdicts += mine
         folder = out_dir / "figures" / (slug(exp.name) if len(parts) > 1 else "")
         knob = sweep_knob(exp)

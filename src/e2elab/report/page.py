@@ -163,6 +163,11 @@ def _fragile(claims: list[dict[str, Any]]) -> int:
     return sum("fragile" in str(c.get("stability", "")) for c in claims)
 
 
+def _undecided(claims: list[dict[str, Any]]) -> str:
+    count = sum(bool(c.get("undecided")) for c in claims)
+    return f"; {count} undecided by this profile (its YAML says why)" if count else ""
+
+
 def _cells(claim: dict[str, Any]) -> tuple[str, str, str, str]:
     verdict = str(claim.get("verdict", "")).strip().upper()
     return (
@@ -253,7 +258,8 @@ class _Page:
             counts = Counter(_cells(c)[2] for c in self.claims)
             tally = ", ".join(f"{n} {v}" for v, n in counts.items())
             out += [
-                f"{tally}; {fragile} fragile (stable in under 80% of the seed resamples)",
+                f"{tally}; {fragile} fragile (stable in under 80% of the seed resamples)"
+                + _undecided(self.claims),
                 "",
             ]
         if self.claims:
