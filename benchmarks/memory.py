@@ -23,7 +23,7 @@ from common import save, show
 
 from e2elab import make_task, trace
 from e2elab import strategy as strategies
-from e2elab.run import RunSpec, execute, first_batch
+from e2elab.run import execute, first_batch, make_spec
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         strategy = strategies.build(name, graph, task.output)
         budget = args.batch_size * len(strategy.phases) * 4  # a few steps per phase
-        spec = RunSpec.create(
+        spec = make_spec(
             task,
             name,
             budget=budget,

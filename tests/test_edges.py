@@ -108,9 +108,9 @@ def test_a_spill_goes_to_the_cache_when_the_store_folder_refuses_it_too(tmp_path
     Store(store).close()
     beside = store.with_name(store.name + spill.SUFFIX)
     beside.mkdir()  # a folder where the file would go: writing beside the store fails
-    from e2elab.run import RunSpec, execute
+    from e2elab.run import execute, make_spec
 
-    result = execute(RunSpec.create("digit-chain", "e2e", seed=0, knobs={"n": 1}, budget=200))
+    result = execute(make_spec("digit-chain", "e2e", seed=0, knobs={"n": 1}, budget=200))
     where = spill.spill(store, [result], "x")
     assert where is not None and where.is_relative_to(tmp_path / "cache")
     ((back, experiment),), broken = spill.read(where)

@@ -24,7 +24,7 @@ import yaml
 import e2elab
 from e2elab.cli import main
 from e2elab.numerics import describe, fixed_numerics
-from e2elab.run import RunResult, RunSpec, execute, execute_seeds
+from e2elab.run import RunResult, RunSpec, execute, execute_seeds, make_spec
 from e2elab.store import Store
 
 CASES = {
@@ -56,7 +56,7 @@ def _comparable(result: RunResult | dict[str, Any]) -> dict[str, Any]:
 
 
 def _spec(case: dict[str, Any], seed: int = 0) -> RunSpec:
-    return RunSpec.create(
+    return make_spec(
         case["task"], case["strategy"], seed=seed, knobs=case["knobs"], budget=case["budget"]
     )
 
@@ -168,7 +168,7 @@ def test_fixed_numerics_sets_and_restores_every_setting():
 
 
 def test_a_float64_default_in_the_caller_does_not_change_a_run():
-    spec = RunSpec.create("digit-chain", "e2e", knobs={"n": 1}, budget=600)
+    spec = make_spec("digit-chain", "e2e", knobs={"n": 1}, budget=600)
     plain = _comparable(execute(spec))
     torch.set_default_dtype(torch.float64)
     try:
@@ -180,7 +180,7 @@ def test_a_float64_default_in_the_caller_does_not_change_a_run():
 
 
 def test_results_record_what_the_promise_depends_on():
-    result = execute(RunSpec.create("digit-chain", "e2e", knobs={"n": 1}, budget=300))
+    result = execute(make_spec("digit-chain", "e2e", knobs={"n": 1}, budget=300))
     numerics = result.numerics
     assert numerics == describe("cpu")
     assert numerics["torch"] == torch.__version__

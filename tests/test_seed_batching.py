@@ -13,7 +13,7 @@ from e2elab import strategy as strategies
 from e2elab.executors import MAX_SEEDS_PER_BATCH, SerialExecutor, seed_batches
 from e2elab.records import Settings
 from e2elab.replicas import Stacked, plan_seeds
-from e2elab.run import RunSpec, execute, execute_seeds, first_batch
+from e2elab.run import execute, execute_seeds, first_batch, make_spec
 from e2elab.train import train, train_seeds
 
 SEEDS = [0, 1, 2]
@@ -56,9 +56,7 @@ def test_batched_seeds_really_differ_from_each_other():
 
 
 def test_run_results_of_a_seed_batch_match_single_runs_and_keep_their_ids():
-    specs = [
-        RunSpec.create("digit-chain", "hinted", seed=s, knobs={"n": 2}, budget=1500) for s in SEEDS
-    ]
+    specs = [make_spec("digit-chain", "hinted", seed=s, knobs={"n": 2}, budget=1500) for s in SEEDS]
     batched = execute_seeds(specs, batch=True)
     for spec, together in zip(specs, batched, strict=True):
         alone = execute(spec)
@@ -72,8 +70,7 @@ def test_run_results_of_a_seed_batch_match_single_runs_and_keep_their_ids():
 
 def test_blackbox_specs_in_a_batch_run_one_by_one():
     specs = [
-        RunSpec.create("digit-chain", "blackbox:model=decision_tree", seed=s, budget=500)
-        for s in (0, 1)
+        make_spec("digit-chain", "blackbox:model=decision_tree", seed=s, budget=500) for s in (0, 1)
     ]
     results = execute_seeds(specs)
     assert [r.id for r in results] == [s.id for s in specs]
@@ -81,8 +78,8 @@ def test_blackbox_specs_in_a_batch_run_one_by_one():
 
 
 def test_specs_that_differ_by_more_than_the_seed_are_refused():
-    a = RunSpec.create("digit-chain", "e2e", seed=0, budget=500)
-    b = RunSpec.create("digit-chain", "e2e", seed=1, budget=600)
+    a = make_spec("digit-chain", "e2e", seed=0, budget=500)
+    b = make_spec("digit-chain", "e2e", seed=1, budget=600)
     with pytest.raises(Exception, match="differ only by seed"):
         execute_seeds([a, b])
 
@@ -105,7 +102,7 @@ def test_a_diverging_seed_ends_alone_and_the_others_train_on(monkeypatch):
 
 def test_seed_batches_group_by_everything_but_the_seed():
     specs = [
-        RunSpec.create("digit-chain", text, seed=s, budget=500)
+        make_spec("digit-chain", text, seed=s, budget=500)
         for text in ("e2e", "modular")
         for s in range(MAX_SEEDS_PER_BATCH + 2)
     ]
@@ -117,13 +114,13 @@ def test_seed_batches_group_by_everything_but_the_seed():
 
 
 def test_seed_batches_split_so_every_worker_has_one():
-    specs = [RunSpec.create("digit-chain", "e2e", seed=s, budget=500) for s in range(16)]
+    specs = [make_spec("digit-chain", "e2e", seed=s, budget=500) for s in range(16)]
     assert [len(b) for b in seed_batches(specs, workers=2)] == [8, 8]
     assert [len(b) for b in seed_batches(specs, workers=3)] == [4, 4, 8]
     assert [len(b) for b in seed_batches(specs[:3], workers=8)] == [1, 1, 1]
     split = seed_batches(specs, workers=2)
     assert [s.seed for b in split for s in b] == list(range(16))  # order kept
-    many = [RunSpec.create("digit-chain", t, seed=0, budget=500) for t in ("e2e", "modular")]
+    many = [make_spec("digit-chain", t, seed=0, budget=500) for t in ("e2e", "modular")]
     assert [len(b) for b in seed_batches(many, workers=2)] == [1, 1]
     assert seed_batches([], workers=4) == []
 
@@ -131,19 +128,17 @@ def test_seed_batches_split_so_every_worker_has_one():
 def test_seed_batches_on_an_accelerator_stay_one_stack():
     import dataclasses
 
-    specs = [RunSpec.create("digit-chain", "e2e", seed=s, budget=500) for s in range(16)]
+    specs = [make_spec("digit-chain", "e2e", seed=s, budget=500) for s in range(16)]
     gpu = [dataclasses.replace(s, settings=s.settings.override(device="cuda")) for s in specs]
     assert [len(b) for b in seed_batches(gpu, workers=16)] == [16]
     # beside CPU batches, only those are split
-    cpu = [RunSpec.create("digit-chain", "modular", seed=s, budget=500) for s in range(4)]
+    cpu = [make_spec("digit-chain", "modular", seed=s, budget=500) for s in range(4)]
     batches = seed_batches(gpu + cpu, workers=4)
     assert sorted(len(b) for b in batches) == [1, 1, 2, 16]
 
 
 def test_executor_with_and_without_seed_batching_store_matching_results():
-    specs = [
-        RunSpec.create("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=1000) for s in (0, 1)
-    ]
+    specs = [make_spec("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=1000) for s in (0, 1)]
     on = {r.id: r.final for r in SerialExecutor(batch_seeds=True).map(specs)}
     off = {r.id: r.final for r in SerialExecutor(batch_seeds=False).map(specs)}
     assert on.keys() == off.keys()
@@ -197,7 +192,7 @@ def test_a_system_vmap_cannot_batch_falls_back_to_one_seed_at_a_time():
     plan = plan_seeds(task, strategy, graph, "adam", 1e-2, 64, torch.device("cpu"))
     assert plan.stack is False and plan.lone == "plain"
     assert "vmap cannot batch" in plan.reason
-    specs = [RunSpec.create(task, "e2e", seed=s) for s in (0, 1)]
+    specs = [make_spec(task, "e2e", seed=s) for s in (0, 1)]
     results = execute_seeds(specs, task)
     alone = [execute(spec, task) for spec in specs]
     assert [r.final for r in results] == [r.final for r in alone]
@@ -241,8 +236,7 @@ def test_stacking_is_chosen_for_mlps_and_not_for_convnets_on_the_cpu():
 
 def test_the_automatic_choice_gives_the_same_results_either_way():
     specs = [
-        RunSpec.create("digit-chain", "modular", seed=s, knobs={"n": 2}, budget=1000)
-        for s in (0, 1)
+        make_spec("digit-chain", "modular", seed=s, knobs={"n": 2}, budget=1000) for s in (0, 1)
     ]
     auto = execute_seeds(specs)  # stacked: an MLP system on the CPU
     assert all(r.memory.get("seeds_batched") == 2 for r in auto)
@@ -286,7 +280,7 @@ class _OneColumnTask(Task):
 
 def test_a_system_whose_numbers_stacking_would_change_trains_one_seed_at_a_time():
     task = _OneColumnTask()
-    specs = [RunSpec.create(task, "e2e", seed=s) for s in (0, 1, 2)]
+    specs = [make_spec(task, "e2e", seed=s) for s in (0, 1, 2)]
     together = execute_seeds(specs, task)
     assert all("seeds_batched" not in r.memory for r in together)
     assert all("stacking changes" in r.memory["stacking"] for r in together)
@@ -315,9 +309,7 @@ def test_a_lone_seed_trains_as_a_stack_of_one_where_the_plain_code_rounds_otherw
     task, graph, strategy = _setup("e2e")
     plan = plan_seeds(task, strategy, graph, "adam", 3e-3, 64, torch.device("cpu"))
     assert plan.stack and plan.lone == "stack" and "differs by" in plan.detail
-    specs = [
-        RunSpec.create("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=640) for s in (0, 1)
-    ]
+    specs = [make_spec("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=640) for s in (0, 1)]
     together = execute_seeds(specs)
     assert all(r.memory["seeds_batched"] == 2 for r in together)
     for spec, result in zip(specs, together, strict=True):
@@ -366,9 +358,7 @@ def test_the_guard_refuses_a_stack_that_changes_a_seed_and_says_what_differed(mo
     assert plan.stack is False
     assert torch.backends.cpu.get_cpu_capability() in plan.reason
     assert plan.detail.startswith("system.") and "differs by" in plan.detail
-    specs = [
-        RunSpec.create("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=640) for s in (0, 1)
-    ]
+    specs = [make_spec("digit-chain", "e2e", seed=s, knobs={"n": 2}, budget=640) for s in (0, 1)]
     results = execute_seeds(specs)
     assert all("seeds_batched" not in r.memory for r in results)
     assert all(

@@ -104,5 +104,5 @@ def test_undecided_must_name_a_claim_of_the_experiment():
         ],
     }
     parse({**definition, "undecided": {"A": "too few seeds"}}, "x.yaml")
-    with pytest.raises(E2ELabError, match="undecided.*'B' is not the id of a claim"):
+    with pytest.raises(E2ELabError, match=r"undecided.*'B' is not the id of a claim"):
         parse({**definition, "undecided": {"B": "too few seeds"}}, "x.yaml")

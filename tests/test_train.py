@@ -4,7 +4,7 @@ import pytest
 import torch
 from strategies import every_strategy
 
-from e2elab import RunSpec, execute, make_task, run, trace
+from e2elab import execute, make_spec, make_task, run, trace
 from e2elab import strategy as strategies
 from e2elab.records import Settings
 from e2elab.run import first_batch
@@ -70,23 +70,21 @@ def test_frozen_others_module_starts_from_its_initialisation():
 
 @pytest.mark.parametrize("text", ["e2e", "modular", "ensemble:members=3", "pretrain_finetune"])
 def test_budget_counts_training_examples_exactly(text):
-    spec = RunSpec.create(
-        "digit-chain", text, knobs={"n": 2}, budget=1000, batch_size=64, evaluations=3
-    )
+    spec = make_spec("digit-chain", text, knobs={"n": 2}, budget=1000, batch_size=64, evaluations=3)
     result = execute(spec)
     assert result.curve[-1]["examples"] == 1000
     assert [p["examples"] for p in result.curve] == sorted(p["examples"] for p in result.curve)
 
 
 def test_same_spec_and_seed_give_identical_results():
-    spec = RunSpec.create("digit-chain", "hinted", knobs={"n": 2}, budget=2000, seed=3)
+    spec = make_spec("digit-chain", "hinted", knobs={"n": 2}, budget=2000, seed=3)
     a, b = execute(spec), execute(spec)
     assert a.curve == b.curve and a.final == b.final and a.id == b.id
 
 
 def test_different_seeds_give_different_runs():
-    a = RunSpec.create("digit-chain", "e2e", knobs={"n": 2}, budget=2000, seed=0)
-    b = RunSpec.create("digit-chain", "e2e", knobs={"n": 2}, budget=2000, seed=1)
+    a = make_spec("digit-chain", "e2e", knobs={"n": 2}, budget=2000, seed=0)
+    b = make_spec("digit-chain", "e2e", knobs={"n": 2}, budget=2000, seed=1)
     assert a.id != b.id
     assert execute(a).final != execute(b).final
 

@@ -19,6 +19,7 @@ _EXPORTS = {
     "TrainingDefaults": "e2elab.records",
     "execute": "e2elab.run",
     "execute_seeds": "e2elab.run",
+    "make_spec": "e2elab.run",
     "run": "e2elab.run",
     "STRATEGIES": "e2elab.strategy",
     "Phase": "e2elab.strategy",

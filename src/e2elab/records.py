@@ -146,8 +146,8 @@ _SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a run's result. Build with ``RunSpec.create`` (which
-    fills defaults from the task), or directly from validated parts.
+    """Everything that determines a run's result. Build with ``e2elab.run.make_spec``
+    (which fills defaults from the task and validates), or directly from validated parts.
 
     ``code`` fingerprints the code that defines the task and its system (for shipped
     tasks, the e2elab version), so a changed task is never answered from a stale store.
@@ -162,17 +162,6 @@ class RunSpec:
     settings: Settings
     code: str = ""
     source: str | None = None
-
-    @classmethod
-    def create(
-        cls, task: Any, strategy: str, seed: int = 0, knobs: dict[str, Any] | None = None, **kw: Any
-    ) -> RunSpec:
-        """A spec for ``task`` (a name, ``module:Class`` or a Task) with the task's default
-        settings, overridden by any of ``budget``, ``batch_size``, ``lr``, ``evaluations``,
-        ``threshold``, ``optimizer``, ``device`` given. Needs the training code."""
-        from e2elab.run import make_spec  # the training half; records stay torch-free
-
-        return make_spec(task, strategy, seed=seed, knobs=knobs, **kw)
 
     @property
     def id(self) -> str:

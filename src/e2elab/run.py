@@ -65,7 +65,7 @@ def make_spec(
     """A checked spec: the task's default settings (or ``settings``) with ``overrides``
     (``budget``, ``lr``, ...; None leaves a default) laid over them, validated once."""
     if isinstance(task, Task) and knobs:
-        raise E2ELabError("pass knobs either to the Task or to RunSpec.create, not both")
+        raise E2ELabError("pass knobs either to the Task or to make_spec, not both")
     instance = task if isinstance(task, Task) else make_task(task, knobs)
     cls = type(instance)
     base = settings if settings is not None else cls.defaults
@@ -435,7 +435,7 @@ def run(
     >>> result.final[result.output] > 0.5  # doctest: +SKIP
     True
     """
-    spec = RunSpec.create(task, strategy, seed=seed, knobs=knobs, budget=budget, **overrides)
+    spec = make_spec(task, strategy, seed=seed, knobs=knobs, budget=budget, **overrides)
     return execute(spec, task if isinstance(task, Task) else None)
 
 

@@ -464,13 +464,6 @@ class Store:
         return self._db.execute("SELECT COUNT(*) FROM curves").fetchone()[0]
 
 
-def load_frame(path: Path | str, experiment: str | None = None) -> Any:
-    """The runs in a store as a DataFrame (see ``query.runs_frame``)."""
-    from e2elab.query import load_frame as load
-
-    return load(path, experiment)
-
-
 def _finite_or_none(value: float | None) -> float | None:
     if value is None or value != value or value in (float("inf"), float("-inf")):
         return None

@@ -58,7 +58,7 @@ TASKS: dict[str, type[Task]] = {}
 
 def register(task: type[Task]) -> type[Task]:
     """Make a Task class available by its ``name`` in this process (to ``make_task``,
-    ``RunSpec.create`` and experiments run from Python). The command line runs in its own
+    ``make_spec`` and experiments run from Python). The command line runs in its own
     process: there, name it as ``module:Class`` or publish it as an entry point."""
     if not (isinstance(task, type) and issubclass(task, Task)):
         raise E2ELabError(f"register expects a Task subclass, got {task!r}")
