@@ -234,14 +234,14 @@ def test_stocks_learns_the_choice_from_rewards():
     result = run(Stocks(d=100, k=10, test_size=100), "e2e", budget=5000, evaluations=2)
     assert result.final["reward"] > 0.9 and result.final["choice"] > 0.9
     # a reward metric is tested against chance too (it once counted as at chance always)
-    assert not result.breakdown and result.breakdown_p_value < 1e-6
+    assert not result.at_chance and result.at_chance_p_value < 1e-6
 
 
 def test_stocks_without_training_is_at_chance():
     # one Adam step on 100 of 1000 inputs: the policy has barely moved
     result = run(Stocks(d=1000, k=10, test_size=400), "e2e", budget=100, evaluations=1)
     assert abs(result.final["reward"] - 0.1) < 0.2
-    assert result.breakdown and result.breakdown_p_value > 0.01
+    assert result.at_chance and result.at_chance_p_value > 0.01
 
 
 def test_modular_on_stocks_is_the_decomposition():

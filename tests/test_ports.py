@@ -52,7 +52,7 @@ def test_sequence_copy_learns_its_sequence_port_beyond_chance():
     assert {"tokens", "tokens:exact", "digits"} <= set(result.final)
     assert result.metric_names["tokens"] == "token accuracy"
     assert result.final["tokens"] > result.chance["tokens"] + 0.2
-    assert not result.breakdown
+    assert not result.at_chance
     assert result.probes["tokens"] > 0  # probed per real token
 
 

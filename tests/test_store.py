@@ -98,3 +98,15 @@ def test_export_csv_and_parquet_and_frame_agree(tmp_path):
     assert parquet["examples_to_threshold"].isna().tolist() == [True, False]
     with pytest.raises(E2ELabError, match="unknown export format 'xls'"):
         export(path, "xls", tmp_path / "x.xls")
+
+
+def test_a_result_stored_before_the_rename_reads_at_chance():
+    from synthetic import cell_result
+
+    from e2elab.records import RunResult
+
+    old = cell_result("e2e", 0, 0.5, None).to_dict()
+    old["breakdown"], old["breakdown_p_value"] = old.pop("at_chance"), old.pop("at_chance_p_value")
+    old["breakdown"], old["breakdown_p_value"] = True, 0.4
+    back = RunResult.from_dict(old)
+    assert back.at_chance is True and back.at_chance_p_value == 0.4

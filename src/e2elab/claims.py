@@ -3,7 +3,7 @@
 Each check is a small function ``check(results, **params) -> Verdict``. Results are
 grouped into cells (one grid point x one strategy, over seeds). Uncertainty is explicit:
 means carry 95% Student-t intervals over seeds, and "at chance" is the per-run one-sided
-test against chance on the test-set size (``RunResult.breakdown``; binomial for success
+test against chance on the test-set size (``RunResult.at_chance``; binomial for success
 rates, Hoeffding for rewards).
 A check never adapts its thresholds to the data: if the data disagree, it says FAIL.
 """
@@ -194,7 +194,7 @@ def at_chance(
     lines, bad, missing = [], 0, 0
     for key, runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
         ok = _ok(runs)
-        broken = sum(r.breakdown for r in ok)
+        broken = sum(r.at_chance for r in ok)
         accuracy = metric_interval([r.output_metric for r in ok])
         name = f"{key[1]} @ " if several else ""
         lines.append(
@@ -235,7 +235,7 @@ def seeds_learn(
     lines, numbers, bad, missing = [], {}, 0, 0
     for key, runs in sorted(groups.items()):
         ok = sorted(_ok(runs), key=lambda r: r.spec["seed"])
-        learned = [r.spec["seed"] for r in ok if not r.breakdown]
+        learned = [r.spec["seed"] for r in ok if not r.at_chance]
         if not ok:
             lines.append(f"{_short(key[0])}: no finished run{_unfinished(runs)}")
             missing += 1
@@ -280,10 +280,10 @@ def breakdown(
     values = list(by_value)
     points = []
     for seed in sorted({r.spec["seed"] for r in runs}):
-        flags = {v: any(r.breakdown for r in by_value[v] if r.spec["seed"] == seed) for v in values}
+        flags = {v: any(r.at_chance for r in by_value[v] if r.spec["seed"] == seed) for v in values}
         point = next((v for i, v in enumerate(values) if all(flags[u] for u in values[i:])), None)
         points.append(point)
-    broken_everywhere = [v for v in values if all(r.breakdown for r in _ok(by_value[v]))]
+    broken_everywhere = [v for v in values if all(r.at_chance for r in _ok(by_value[v]))]
     common = next(
         (v for i, v in enumerate(values) if all(u in broken_everywhere for u in values[i:])), None
     )
@@ -986,7 +986,7 @@ def stays_at_chance(
     for cellsets in sorted(table.values(), key=lambda c: _sortable(_point_value(c, knob))):
         value = _point_value(cellsets, knob)
         ok_base = _ok(cellsets.get(base, []))
-        if not ok_base or not all(r.breakdown for r in ok_base):
+        if not ok_base or not all(r.at_chance for r in ok_base):
             continue
         parts = [f"{base} {metric_interval([r.output_metric for r in ok_base]).format(3)}"]
         complete = True
@@ -996,7 +996,7 @@ def stays_at_chance(
                 complete = False
                 parts.append(f"{other}: no finished run")
                 continue
-            broken = sum(r.breakdown for r in ok)
+            broken = sum(r.at_chance for r in ok)
             accuracy = metric_interval([r.output_metric for r in ok]).format(3)
             parts.append(f"{other} {accuracy} ({broken}/{len(ok)} at chance)")
             if broken != len(ok):

@@ -84,7 +84,7 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
             "output": r.output,
             "output_metric": r.output_metric,
             "chance": r.chance.get(r.output),
-            "at_chance": r.breakdown,
+            "at_chance": r.at_chance,
             "examples_to_threshold": r.examples_to_threshold,
         }
         row |= {f"final_{port}": value for port, value in r.final.items()}

@@ -217,6 +217,10 @@ class RunSpec:
         return json.dumps(fields, sort_keys=True, default=str)
 
 
+# fields stored under another name by earlier versions: old -> new
+_RENAMED = {"breakdown": "at_chance", "breakdown_p_value": "at_chance_p_value"}
+
+
 @dataclass
 class RunResult:
     """The outcome of one run, JSON-serialisable."""
@@ -230,8 +234,10 @@ class RunResult:
     final: dict[str, float]
     chance: dict[str, float]
     examples_to_threshold: int | None
-    breakdown: bool
-    breakdown_p_value: float | None
+    # the output is not distinguishable from chance (a test on the test-set size; see
+    # run.at_chance), and that test's p-value; the ``breakdown`` check asks more
+    at_chance: bool
+    at_chance_p_value: float | None
     test_size: int
     wall_seconds: float
     memory: dict[str, Any]
@@ -279,6 +285,8 @@ class RunResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunResult:
         known = {f.name for f in dataclasses.fields(cls)}
+        renamed = {old: new for old, new in _RENAMED.items() if old in data and new not in data}
+        data = {renamed.get(k, k): v for k, v in data.items()}
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def phase_ends(self) -> list[dict[str, Any]]:

@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS runs (
     output TEXT NOT NULL,
     output_metric REAL,
     chance REAL,
-    breakdown INTEGER NOT NULL,
+    breakdown INTEGER NOT NULL,  -- RunResult.at_chance (the column keeps its first name)
     examples_to_threshold INTEGER,
     wall_seconds REAL NOT NULL,
     result TEXT NOT NULL,
@@ -268,7 +268,7 @@ class Store:
                     result.output,
                     _finite_or_none(result.output_metric),
                     result.chance.get(result.output),
-                    int(result.breakdown),
+                    int(result.at_chance),
                     result.examples_to_threshold,
                     result.wall_seconds,
                     json.dumps(result.to_dict()),

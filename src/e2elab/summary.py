@@ -21,7 +21,7 @@ class StrategyRow:
     chance: float
     examples_to_threshold: Interval
     reached: int
-    breakdowns: int
+    at_chance: int
     diverged: int
     seconds: Interval
     failed: int = 0
@@ -48,7 +48,7 @@ def summarize(results: Iterable[RunResult]) -> list[StrategyRow]:
                     [float(x) for x in reached], lower=0.0, upper=_most_examples(ok)
                 ),
                 reached=len(reached),
-                breakdowns=sum(r.breakdown for r in ok),
+                at_chance=sum(r.at_chance for r in ok),
                 diverged=sum(r.status == "diverged" for r in runs),
                 seconds=mean_interval([r.wall_seconds for r in runs]),
                 failed=sum(r.status not in ("ok", "diverged") for r in runs),
@@ -111,7 +111,7 @@ def strategy_table(
             str(row.runs),
             row.accuracy.format(3),
             f"{ett} ({row.reached}/{row.runs - row.diverged - row.failed})",
-            f"{row.breakdowns}/{row.runs - row.diverged - row.failed}",
+            f"{row.at_chance}/{row.runs - row.diverged - row.failed}",
             str(row.diverged),
             str(row.failed),
             f"{row.seconds.mean:.1f}",

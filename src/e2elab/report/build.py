@@ -336,7 +336,7 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
                         f"{row.examples_to_threshold.format(0)} ({row.reached}/{done})"
                         + _floor_note(runs, row.strategy)
                     ),
-                    "at chance": f"{row.breakdowns}/{done}",
+                    "at chance": f"{row.at_chance}/{done}",
                     "diverged / failed": f"{row.diverged} / {row.failed}",
                     "time s": f"{row.seconds.mean:.1f}",
                     "GFLOP": f"{flops[row.strategy] / 1e9:,.1f}" if row.strategy in flops else "-",
