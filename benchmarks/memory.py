@@ -23,7 +23,7 @@ from common import save, show
 
 from e2elab import make_task, trace
 from e2elab import strategy as strategies
-from e2elab.run import execute, first_batch, make_spec
+from e2elab.execution import execute, first_batch, make_spec
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,8 +41,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from e2elab import make_task, replicas, trace
 from e2elab import strategy as strategies
 from e2elab.allocator import keep_freed_memory
+from e2elab.execution import first_batch
 from e2elab.records import Settings
-from e2elab.run import first_batch
 from e2elab.train import train_seeds
 
 CASES = {

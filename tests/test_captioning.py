@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from e2elab.data import scenes
-from e2elab.run import execute, make_spec
+from e2elab.execution import execute, make_spec
 from e2elab.tasks import make_task
 from e2elab.tasks.captioning import CaptionKind, Decoder, caption_errors
 
@@ -256,7 +256,7 @@ def test_caption_figures_and_marked_words(tmp_path):
 def test_modular_is_refused_where_the_decoder_reads_features_without_a_target():
     from e2elab import strategy as strategies
     from e2elab.errors import E2ELabError
-    from e2elab.run import first_batch
+    from e2elab.execution import first_batch
     from e2elab.system import trace
 
     task = make_task("captioning", {"objects": 1, "test_size": 100})

@@ -11,8 +11,8 @@ from safetensors.torch import save as save_bytes
 
 from e2elab import checkpoints
 from e2elab.errors import E2ELabError
+from e2elab.execution import execute, make_spec
 from e2elab.modules import mlp
-from e2elab.run import execute, make_spec
 from e2elab.store import Store
 from e2elab.tasks import make_task
 
@@ -265,7 +265,7 @@ def test_output_files_never_replace_a_store_and_run_ids_are_kept_whole(tmp_path,
 
 
 def test_loading_leaves_the_callers_task_untouched(tmp_path):
-    from e2elab.run import run
+    from e2elab.execution import run
 
     file = tmp_path / "r.safetensors"
     file.write_bytes(checkpoints.encode(_recognizer(64), "recognizer"))
@@ -278,7 +278,7 @@ def test_loading_leaves_the_callers_task_untouched(tmp_path):
 
 def test_loading_into_a_blackbox_or_freezing_frozen_others_own_module_is_refused(tmp_path):
     from e2elab import strategy as strategies
-    from e2elab.run import first_batch
+    from e2elab.execution import first_batch
     from e2elab.system import trace
 
     file = tmp_path / "r.safetensors"

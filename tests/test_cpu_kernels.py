@@ -24,7 +24,7 @@ from e2elab import make_task, trace
 from e2elab import strategy as strategies
 from e2elab.records import Settings
 from e2elab.replicas import plan_seeds
-from e2elab.run import first_batch
+from e2elab.execution import first_batch
 from e2elab.train import train_seeds
 
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "cases": []}

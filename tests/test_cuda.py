@@ -11,7 +11,7 @@ import torch
 
 from e2elab import strategy as strategies
 from e2elab.errors import E2ELabError
-from e2elab.run import execute_seeds, first_batch, make_spec
+from e2elab.execution import execute_seeds, first_batch, make_spec
 from e2elab.system import trace
 from e2elab.tasks import SHIPPED, make_task
 

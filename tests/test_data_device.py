@@ -85,8 +85,8 @@ def test_unpacking_in_torch_matches_numpy():
 def test_training_on_the_cpu_samples_on_the_host_path(monkeypatch):
     from e2elab import strategy as strategies
     from e2elab import trace
+    from e2elab.execution import first_batch
     from e2elab.records import Settings
-    from e2elab.run import first_batch
     from e2elab.train import train_seeds
 
     task = make_task("digit-chain", {"n": 2})

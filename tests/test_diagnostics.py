@@ -15,8 +15,8 @@ from e2elab import strategy as strategies
 from e2elab.claims import FAIL, INCONCLUSIVE, PASS, Verdict, deviations, lost_in_phase
 from e2elab.diagnostics.snr import gradient_snr
 from e2elab.errors import E2ELabError
+from e2elab.execution import first_batch, make_spec
 from e2elab.records import RunSpec, Settings
-from e2elab.run import first_batch, make_spec
 from e2elab.system import trace
 from e2elab.tasks import make_task
 
@@ -73,7 +73,7 @@ def test_force_errors_name_the_problem(text, message):
 def test_forcing_the_other_positions_lets_the_shared_recognizer_learn():
     """The C3 diagnostic at n = 2, small: unforced, frozen_others:module=recognizer stays
     near chance; with digit_2 forced it learns (the shared-recognizer explanation)."""
-    from e2elab.run import execute
+    from e2elab.execution import execute
 
     task = "digit-chain"
     knobs = {"n": 2, "m": 10}
@@ -96,7 +96,7 @@ def test_finetune_lr_scale_sets_the_last_phase_learning_rate(monkeypatch):
     monkeypatch.setitem(
         replicas.OPTIMIZERS, "adam", lambda params, lr: seen.append(lr) or original(params, lr)
     )
-    from e2elab.run import execute
+    from e2elab.execution import execute
 
     spec = make_spec(
         "digit-chain", "pretrain_finetune:finetune_lr_scale=0.1", knobs={"n": 1}, budget=3000
@@ -112,7 +112,7 @@ def test_finetune_lr_scale_sets_the_last_phase_learning_rate(monkeypatch):
 
 
 def test_each_phase_records_its_end():
-    from e2elab.run import execute
+    from e2elab.execution import execute
 
     out = execute(make_spec("digit-chain", "pretrain_finetune", knobs={"n": 1}, budget=4000))
     ends = out.phase_ends()
@@ -285,7 +285,7 @@ def test_snr_of_a_later_phase_trains_the_phases_before_it(monkeypatch):
 
 
 def test_patience_stops_a_run_at_a_plateau_and_stays_out_of_old_ids():
-    from e2elab.run import execute
+    from e2elab.execution import execute
 
     spec = make_spec(
         "stocks", "modular", knobs={"k": 10}, budget=200_000, evaluations=100, patience=5
@@ -403,7 +403,7 @@ def test_snr_below_resolution_explains_an_undecided_contrast():
 def test_review_findings_stay_fixed():
     from e2elab import experiment
     from e2elab.claims import _strategy_matches
-    from e2elab.run import execute
+    from e2elab.execution import execute
 
     # a plateau counts the last phase's evaluations only: a modular run is not stopped
     # by the flat curve of its first phase

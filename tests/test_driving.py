@@ -125,7 +125,7 @@ def test_the_camera_is_deterministic_and_draws_the_markings_where_the_geometry_p
 
 
 def test_a_short_driving_run_drives_in_closed_loop():
-    from e2elab.run import execute, make_spec
+    from e2elab.execution import execute, make_spec
 
     knobs = {"frames": 256, "roads": 2, "test_roads": 2, "test_length": 20.0, "test_size": 100}
     result = execute(make_spec("driving", "modular", knobs=knobs, budget=640, evaluations=2))
@@ -258,7 +258,7 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
 
 def test_a_shipped_task_revision_gives_its_runs_new_ids():
     from e2elab import __version__
-    from e2elab.run import make_spec
+    from e2elab.execution import make_spec
     from e2elab.tasks import fingerprint
     from e2elab.tasks.digit_chain import DigitChain
     from e2elab.tasks.driving import Driving, DrivingSystem

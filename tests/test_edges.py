@@ -108,7 +108,7 @@ def test_a_spill_goes_to_the_cache_when_the_store_folder_refuses_it_too(tmp_path
     Store(store).close()
     beside = store.with_name(store.name + spill.SUFFIX)
     beside.mkdir()  # a folder where the file would go: writing beside the store fails
-    from e2elab.run import execute, make_spec
+    from e2elab.execution import execute, make_spec
 
     result = execute(make_spec("digit-chain", "e2e", seed=0, knobs={"n": 1}, budget=200))
     where = spill.spill(store, [result], "x")

@@ -12,9 +12,9 @@ from synthetic import result
 from e2elab import strategy as strategies
 from e2elab.claims import FAIL, INCONCLUSIVE, PASS, best_at_each, stays_at_chance
 from e2elab.errors import E2ELabError
+from e2elab.execution import first_batch
 from e2elab.executors import SerialExecutor
 from e2elab.experiment import parse
-from e2elab.run import first_batch
 from e2elab.runner import experiment_specs, run_experiment
 from e2elab.store import Store
 from e2elab.system import trace
@@ -182,7 +182,7 @@ def test_best_at_each_needs_the_expected_winner_clearly_ahead():
 
 
 def test_budget_each_gives_every_member_the_whole_budget():
-    from e2elab.run import execute, make_spec
+    from e2elab.execution import execute, make_spec
 
     knobs = {"n": 1, "recognizer_width": 8, "adder_width": 8}
     shared = execute(make_spec("digit-chain", "ensemble:members=3", knobs=knobs, budget=960))

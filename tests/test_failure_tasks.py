@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from e2elab.errors import E2ELabError
-from e2elab.run import at_chance, first_batch, run
+from e2elab.execution import at_chance, first_batch, run
 from e2elab.system import trace
 from e2elab.task import PortSpec
 from e2elab.tasks.line_parity import (

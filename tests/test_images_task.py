@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from e2elab.errors import E2ELabError
-from e2elab.run import execute, execute_seeds, make_spec
+from e2elab.execution import execute, execute_seeds, make_spec
 from e2elab.strategy import parse_strategy
 from e2elab.tasks import make_task
 
@@ -44,7 +44,9 @@ def test_every_front_trains_and_the_hybrid_front_end_stays_fixed(front):
         budget=640,
     )
     result = execute(spec)
-    assert result.status == "ok" and 0.0 <= result.output_metric <= 1.0
+    # 640 examples (10 steps) lift every front off chance (0.10): cnn 0.20, mlp 0.46
+    assert result.status == "ok" and not result.at_chance
+    assert result.output_metric > result.chance[result.output] + 0.05
     system = make_task("images", dict(spec.knobs)).build_system()
     if front == "hybrid":
         assert "bank" in dict(system.net.named_buffers())
@@ -68,11 +70,11 @@ def test_the_classic_pipeline_chooses_its_hyper_parameter_on_validation():
     )
     result = execute(spec)
     chosen = result.phases[0]["hyper_parameters"]
-    assert chosen["C"] in (0.01, 0.1, 1.0, 10.0) and 0 <= chosen["validation_accuracy"] <= 1
+    assert chosen["C"] in (0.01, 0.1, 1.0, 10.0) and chosen["validation_accuracy"] > 0.5
     assert result.phases[0]["label"] == "blackbox:logreg on hog"
     assert result.output_metric > 0.5
     with pytest.raises(E2ELabError, match="features for blackbox"):
-        from e2elab.run import first_batch
+        from e2elab.execution import first_batch
         from e2elab.strategy import build
         from e2elab.system import trace
 

@@ -23,7 +23,7 @@ RESULTS_HALF = (
     "e2elab.report",
 )
 TRAINING_HALF = (
-    "e2elab.run",
+    "e2elab.execution",
     "e2elab.train",
     "e2elab.replicas",
     "e2elab.objective",

@@ -13,8 +13,8 @@ from synthetic import cell_result
 from e2elab import strategy as strategies
 from e2elab.claims import FAIL, INCONCLUSIVE, PASS, oracle_ceiling
 from e2elab.errors import E2ELabError
+from e2elab.execution import execute, first_batch, make_spec
 from e2elab.oracle import check_oracle, oracle_metrics, oracle_ports, oracle_sets
-from e2elab.run import execute, first_batch, make_spec
 from e2elab.system import trace
 from e2elab.tasks import make_task
 from e2elab.train import train_seeds

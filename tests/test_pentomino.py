@@ -11,7 +11,7 @@ import torch
 from e2elab import baselines, run
 from e2elab.baselines import fit_blackbox
 from e2elab.errors import E2ELabError
-from e2elab.run import first_batch
+from e2elab.execution import first_batch
 from e2elab.system import trace
 from e2elab.tasks import pentomino as pm
 from e2elab.tasks import register
@@ -249,7 +249,7 @@ def test_p1nn_sees_each_patch_in_grid_order():
 
 def test_hinted_run_trains_both_ports(monkeypatch):
     # linear probes of the (B, 64, 11) patch codes fit 128k rows (twice): tens of seconds
-    run_module = importlib.import_module("e2elab.run")
+    run_module = importlib.import_module("e2elab.execution")
     monkeypatch.setattr(run_module, "linear_probes", lambda task, system, device: {})
     task = _task(p1_width=32, p2_width=32)
     result = run(task, "hinted", budget=1920, evaluations=2, lr=3e-3)
@@ -267,7 +267,8 @@ def test_blackbox_baselines_fit_and_score():
     task = _task()
     forest = fit_blackbox(task, "random_forest", 500, seed=0)
     assert forest["train_accuracy"] > 0.95  # a forest memorises its training set
-    assert 0.0 <= forest["test_accuracy"] <= 1.0
+    # and generalises worse than it memorises (pentomino is hard for a forest)
+    assert forest["test_accuracy"] < forest["train_accuracy"]
     assert forest["examples_used"] == 500 and forest["seconds"] > 0
     again = fit_blackbox(task, "random_forest", 500, seed=0)
     assert again["test_accuracy"] == forest["test_accuracy"]

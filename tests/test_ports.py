@@ -9,9 +9,9 @@ from torch import nn
 
 import e2elab
 from e2elab.errors import E2ELabError
+from e2elab.execution import first_batch
 from e2elab.objective import phase_loss
 from e2elab.ports import KINDS, PortKind, RegressionKind, SequenceKind, port_kind
-from e2elab.run import first_batch
 from e2elab.strategy import build
 from e2elab.system import trace
 from e2elab.task import PortSpec

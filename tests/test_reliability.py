@@ -22,7 +22,7 @@ import yaml
 from e2elab.cli import main
 from e2elab.store import Store
 
-run_module = importlib.import_module("e2elab.run")  # the module, not e2elab.run()
+run_module = importlib.import_module("e2elab.execution")
 TINY = ["--knob", "n=1", "--strategy", "e2e", "--seeds", "1", "--budget", "300"]
 
 

@@ -23,8 +23,8 @@ import yaml
 
 import e2elab
 from e2elab.cli import main
+from e2elab.execution import RunResult, RunSpec, execute, execute_seeds, make_spec
 from e2elab.numerics import describe, fixed_numerics
-from e2elab.run import RunResult, RunSpec, execute, execute_seeds, make_spec
 from e2elab.store import Store
 
 CASES = {

@@ -10,10 +10,10 @@ from torch import nn
 
 from e2elab import Batch, Knob, PortSpec, System, Task, TrainingDefaults, make_task, replicas, trace
 from e2elab import strategy as strategies
+from e2elab.execution import execute, execute_seeds, first_batch, make_spec
 from e2elab.executors import MAX_SEEDS_PER_BATCH, SerialExecutor, seed_batches
 from e2elab.records import Settings
 from e2elab.replicas import Stacked, plan_seeds
-from e2elab.run import execute, execute_seeds, first_batch, make_spec
 from e2elab.train import train, train_seeds
 
 SEEDS = [0, 1, 2]

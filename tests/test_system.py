@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from e2elab import Batch, System, make_task, trace
-from e2elab.run import first_batch
+from e2elab.execution import first_batch
 from e2elab.task import PortSpec
 
 

@@ -6,8 +6,8 @@ from strategies import every_strategy
 
 from e2elab import execute, make_spec, make_task, run, trace
 from e2elab import strategy as strategies
+from e2elab.execution import first_batch
 from e2elab.records import Settings
-from e2elab.run import first_batch
 from e2elab.train import train
 
 

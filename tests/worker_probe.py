@@ -14,5 +14,5 @@ def probe() -> dict:
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     signal = ctypes.c_int(0)
     libc.prctl(_PR_GET_PDEATHSIG, ctypes.byref(signal))
-    heavy = ["torch", "e2elab.cli", "e2elab.executors", "e2elab.run", "scipy", "pandas"]
+    heavy = ["torch", "e2elab.cli", "e2elab.executors", "e2elab.execution", "scipy", "pandas"]
     return {"deathsig": signal.value, "loaded": [m for m in heavy if m in sys.modules]}

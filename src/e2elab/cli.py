@@ -463,7 +463,7 @@ def _full_id(path: Path, prefix: str) -> str:
 def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experiments.Experiment:
     """``e2elab run``'s arguments as an experiment of one grid point."""
     from e2elab import strategy as strategies
-    from e2elab.run import first_batch
+    from e2elab.execution import first_batch
     from e2elab.system import trace
     from e2elab.tasks import make_task
 
@@ -945,9 +945,9 @@ def _cmd_snr(args: argparse.Namespace) -> int:
 
 def _cmd_rerun(args: argparse.Namespace) -> int:
     """Exit 0 when the retrained run equals the stored one bit for bit, 1 when it differs."""
+    from e2elab.execution import execute
     from e2elab.numerics import describe
     from e2elab.records import RunSpec
-    from e2elab.run import execute
     from e2elab.store import Store
 
     with Store(args.store, readonly=True) as store:

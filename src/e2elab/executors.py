@@ -23,9 +23,9 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from e2elab.errors import E2ELabError, choices
+from e2elab.execution import execute_seeds
 from e2elab.parentwatch import die_with_parent
 from e2elab.records import RunResult, RunSpec
-from e2elab.run import execute_seeds
 
 _QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
 # The most seeds trained as one batch; a larger group is split into batches of this size.

@@ -146,7 +146,7 @@ _SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a run's result. Build with ``e2elab.run.make_spec``
+    """Everything that determines a run's result. Build with ``e2elab.execution.make_spec``
     (which fills defaults from the task and validates), or directly from validated parts.
 
     ``code`` fingerprints the code that defines the task and its system (for shipped

@@ -18,12 +18,12 @@ from e2elab import spill
 from e2elab import strategy as strategies
 from e2elab.diagnostics.snr import ESTIMATOR, EXACT, gradient_snr
 from e2elab.errors import E2ELabError
+from e2elab.execution import first_batch, make_spec, task_for
 from e2elab.executors import Executor, SerialExecutor, in_processes
 from e2elab.experiment import Experiment, source_runs
 from e2elab.numerics import fixed_numerics
 from e2elab.oracle import check_oracle, oracle_sets
 from e2elab.records import RunResult, RunSpec, SNRResult
-from e2elab.run import first_batch, make_spec, task_for
 from e2elab.store import Store, StoreWriteError
 from e2elab.system import trace
 from e2elab.tasks import SHIPPED, fingerprint, make_task, published, reference, task_class

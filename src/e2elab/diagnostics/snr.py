@@ -35,10 +35,10 @@ import torch
 from e2elab import strategy as strategies
 from e2elab.diagnostics.exact_snr import exact_moments
 from e2elab.errors import E2ELabError
+from e2elab.execution import first_batch
 from e2elab.numerics import conv_layout, fixed_numerics
 from e2elab.objective import auxiliary_heads, phase_loss
 from e2elab.records import Settings, SNRResult
-from e2elab.run import first_batch
 from e2elab.strategy import Phase, Strategy
 from e2elab.system import Graph, System, trace
 from e2elab.task import Task

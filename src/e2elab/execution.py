@@ -8,7 +8,6 @@ import json
 import resource
 import sys
 import time
-import types
 from collections.abc import Callable
 from typing import Any
 
@@ -494,15 +493,3 @@ def _max_rss_bytes() -> int:
 def first_batch(task: Task) -> Batch:
     """A tiny batch of held-out data, e.g. to trace a system's graph."""
     return task.test_set().slice(0, 2)
-
-
-class _CallableModule(types.ModuleType):
-    """``e2elab.run(...)`` is the public way to train one run. The package loads its names
-    lazily (so reading results never imports torch); once this module is imported, the
-    attribute ``e2elab.run`` is the module itself, so the module calls ``run``."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> RunResult:
-        return run(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
