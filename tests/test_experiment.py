@@ -132,3 +132,28 @@ def test_snr_block_is_validated(tmp_path):
     assert "field 'snr.inits'" in message
     message = _error(tmp_path, {**VALID, "snr": {"strategies": ["nope"]}})
     assert "unknown strategy 'nope'" in message
+
+
+def test_training_settings_are_written_once_in_settings():
+    """The experiment file's training: block and e2elab run's flags come from Settings'
+    fields: a setting added there appears in both."""
+    import dataclasses
+
+    from e2elab.cli import _build_parser
+    from e2elab.experiment import Training
+    from e2elab.records import Settings
+
+    fields = dataclasses.fields(Settings)
+    assert set(Training.model_fields) == {f.name for f in fields if f.metadata["training"]}
+    run = next(
+        a.choices["run"] for a in _build_parser()._actions if getattr(a, "choices", None)
+    )
+    flags = {o for a in run._actions for o in a.option_strings}
+    for f in fields:
+        assert (f"--{f.name.replace('_', '-')}" in flags) == (
+            f.metadata["flag"] or f.name in ("device", "save_modules", "oracle", "load")
+        ), f.name
+    # (--device, --save-modules, --oracle and --load are flags of their own, shared with
+    # reproduce or taking another form); the limits travel too
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        Training(evaluations=0)

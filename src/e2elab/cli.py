@@ -38,6 +38,7 @@ from e2elab.blame import user_frame
 from e2elab.claims import Verdict
 from e2elab.errors import E2ELabError, choices
 from e2elab.paths import not_a_store, writable_file, writable_folder
+from e2elab.records import Settings
 
 # The training half (torch) is imported inside the commands that train: ``report``,
 # ``export`` and ``list --help`` start without it.
@@ -141,6 +142,19 @@ def _executor_flags(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _setting_flags(command: argparse.ArgumentParser) -> None:
+    """A flag for every Settings field whose metadata asks for one (see records.setting):
+    --budget, --batch-size, --lr, ..., each defaulting to the task's own."""
+    types = {"int": int, "float": float, "str": str}
+    for f in dataclasses.fields(Settings):
+        if f.metadata.get("flag"):
+            command.add_argument(
+                "--" + f.name.replace("_", "-"),
+                type=types[str(f.type)],
+                help=f"{f.metadata['help']} (default: the task's)",
+            )
+
+
 def _build_parser() -> _Parser:
     parser = _Parser(prog="e2elab", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
@@ -174,20 +188,7 @@ def _build_parser() -> _Parser:
     run.add_argument(
         "--name", help="the experiment's name in the store (default: run-TASK-HASH of the flags)"
     )
-    run.add_argument("--budget", type=int, help="training examples per run (default: task's)")
-    run.add_argument("--batch-size", type=int, help="examples per step (default: task's)")
-    run.add_argument("--lr", type=float, help="learning rate (default: task's)")
-    run.add_argument("--optimizer", help="adam or sgd (default: task's)")
-    run.add_argument("--threshold", type=float, help="accuracy for examples-to-threshold")
-    run.add_argument(
-        "--patience",
-        type=int,
-        help="stop a run when its output has not gained 0.002 for this many evaluations",
-    )
-    run.add_argument(
-        "--select",
-        help="last (default) or validation: report the evaluation with the best validation score",
-    )
+    _setting_flags(run)
     run.add_argument(
         "--load",
         action="append",
@@ -471,13 +472,11 @@ def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experim
         raise E2ELabError(f"--seeds must be at least 1, got {args.seeds}")
     knobs = parse_knobs(args.knob, args.task)
     task = make_task(args.task, knobs)
+    # every setting an experiment's training: block takes and the command line sets
     training = {
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "threshold": args.threshold,
-        "optimizer": args.optimizer,
-        "patience": args.patience,
-        "select": args.select,
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(Settings)
+        if f.metadata.get("training") and f.metadata.get("flag")
     }
     # every setting checked here, once, with the task's defaults under it
     type(task).defaults.override(budget=args.budget, device=args.device, **training).validate()

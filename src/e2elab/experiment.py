@@ -10,6 +10,7 @@ back (for a report) must not load the training code.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -19,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from e2elab.claims import CHECKS, check_params
 from e2elab.errors import E2ELabError
-from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_EVALUATIONS, MAX_SEEDS, RunResult
+from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_SEEDS, RunResult, Settings
 
 # an experiment file larger than this is refused before it is parsed
 MAX_FILE_BYTES = 1 << 20
@@ -37,15 +38,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
-class Training(_Strict):
-    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH_SIZE)
-    lr: float | None = Field(None, gt=0, allow_inf_nan=False)
-    threshold: float | None = Field(None, allow_inf_nan=False)
-    evaluations: int | None = Field(None, ge=1, le=MAX_EVALUATIONS)
-    optimizer: str | None = None
-    patience: int | None = Field(None, ge=0, le=MAX_EVALUATIONS)
-    select: str | None = None
-    oracle: str | None = None
+def _training_model() -> type[BaseModel]:
+    """The ``training:`` block: every Settings field whose metadata says an experiment
+    sets it, with its type and limits (a setting is written once, in ``Settings``)."""
+    types = {"int": int, "float": float, "str": str}
+    fields: dict[str, Any] = {
+        f.name: (types[str(f.type)] | None, Field(None, **f.metadata["limits"]))
+        for f in dataclasses.fields(Settings)
+        if f.metadata.get("training")
+    }
+    return create_model("Training", __base__=_Strict, **fields)
+
+
+Training = _training_model()
 
 
 class ClaimSpec(_Strict):

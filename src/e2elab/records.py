@@ -46,6 +46,22 @@ MAX_SEEDS = 10_000
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def setting(
+    help: str,
+    default: Any = dataclasses.MISSING,
+    training: bool = True,
+    flag: bool = True,
+    **limits: Any,
+) -> Any:
+    """A Settings field: its default, the help its flag shows, whether an experiment's
+    ``training:`` sets it (``training``) and ``e2elab run`` has a flag for it (``flag``),
+    and the limits pydantic checks in the experiment file (``ge``, ``le``, ``gt``, ...)."""
+    meta = {"help": help, "training": training, "flag": flag, "limits": limits}
+    if default is dataclasses.MISSING:
+        return meta
+    return field(default=default, metadata=meta)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every training setting that is not the task, its knobs, the strategy or the seed.
@@ -57,34 +73,49 @@ class Settings:
     run's id.
     """
 
-    budget: int
-    batch_size: int = 64
-    lr: float = 1e-3
-    threshold: float = 0.9
-    evaluations: int = 20
-    optimizer: str = "adam"
-    device: str = "cpu"
+    # Each field says, in its metadata, what the command line's flag and the experiment
+    # file's ``training:`` key show of it (see ``setting``): the pydantic model of
+    # ``training:`` and ``e2elab run``'s flags are generated from these fields.
+    budget: int = field(
+        metadata=setting("training examples per run", training=False, ge=1, le=MAX_BUDGET)
+    )
+    batch_size: int = setting("examples per step", 64, ge=1, le=MAX_BATCH_SIZE)
+    lr: float = setting("learning rate", 1e-3, gt=0, allow_inf_nan=False)
+    threshold: float = setting("accuracy for examples-to-threshold", 0.9, allow_inf_nan=False)
+    evaluations: int = setting(
+        "held-out evaluations per run, evenly spaced", 20, ge=1, le=MAX_EVALUATIONS
+    )
+    optimizer: str = setting("adam or sgd", "adam")
+    device: str = setting("", "cpu", training=False, flag=False)
     # stop when the output's metric has not risen by more than PLATEAU_DELTA over the best
     # so far for this many evaluations in a row (in the last phase); 0: train the budget
-    patience: int = 0
+    patience: int = setting(
+        "stop a run when its output has not gained 0.002 for this many evaluations",
+        0,
+        ge=0,
+        le=MAX_EVALUATIONS,
+    )
     # "validation": a run reports its test metrics at the evaluation of its last phase
     # with the best validation score of the output (early stopping chosen on held-out
     # data, never on the test set; needs Task.validation_set); "last": at its end
-    select: str = "last"
+    select: str = setting(
+        "last or validation: report the evaluation with the best validation score",
+        "last",
+    )
     # modules whose trained parameters the run keeps in the store ("recognizer,adder_1",
     # or "*" for every module; see e2elab.checkpoints): not in the id, a run that lacks
     # them is trained again (bit for bit the same weights)
-    save_modules: str = ""
+    save_modules: str = setting("", "", training=False, flag=False)
     # modules loaded from checkpoints before training: "MODULE=SHA256,..." (in the id:
     # the weights, not where they were read) and where to read them, "MODULE=SOURCE,..."
     # with SOURCE a checkpoint file or STORE#RUN_ID (not in the id)
-    load: str = ""
-    load_from: str = ""
+    load: str = setting("", "", training=False, flag=False)
+    load_from: str = setting("", "", training=False, flag=False)
     # ports forced to their true values in an extra evaluation of the trained system (see
     # e2elab.oracle): "trained", "others" or port patterns, sets separated by ";". Not in
     # the id: a stored run without the evaluation asked for is trained again (the same
-    # weights)
-    oracle: str = ""
+    # weights). Its flag, --oracle, belongs to run and reproduce alike.
+    oracle: str = setting("", "", flag=False)
 
     def override(self, **changes: Any) -> Settings:
         """These settings with every change that is not None laid over them."""
@@ -98,9 +129,9 @@ class Settings:
     def validate(self) -> Settings:
         """Check every field; one line naming the field and the fix if one is wrong."""
         limits = {
-            "budget": MAX_BUDGET,
-            "batch_size": MAX_BATCH_SIZE,
-            "evaluations": MAX_EVALUATIONS,
+            f.name: f.metadata["limits"]["le"]
+            for f in dataclasses.fields(self)
+            if f.metadata["limits"].get("ge") == 1 and "le" in f.metadata["limits"]
         }
         for name, most in limits.items():
             value = getattr(self, name)
