@@ -146,7 +146,7 @@ def test_a_change_in_a_helper_module_of_the_users_package_is_seen(tmp_path, caps
     (package / "helpers.py").write_text("SCALE = 10.0\n")
     source = (Path(__file__).parent / "user_tasks" / "fusion.py").read_text()
     # the data depend on a constant of a helper module, not on a knob
-    source = source.replace('self.settings["scale"] *', "helpers.SCALE *")
+    source = source.replace('self.knobs["scale"] *', "helpers.SCALE *")
     assert "helpers.SCALE *" in source
     (package / "tasks.py").write_text(
         source.replace("import torch\n", "import torch\n\nfrom fusionpkg import helpers\n", 1)

@@ -33,7 +33,7 @@ class _PairTask(Task):
     @property
     def ports(self) -> dict[str, PortSpec]:
         ports = {"digit_b": PortSpec("class", 4, 0.25), "y": PortSpec("class", 5, 0.2)}
-        if self.settings["case"] == "regression-shape":
+        if self.knobs["case"] == "regression-shape":
             ports["digit_b"] = PortSpec("regression", 4, 0.0)
         return ports
 
@@ -42,14 +42,14 @@ class _PairTask(Task):
         return "y"
 
     def build_system(self) -> _Pair:
-        case = self.settings["case"]
+        case = self.knobs["case"]
         emit = "digit_B" if case == "misnamed" else "digit_b"
         return _Pair(emit=emit, hidden_port=case != "fused")
 
     def sample(self, batch_size: int, generator: torch.Generator, test: bool = False) -> Batch:
         x = torch.randn(batch_size, 3, generator=generator)
         targets = {"digit_b": (x[:, 0] > 0).long(), "y": (x[:, 1] > 0).long()}
-        case = self.settings["case"]
+        case = self.knobs["case"]
         if case == "missing":
             del targets["digit_b"]
         elif case == "float-class":

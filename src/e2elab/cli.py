@@ -485,7 +485,7 @@ def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experim
     expanded = [s for text in names for s in strategies.expand(text, list(graph.modules))]
     definition = {
         "task": args.task,
-        "knobs": {**task.settings},
+        "knobs": {**task.knobs},
         "strategies": expanded,
         "seeds": args.seeds,
         "budget": args.budget,

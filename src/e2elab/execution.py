@@ -85,7 +85,7 @@ def make_spec(
     source = reference(cls) if isinstance(task, Task) or ":" not in task else task
     return RunSpec(
         task=instance.name,
-        knobs=dict(instance.settings),
+        knobs=dict(instance.knobs),
         strategy=strategies.format_strategy(name, params),
         seed=int(seed),
         settings=chosen,
@@ -124,7 +124,7 @@ _SYSTEM_CLASSES: dict[tuple[type, str], type] = {}
 
 
 def _system_class(task: Task) -> type:
-    key = (type(task), json.dumps(task.settings, sort_keys=True, default=str))
+    key = (type(task), json.dumps(task.knobs, sort_keys=True, default=str))
     if key not in _SYSTEM_CLASSES:
         _SYSTEM_CLASSES[key] = type(task.build_system())
     return _SYSTEM_CLASSES[key]

@@ -324,7 +324,7 @@ def measure_snr(
             key = json.dumps(
                 [
                     experiment.task,
-                    task.settings,
+                    task.knobs,
                     strategy,
                     settings.inits,
                     settings.batches,
@@ -340,7 +340,7 @@ def measure_snr(
                 if on_done is not None:
                     on_done()
                 continue
-            job = (name, dict(task.settings), strategy, settings.inits, settings.batches)
+            job = (name, dict(task.knobs), strategy, settings.inits, settings.batches)
             missing.append((key, (*job, settings.batch_size, settings.phase, config, exact)))
     workers = workers or len(os.sched_getaffinity(0))
     inits = settings.inits

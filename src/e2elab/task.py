@@ -222,7 +222,13 @@ class Task(ABC):
     data_device: torch.device | None = None
 
     def __init__(self, **knobs: Any) -> None:
-        self.settings = self.resolve_knobs(knobs)
+        # the knobs' values, defaults filled in (the class's ``knobs`` declares them)
+        self.knobs: dict[str, Any] = self.resolve_knobs(knobs)  # type: ignore[misc]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The knobs' values, under the name earlier versions gave them (``knobs``)."""
+        return self.knobs
 
     @classmethod
     def resolve_knobs(cls, given: dict[str, Any]) -> dict[str, Any]:

@@ -45,7 +45,7 @@ class Fusion(Task):
         return "both"
 
     def build_system(self) -> FusionSystem:
-        return FusionSystem(self.settings["width"])
+        return FusionSystem(self.knobs["width"])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         return self._draw(batch_size, generator, test=False)
@@ -58,7 +58,7 @@ class Fusion(Task):
         # disjoint by construction: training points have left[:, 3] > 0, test points < 0
         left[:, 3] = left[:, 3].abs() * (-1 if test else 1)
         side_left, side_right = (left[:, 0] > 0).long(), (right[:, 0] > 0).long()
-        distance = self.settings["scale"] * (left[:, :1] - right[:, :1])  # (B, 1)
+        distance = self.knobs["scale"] * (left[:, :1] - right[:, :1])  # (B, 1)
         targets = {
             "side_left": side_left,
             "side_right": side_right,

@@ -155,7 +155,7 @@ def gradient_snr(
         if out is None:
             method = "exact" if population is not None else "sampled"
             out = SNRResult(
-                task.name, dict(task.settings), strategy, chosen.label, size, batches, method=method
+                task.name, dict(task.knobs), strategy, chosen.label, size, batches, method=method
             )
             if population is not None:
                 out.batches = population.size

@@ -166,7 +166,7 @@ class Captioning(Task):
 
     @property
     def objects(self) -> int:
-        return self.settings["objects"]
+        return self.knobs["objects"]
 
     @cached_property
     def ports(self) -> dict[str, PortSpec]:
@@ -182,13 +182,13 @@ class Captioning(Task):
         return "caption"
 
     def build_system(self) -> CaptioningSystem:
-        s = self.settings
+        s = self.knobs
         return CaptioningSystem(self.objects, s["width"], s["features"], s["decoder_width"])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         seed = int(torch.randint(2**62, (1,), generator=generator).item())
         return self._batch(
-            scenes.generate(batch_size, self.objects, seed, noise=self.settings["noise"])
+            scenes.generate(batch_size, self.objects, seed, noise=self.knobs["noise"])
         )
 
     @cached_property
@@ -196,7 +196,7 @@ class Captioning(Task):
         return self._batch(self.test_scenes())
 
     def test_scenes(self) -> scenes.Scenes:
-        return scenes.test_scenes(self.objects, self.settings["test_size"], self.settings["noise"])
+        return scenes.test_scenes(self.objects, self.knobs["test_size"], self.knobs["noise"])
 
     def test_set(self) -> Batch:
         return self._test

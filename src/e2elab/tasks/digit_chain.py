@@ -74,11 +74,11 @@ class DigitChain(Task):
 
     @property
     def n(self) -> int:
-        return self.settings["n"]
+        return self.knobs["n"]
 
     @property
     def m(self) -> int:
-        return self.settings["m"]
+        return self.knobs["m"]
 
     @cached_property
     def ports(self) -> dict[str, PortSpec]:
@@ -93,14 +93,14 @@ class DigitChain(Task):
         return f"sum_{self.n}"
 
     def build_system(self) -> DigitChainSystem:
-        s = self.settings
+        s = self.knobs
         return DigitChainSystem(
             self.n, self.m, s["recognizer_width"], s["adder_width"], s["share_adders"]
         )
 
     @property
     def _pools(self):
-        return digit_pools(split_seed=self.settings["split_seed"])
+        return digit_pools(split_seed=self.knobs["split_seed"])
 
     def _train_pool(self) -> tuple[Tensor, Tensor]:
         """Training images and labels, on the data device while training keeps them there."""
@@ -121,8 +121,8 @@ class DigitChain(Task):
     @cached_property
     def _test(self) -> Batch:
         pools = self._pools
-        generator = torch.Generator().manual_seed(TEST_SEED + self.settings["split_seed"])
-        shape = (self.settings["test_size"], self.n)
+        generator = torch.Generator().manual_seed(TEST_SEED + self.knobs["split_seed"])
+        shape = (self.knobs["test_size"], self.n)
         index = torch.randint(len(pools.test_labels), shape, generator=generator)
         return self._tuples(pools.test_images, pools.test_labels, index)
 

@@ -67,12 +67,12 @@ class DigitCompare(Task):
         return "greater"
 
     def build_system(self) -> DigitCompareSystem:
-        s = self.settings
+        s = self.knobs
         return DigitCompareSystem(s["recognizer_width"], s["comparator_width"])
 
     @property
     def _pools(self):
-        return digit_pools(split_seed=self.settings["split_seed"])
+        return digit_pools(split_seed=self.knobs["split_seed"])
 
     def _train_pool(self) -> tuple[Tensor, Tensor]:
         """Training images and labels, on the data device while training keeps them there."""
@@ -92,9 +92,9 @@ class DigitCompare(Task):
     @cached_property
     def _test(self) -> Batch:
         pools = self._pools
-        generator = torch.Generator().manual_seed(TEST_SEED + self.settings["split_seed"])
+        generator = torch.Generator().manual_seed(TEST_SEED + self.knobs["split_seed"])
         index = torch.randint(
-            len(pools.test_labels), (self.settings["test_size"], 2), generator=generator
+            len(pools.test_labels), (self.knobs["test_size"], 2), generator=generator
         )
         return self._pairs(pools.test_images, pools.test_labels, index)
 

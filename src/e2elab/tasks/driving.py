@@ -139,10 +139,10 @@ class Driving(Task):
         return "steering"
 
     def build_system(self) -> DrivingSystem:
-        return DrivingSystem(self.settings["width"], self.settings["controller_width"])
+        return DrivingSystem(self.knobs["width"], self.knobs["controller_width"])
 
     def _roads(self, test: bool, curvature: float | None = None) -> list[world.Road]:
-        s = self.settings
+        s = self.knobs
         base = world.TEST_SEED if test else 0
         count = s["test_roads"] if test else s["roads"]
         bend = s["curvature"] if curvature is None else curvature
@@ -151,7 +151,7 @@ class Driving(Task):
 
     def _frames(self, size: int, seed: int, test: bool) -> Batch:
         """``size`` clean frames (no sensor noise yet) with their targets."""
-        s = self.settings
+        s = self.knobs
         roads = self._roads(test)
         rng = np.random.default_rng(seed)
         which, index, x, y, theta, offset, error = world.poses(roads, rng, s["spread"], size)
@@ -176,22 +176,22 @@ class Driving(Task):
         """The ``frames`` training frames of seed ``seed`` (clean; noise is added per batch)."""
         pools = self.__dict__.setdefault("_pools", {})
         if seed not in pools:
-            pools[seed] = self._frames(self.settings["frames"], seed, test=False)
+            pools[seed] = self._frames(self.knobs["frames"], seed, test=False)
         return pools[seed]
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         pool = self.train_set_for(generator.initial_seed())
         index = torch.randint(len(pool), (batch_size,), generator=generator)
         batch = pool.take(index)
-        noise = self.settings["noise"] * torch.randn(batch.x["images"].shape, generator=generator)
+        noise = self.knobs["noise"] * torch.randn(batch.x["images"].shape, generator=generator)
         images = (batch.x["images"] + noise).clamp(0.0, 1.0)
         return Batch({"images": images}, batch.targets)
 
     @cached_property
     def _test(self) -> Batch:
-        clean = self._frames(self.settings["test_size"], TEST_FRAMES_SEED, test=True)
+        clean = self._frames(self.knobs["test_size"], TEST_FRAMES_SEED, test=True)
         generator = torch.Generator().manual_seed(TEST_FRAMES_SEED)
-        noise = self.settings["noise"] * torch.randn(clean.x["images"].shape, generator=generator)
+        noise = self.knobs["noise"] * torch.randn(clean.x["images"].shape, generator=generator)
         return Batch({"images": (clean.x["images"] + noise).clamp(0.0, 1.0)}, clean.targets)
 
     def test_set(self) -> Batch:
@@ -210,7 +210,7 @@ class Driving(Task):
         """Drive ``system`` over the held-out roads under ``condition``; a car that leaves
         its lane (|offset| > DEPARTURE) is counted and put back on the centre line."""
         light, noisier, sharper, port_noise = CONDITIONS[condition]
-        s = self.settings
+        s = self.knobs
         roads = self._roads(test=True, curvature=s["curvature"] * sharper)
         k = len(roads)
         device = next(system.parameters()).device

@@ -167,15 +167,15 @@ class Images(Task):
     def __init__(self, **knobs) -> None:
         super().__init__(**knobs)
         pool = len(self.split.train_labels)
-        if self.settings["train_size"] > pool:
+        if self.knobs["train_size"] > pool:
             raise E2ELabError(
-                f"task images: train_size {self.settings['train_size']} is more than the "
-                f"{pool} images of {self.settings['source']}'s training pool; lower it"
+                f"task images: train_size {self.knobs['train_size']} is more than the "
+                f"{pool} images of {self.knobs['source']}'s training pool; lower it"
             )
 
     @cached_property
     def split(self):
-        s = self.settings
+        s = self.knobs
         test, val = PARTS[s["source"]]
         return image_split(s["source"], test, val, s["split_seed"], mnist_root(s) or None)
 
@@ -189,7 +189,7 @@ class Images(Task):
 
     def build_system(self) -> ImagesSystem:
         width = self._features(self.split.test_images[:1]).shape[1]
-        return ImagesSystem(self.settings["front"], self.split.side, width)
+        return ImagesSystem(self.knobs["front"], self.split.side, width)
 
     # ---------------------------------------------------------------- data
 
@@ -197,7 +197,7 @@ class Images(Task):
         """Indices into the training pool of the run with ``seed`` (kept per seed: every
         training batch asks)."""
         if seed not in self._subsets:
-            size = self.settings["train_size"]
+            size = self.knobs["train_size"]
             self._subsets[seed] = nested_subset(self.split.train_labels, size, seed)
         return self._subsets[seed]
 
@@ -206,17 +206,17 @@ class Images(Task):
         return {}
 
     def _features(self, images: np.ndarray) -> np.ndarray:
-        return extract(self.settings["features"], images)
+        return extract(self.knobs["features"], images)
 
     @cached_property
     def _pool_features(self) -> Tensor | None:
-        if self.settings["front"] != "mlp":
+        if self.knobs["front"] != "mlp":
             return None
         return torch.from_numpy(self._features(self.split.train_images))
 
     def _batch(self, images: np.ndarray, labels: np.ndarray, features: Tensor | None) -> Batch:
         x = {"image": torch.from_numpy(images)[:, None]}  # (N, 1, H, W)
-        if self.settings["front"] == "mlp":
+        if self.knobs["front"] == "mlp":
             x["features"] = (
                 features if features is not None else torch.from_numpy(self._features(images))
             )

@@ -173,7 +173,7 @@ class LineParity(Task):
 
     @property
     def k(self) -> int:
-        return self.settings["k"]
+        return self.knobs["k"]
 
     @cached_property
     def ports(self) -> dict[str, PortSpec]:
@@ -195,7 +195,7 @@ class LineParity(Task):
     @cached_property
     def _test(self) -> Batch:
         generator = torch.Generator().manual_seed(TEST_SEED)
-        size = self.settings["test_size"]
+        size = self.knobs["test_size"]
         segments, images = draw_images(size * self.k, generator)
         return self._tuples(segments, images, size)
 

@@ -73,7 +73,7 @@ class Parity(Task):
 
     def __init__(self, **knobs) -> None:
         super().__init__(**knobs)
-        d, size = self.settings["d"], self.settings["subset_size"]
+        d, size = self.knobs["d"], self.knobs["subset_size"]
         if d > MAX_D:
             raise E2ELabError(f"task parity: d must be at most {MAX_D}, got {d}")
         if size > d:
@@ -81,13 +81,13 @@ class Parity(Task):
 
     @property
     def d(self) -> int:
-        return self.settings["d"]
+        return self.knobs["d"]
 
     @cached_property
     def subset(self) -> Tensor:
         """v* as a (d,) 0./1. float vector."""
-        generator = torch.Generator().manual_seed(self.settings["subset_seed"])
-        size = self.settings["subset_size"]
+        generator = torch.Generator().manual_seed(self.knobs["subset_seed"])
+        size = self.knobs["subset_size"]
         if size:
             v = torch.zeros(self.d)
             v[torch.randperm(self.d, generator=generator)[:size]] = 1.0
@@ -128,7 +128,7 @@ class Parity(Task):
     def _draw(self, n: int, generator: torch.Generator, test: bool) -> Tensor:
         """n inputs uniform over the test (or training) part, by vectorised rejection;
         online, uniform over all inputs."""
-        if self.settings["online"]:
+        if self.knobs["online"]:
             return torch.randint(0, 2, (n, self.d), generator=generator).float()
         rate = TEST_FRACTION if test else 1 - TEST_FRACTION
         kept: list[Tensor] = []
@@ -150,7 +150,7 @@ class Parity(Task):
     @cached_property
     def _test(self) -> Batch:
         generator = torch.Generator().manual_seed(TEST_SEED)
-        return self._batch(self._draw(self.settings["test_size"], generator, test=True))
+        return self._batch(self._draw(self.knobs["test_size"], generator, test=True))
 
     def test_set(self) -> Batch:
         return self._test
@@ -160,7 +160,7 @@ class Parity(Task):
         d <= MAX_ENUMERATED_D."""
         if self.d > MAX_ENUMERATED_D:
             return None
-        online = self.settings["online"]
+        online = self.knobs["online"]
         count = 2**self.d
         if not online:  # the size of the training part, counted a block at a time
             count = sum(int((~self.is_test_input(bits)).sum()) for bits in self._inputs(1 << 16))

@@ -354,11 +354,11 @@ class Pentomino(Task):
         return "same"
 
     def build_system(self) -> PentominoSystem:
-        return PentominoSystem(self.settings["p1_width"], self.settings["p2_width"])
+        return PentominoSystem(self.knobs["p1_width"], self.knobs["p2_width"])
 
     @property
     def _train(self) -> PentominoSet:
-        s = self.settings
+        s = self.knobs
         return pentomino_set("train", s["train_size"], s["data_seed"])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
@@ -381,7 +381,7 @@ class Pentomino(Task):
 
     @cached_property
     def _test(self) -> Batch:
-        s = self.settings
+        s = self.knobs
         test = pentomino_set("test", s["test_size"], s["data_seed"])
         return test.batch(torch.arange(len(test)))
 

@@ -90,7 +90,7 @@ class SequenceCopy(Task):
 
     @property
     def n(self) -> int:
-        return self.settings["n"]
+        return self.knobs["n"]
 
     @cached_property
     def ports(self) -> dict[str, PortSpec]:
@@ -105,7 +105,7 @@ class SequenceCopy(Task):
         return "tokens"
 
     def build_system(self) -> SequenceCopySystem:
-        return SequenceCopySystem(self.n, self.settings["width"])
+        return SequenceCopySystem(self.n, self.knobs["width"])
 
     def sample(self, batch_size: int, generator: torch.Generator) -> Batch:
         pools = digit_pools()
@@ -115,7 +115,7 @@ class SequenceCopy(Task):
     def _test(self) -> Batch:
         pools = digit_pools()
         generator = torch.Generator().manual_seed(TEST_SEED)
-        size = self.settings["test_size"]
+        size = self.knobs["test_size"]
         return self._rows(pools.test_images, pools.test_labels, size, generator)
 
     def test_set(self) -> Batch:

@@ -65,7 +65,7 @@ class Stocks(Task):
 
     def __init__(self, **knobs) -> None:
         super().__init__(**knobs)
-        s = self.settings
+        s = self.knobs
         pairs = s["d"] * 2 ** (s["k"] - 1)
         if 4 * s["test_size"] > pairs:
             raise E2ELabError(
@@ -75,16 +75,16 @@ class Stocks(Task):
 
     @property
     def d(self) -> int:
-        return self.settings["d"]
+        return self.knobs["d"]
 
     @property
     def k(self) -> int:
-        return self.settings["k"]
+        return self.knobs["k"]
 
     @cached_property
     def table(self) -> Tensor:
         """y(x) for each of the d inputs: (d,) long in 0..k-1."""
-        generator = torch.Generator().manual_seed(self.settings["table_seed"])
+        generator = torch.Generator().manual_seed(self.knobs["table_seed"])
         return torch.randint(0, self.k, (self.d,), generator=generator)
 
     @cached_property
@@ -144,7 +144,7 @@ class Stocks(Task):
     @cached_property
     def _test_pairs(self) -> tuple[Tensor, Tensor]:
         generator = torch.Generator().manual_seed(TEST_SEED)
-        return self.draw(self.settings["test_size"], generator)
+        return self.draw(self.knobs["test_size"], generator)
 
     @cached_property
     def _test_hashes(self) -> Tensor:
