@@ -27,6 +27,8 @@ from e2elab.replicas import plan_seeds
 from e2elab.execution import first_batch
 from e2elab.train import train_seeds
 
+pytestmark = pytest.mark.slow
+
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "cases": []}
 for name, knobs, text in [("digit-chain", {"n": 2}, "e2e"), ("digit-chain", {"n": 2}, "hinted"),
                           ("stocks", {"k": 10}, "e2e")]:

@@ -70,6 +70,7 @@ def test_force_errors_name_the_problem(text, message):
         strategies.build(text, _graph(task), task.output)
 
 
+@pytest.mark.slow
 def test_forcing_the_other_positions_lets_the_shared_recognizer_learn():
     """The C3 diagnostic at n = 2, small: unforced, frozen_others:module=recognizer stays
     near chance; with digit_2 forced it learns (the shared-recognizer explanation)."""

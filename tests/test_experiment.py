@@ -145,9 +145,7 @@ def test_training_settings_are_written_once_in_settings():
 
     fields = dataclasses.fields(Settings)
     assert set(Training.model_fields) == {f.name for f in fields if f.metadata["training"]}
-    run = next(
-        a.choices["run"] for a in _build_parser()._actions if getattr(a, "choices", None)
-    )
+    run = next(a.choices["run"] for a in _build_parser()._actions if getattr(a, "choices", None))
     flags = {o for a in run._actions for o in a.option_strings}
     for f in fields:
         assert (f"--{f.name.replace('_', '-')}" in flags) == (

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -97,6 +98,7 @@ def _check(argv: list[str], store: Path | None = None) -> None:
             assert store.read_bytes() == before, "a refused command changed the store"
 
 
+@pytest.mark.slow
 @FUZZ
 @given(changes=st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=3))
 def test_any_experiment_file_gives_exit_0_or_one_line(changes):

@@ -21,6 +21,8 @@ from synthetic import fixture_store
 from e2elab import experiment as experiments
 from e2elab.cli import main
 
+pytestmark = pytest.mark.slow
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ARGS = [
     "--headless",

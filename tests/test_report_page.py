@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from synthetic import fixture_store
 
 from e2elab import experiment as experiments
@@ -44,6 +45,7 @@ def test_claim_figures_follow_the_check_the_names_and_the_where_knobs():
     assert caption("my_figure.png", {"my_figure": "Declared."}) == "Declared."
 
 
+@pytest.mark.slow
 def test_the_page_puts_verdicts_first_with_tables_captions_and_an_index(tmp_path):
     store = fixture_store(tmp_path / "s" / "results.sqlite", "glasmachers")
     assert main(["report", str(store), "-o", str(tmp_path / "out")]) == 0

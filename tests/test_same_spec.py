@@ -93,6 +93,7 @@ def two_threads():
     torch.set_num_threads(previous)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_every_path_that_trains_stores_the_same_result(name, tmp_path, two_threads):
     case = CASES[name]
@@ -130,6 +131,7 @@ def test_every_path_that_trains_stores_the_same_result(name, tmp_path, two_threa
         assert result == reference, f"{path} stored a different result than execute()"
 
 
+@pytest.mark.slow
 def test_ray_workers_store_the_same_result_as_the_api(tmp_path, two_threads):
     pytest.importorskip("ray")
     case = CASES["digit-chain"]

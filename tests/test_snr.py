@@ -3,6 +3,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from e2elab import make_task
@@ -81,6 +82,7 @@ def test_snr_with_identical_batches_is_infinite():
     assert all(math.isinf(v[0]) or v[0] > 1e6 for v in result.per_init.values())
 
 
+@pytest.mark.slow
 def test_stocks_snr_matches_its_closed_form_far_below_one_over_batches():
     # Cross-entropy on one-hot inputs (d = 1000, batch 100): the gradient's mean has norm^2
     # about 1/d and a batch's noise about 1/batch, so SNR ~ batch/d = 0.1. The old plug-in
@@ -101,6 +103,7 @@ def test_frozen_modules_are_left_out_of_the_snr():
     assert set(result.per_init) == {"adder_1"}
 
 
+@pytest.mark.slow
 def test_diagnose_snr_writes_json_and_figure(tmp_path, capsys):
     argv = [
         "diagnose",

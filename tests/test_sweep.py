@@ -59,6 +59,7 @@ def _stored_ids(store_path: Path) -> list[str]:
         return []
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_and_stores_each_run_exactly_once(tmp_path):
     spec_path = _tiny(tmp_path, budget=6000, seeds=3)
     out = tmp_path / "out"
@@ -96,6 +97,7 @@ def test_killed_sweep_resumes_and_stores_each_run_exactly_once(tmp_path):
     assert int(counts.group(3)) == total - len(before)
 
 
+@pytest.mark.slow
 def test_serial_and_local_pool_executors_store_identical_results(tmp_path):
     exp = experiments.load(_tiny(tmp_path))
     stores = {}
@@ -112,6 +114,7 @@ def test_serial_and_local_pool_executors_store_identical_results(tmp_path):
         assert serial.probes == pooled.probes
 
 
+@pytest.mark.slow
 def test_reproduce_then_report_then_export(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["reproduce", str(_tiny(tmp_path)), "--executor", "serial", "--out", str(out)]) == 0
@@ -160,6 +163,7 @@ def test_reproduce_and_report_errors_are_one_line(tmp_path, capsys):
         assert len(err.splitlines()) == 1 and expected in err, err
 
 
+@pytest.mark.slow
 def test_ray_executor_stores_the_same_results_as_the_local_executor(tmp_path):
     import pytest
 
@@ -179,6 +183,7 @@ def test_ray_executor_stores_the_same_results_as_the_local_executor(tmp_path):
     assert stored["ray"] == stored["serial"]
 
 
+@pytest.mark.slow
 def test_reproduce_measures_snr_once_and_reports_it(tmp_path, capsys):
     path = _tiny(
         tmp_path,
@@ -212,6 +217,7 @@ def test_reproduce_measures_snr_once_and_reports_it(tmp_path, capsys):
         assert store.snr("tiny") == first
 
 
+@pytest.mark.slow
 def test_snr_measured_in_worker_processes_equals_snr_measured_here(tmp_path):
     from e2elab.runner import measure_snr
 

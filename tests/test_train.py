@@ -115,6 +115,7 @@ def test_every_strategy_learns_one_digit_parity_on_a_small_budget(text):
     assert not result.at_chance
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", [s for s in ALL if s != "local"])
 def test_every_strategy_but_local_reads_one_digit_on_a_small_budget(text):
     result = run("digit-chain", text, knobs={"n": 1, "m": 10}, budget=60_000)

@@ -23,6 +23,7 @@ def _out_line(capsys) -> str:
     return capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_user_task_runs_through_run_reproduce_report_and_export(tmp_path, capsys):
     argv = ["run", "--task", FUSION, "--strategy", "e2e", "--strategy", "modular"]
     argv += ["--seeds", "2", "--budget", "1200", "--workers", "2", "--out", str(tmp_path / "r")]
@@ -71,6 +72,7 @@ def test_a_user_task_runs_through_run_reproduce_report_and_export(tmp_path, caps
     assert {row["port"] for row in curves} == {"side_left", "side_right", "distance", "both"}
 
 
+@pytest.mark.slow
 def test_a_user_task_runs_on_ray_workers(tmp_path, capsys):
     pytest.importorskip("ray")
     argv = ["run", "--task", FUSION, "--strategy", "e2e", "--seeds", "1", "--budget", "600"]

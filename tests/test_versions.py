@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 from e2elab import versions
@@ -56,6 +57,7 @@ def _package(root: Path, width: int) -> None:
     (folder / "task.py").write_text(textwrap.dedent(_TASK))
 
 
+@pytest.mark.slow
 def test_a_changed_helper_module_keeps_the_reports_seed_counts_right(tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     _package(tmp_path, width=8)
