@@ -464,8 +464,7 @@ def _full_id(path: Path, prefix: str) -> str:
 def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experiments.Experiment:
     """``e2elab run``'s arguments as an experiment of one grid point."""
     from e2elab import strategy as strategies
-    from e2elab.execution import first_batch
-    from e2elab.system import trace
+    from e2elab.prepare import prepare
     from e2elab.tasks import make_task
 
     if args.seeds < 1:
@@ -480,9 +479,9 @@ def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experim
     }
     # every setting checked here, once, with the task's defaults under it
     type(task).defaults.override(budget=args.budget, device=args.device, **training).validate()
-    graph = trace(task.build_system(), first_batch(task), task.ports)
-    names = args.strategy or _applicable(task, graph)
-    expanded = [s for text in names for s in strategies.expand(text, list(graph.modules))]
+    point = prepare(task)  # traced once here; the runner and the runs reuse it
+    names = args.strategy or _applicable(task, point)
+    expanded = [s for text in names for s in strategies.expand(text, list(point.graph.modules))]
     definition = {
         "task": args.task,
         "knobs": {**task.knobs},
@@ -499,16 +498,15 @@ def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experim
     return experiments.parse({"name": name, **definition}, "e2elab run")
 
 
-def _applicable(task: Any, graph: Any) -> list[str]:
+def _applicable(task: Any, point: Any) -> list[str]:
     """Every strategy that can train this task (the default of ``run``)."""
     from e2elab import strategy as strategies
-    from e2elab.validate import check_strategy
 
     names = []
     for name in strategies.STRATEGIES:
         try:
-            for text in strategies.expand(name, list(graph.modules)):
-                check_strategy(task, strategies.build(text, graph, task.output))
+            for text in strategies.expand(name, list(point.graph.modules)):
+                point.strategy(text, task)
         except E2ELabError:
             continue
         names.append(name)
@@ -530,7 +528,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     specs = _specs(experiment, overrides)  # every check, before the store is touched
     writable_folder(args.out, "--out")
     with _opened(args.out / "results.sqlite") as store:
-        counts = _sweep(experiment, store, executor, overrides, args)
+        counts = _sweep(experiment, store, executor, overrides, args, specs)
         results = store.results_by_id([s.id for s in specs])
     by_id = {r.id: r for r in results}
     # judged at this command's threshold (a stored run may have been scored at another)
@@ -664,9 +662,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     name = f"{name}-{profile}" if profile else name
     executor = _executor(args)
     overrides = {"device": args.device, "save_modules": args.save_modules, "oracle": args.oracle}
+    planned: dict[str, list[Any]] = {}
     for experiment in parts:
-        try:
-            _specs(experiment, overrides)  # every check, before the store is touched
+        try:  # every check, before the store is touched
+            planned[experiment.name] = _specs(experiment, overrides)
         except E2ELabError as error:
             raise E2ELabError(
                 f"{args.experiment} (experiment {experiment.name}): {error}"
@@ -679,7 +678,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     with _opened(out / "results.sqlite") as store:
         done = []
         for experiment in parts:
-            counts = _sweep(experiment, store, executor, overrides, args)
+            # a transfer's runs need the store (its source runs): the runner makes them
+            specs = None if experiment.transfer is not None else planned[experiment.name]
+            counts = _sweep(experiment, store, executor, overrides, args, specs)
             workers = 1 if args.executor == "serial" else getattr(executor, "workers", None)
             snr = measure_snr(experiment, store, workers=workers)
             rescored = f", {counts.rescored} re-scored" if counts.rescored else ""
@@ -711,6 +712,7 @@ def _sweep(
     executor: Any,
     overrides: dict[str, Any],
     args: argparse.Namespace,
+    specs: list[Any] | None = None,
 ) -> Any:
     from e2elab.runner import estimate_seconds, run_experiment
 
@@ -771,6 +773,7 @@ def _sweep(
             finished,
             force=args.force,
             before_training=plan,
+            specs=specs,
         )
 
 

@@ -19,7 +19,9 @@ from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError, choices
 from e2elab.numerics import conv_layout, describe, fixed_numerics
-from e2elab.oracle import check_oracle, evaluate_oracles
+from e2elab.oracle import evaluate_oracles
+from e2elab.prepare import first_batch as first_batch  # its home before prepare
+from e2elab.prepare import prepare
 from e2elab.records import (
     SPEC_VERSION,
     RunResult,
@@ -28,11 +30,10 @@ from e2elab.records import (
     examples_to_threshold,
     phase_end,
 )
-from e2elab.system import Graph, System, trace
-from e2elab.task import Batch, PortSpec, Task
+from e2elab.system import Graph, System
+from e2elab.task import PortSpec, Task
 from e2elab.tasks import fingerprint, make_task, reference, task_class
 from e2elab.train import Outcome, train_seeds
-from e2elab.validate import check_strategy, check_task
 
 __all__ = [
     "SPEC_VERSION",
@@ -177,14 +178,9 @@ def _execute_seeds(
     instance = task if task is not None else task_for(first)
     instance = checkpoints.preload(instance, first.settings.load, first.settings.load_from)
     torch.manual_seed(first.seed)
-    system = _checked_system(instance)
-    sample = first_batch(instance)
-    graph = trace(system, sample, instance.ports)
-    check_task(instance, system, graph, sample)
-    strategy = strategies.build(first.strategy, graph, instance.output)
-    check_strategy(instance, strategy)
-    if strategy.blackbox is None:
-        check_oracle(first.settings.oracle, instance, strategy, graph)
+    point = prepare(instance)  # traced and checked once per process and grid point
+    strategy = point.strategy(first.strategy, instance, first.settings.oracle)
+    graph = point.graph
     if strategy.blackbox is not None:
         return [
             _execute_blackbox(
@@ -455,16 +451,6 @@ def _probes_at_init(task: Task, spec: RunSpec) -> dict[str, float]:
     return _INIT_PROBES[key]
 
 
-def _checked_system(task: Task) -> System:
-    system = task.build_system()
-    if not isinstance(system, System):
-        raise E2ELabError(
-            f"task {task.name}: build_system returned {type(system).__name__}; "
-            "it must return an e2elab.System subclass"
-        )
-    return system
-
-
 def chance_level(spec: PortSpec, targets: torch.Tensor) -> float:
     """The port's chance level on these test targets (see its kind's ``chance_level``)."""
     return spec.port_kind.chance_level(spec.chance, targets)
@@ -488,8 +474,3 @@ def at_chance(spec: PortSpec, metric: float, chance: float, n: int) -> tuple[boo
 def _max_rss_bytes() -> int:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(rss if sys.platform == "darwin" else rss * 1024)
-
-
-def first_batch(task: Task) -> Batch:
-    """A tiny batch of held-out data, e.g. to trace a system's graph."""
-    return task.test_set().slice(0, 2)

@@ -18,16 +18,16 @@ from e2elab import spill
 from e2elab import strategy as strategies
 from e2elab.diagnostics.snr import ESTIMATOR, EXACT, gradient_snr
 from e2elab.errors import E2ELabError
-from e2elab.execution import first_batch, make_spec, task_for
+from e2elab.execution import make_spec, task_for
 from e2elab.executors import Executor, SerialExecutor, in_processes
 from e2elab.experiment import Experiment, source_runs
 from e2elab.numerics import fixed_numerics
-from e2elab.oracle import check_oracle, oracle_sets
+from e2elab.oracle import oracle_sets
+from e2elab.prepare import prepare
 from e2elab.records import RunResult, RunSpec, SNRResult
 from e2elab.store import Store, StoreWriteError
-from e2elab.system import trace
 from e2elab.tasks import SHIPPED, fingerprint, make_task, published, reference, task_class
-from e2elab.validate import check_strategy, check_task
+from e2elab.validate import check_strategy
 
 
 @dataclass(frozen=True)
@@ -57,22 +57,18 @@ def experiment_specs(
     for knobs, texts, base, budget in cells:
         at = {**layers, "budget": budget} if budget is not None else layers
         task = make_task(experiment.task, knobs)
-        system = task.build_system()
-        batch = first_batch(task)
-        graph = trace(system, batch, task.ports)
-        check_task(task, system, graph, batch)
+        point = prepare(task)
+        graph = point.graph
         names = [s for text in texts for s in strategies.expand(text, list(graph.modules))]
         oracle = layers.get("oracle") or ""
         for text in names:
-            built = strategies.build(text, graph, task.output)
-            check_strategy(task, built)  # fail fast
-            if built.blackbox is None:
-                check_oracle(oracle, task, built, graph)
-            for seed in range(experiment.seeds):
-                spec = make_spec(experiment.task, text, seed=seed, knobs=knobs, **at)
-                specs.setdefault(spec.id, spec)
+            point.strategy(text, task, oracle)  # fail fast
+            spec = make_spec(experiment.task, text, seed=0, knobs=knobs, **at)
+            for seed in range(experiment.seeds):  # seeds differ in the seed alone
+                seeded = dataclasses.replace(spec, seed=seed)
+                specs.setdefault(seeded.id, seeded)
         for text in experiment.snr.strategies if experiment.snr and base else []:
-            count = len(strategies.build(text, graph, task.output).phases)
+            count = len(point.strategy(text, task).phases)
             if count and not -count <= experiment.snr.phase < count:
                 raise E2ELabError(
                     f"snr.phase {experiment.snr.phase}: strategy {text} has {count} phases; "
@@ -184,17 +180,20 @@ def run_experiment(
     on_result: Callable[[RunResult], None] | None = None,
     force: bool = False,
     before_training: Callable[[list[RunSpec]], None] | None = None,
+    specs: list[RunSpec] | None = None,
 ) -> SweepCounts:
     """Train every run of ``experiment`` not yet in ``store``; store each as it finishes.
 
     ``on_start(total, already_stored)`` is called once before training, ``on_result``
-    after each stored run. Each run is written in its own transaction, so an interrupted
+    after each stored run; ``specs``: the experiment's runs if the caller has made them
+    already (with the same overrides). Each run is written in its own transaction, so an interrupted
     sweep keeps every finished run and a rerun trains only the rest. ``force`` retrains
     stored runs. A stored run that this experiment judges at another accuracy threshold
     is re-scored from its curve when read, not retrained.
     """
     recovered = recover_spilled(store)
-    specs = experiment_specs(experiment, overrides, store)
+    if specs is None:  # the caller's, made once (``experiment_specs``), or made here
+        specs = experiment_specs(experiment, overrides, store)
     _check_importable(specs, executor)
     # a run that failed (e.g. out of memory) says nothing about its spec: it trains again;
     # so does one stored without the modules this experiment saves (the same weights)
@@ -433,8 +432,8 @@ def estimate_seconds(specs: list[RunSpec]) -> tuple[float, int]:
         key = json.dumps([spec.task, spec.knobs, spec.strategy, spec.settings.batch_size])
         if key not in step:
             task = task_for(spec)
-            graph = trace(task.build_system(), first_batch(task), task.ports)
-            strategy = strategies.build(spec.strategy, graph, task.output)
+            graph = prepare(task).graph
+            strategy = prepare(task).strategy(spec.strategy, task)
             if strategy.blackbox is not None:
                 step[key] = 0.0
                 untimed += 1
