@@ -57,6 +57,7 @@ def result(
         probes=probes if probes is not None else {p: 0.5 for p in ports},
         probes_at_init=probes_at_init if probes_at_init is not None else {p: 0.5 for p in ports},
         modules=modules,
+        learner="model" if strategy.startswith("blackbox") else "system",
     )
 
 

@@ -22,7 +22,6 @@ import yaml
 from e2elab.cli import main
 from e2elab.store import Store
 
-run_module = importlib.import_module("e2elab.execution")
 TINY = ["--knob", "n=1", "--strategy", "e2e", "--seeds", "1", "--budget", "300"]
 
 
@@ -239,20 +238,22 @@ def test_absurd_settings_are_refused(argv, expected, tmp_path, capsys):
 def test_a_run_out_of_memory_is_stored_as_failed_and_the_sweep_goes_on(
     tmp_path, capsys, monkeypatch
 ):
-    train = run_module.train_seeds
+    from e2elab import learners
+
+    train = learners.train_seeds
 
     def short_of_memory(task, strategy, *args, **kwargs):
         if strategy.name == "modular":
             raise RuntimeError("DefaultCPUAllocator: not enough memory: out of memory")
         return train(task, strategy, *args, **kwargs)
 
-    monkeypatch.setattr(run_module, "train_seeds", short_of_memory)
+    monkeypatch.setattr(learners, "train_seeds", short_of_memory)
     argv = ["run", "--knob", "n=1", "--strategy", "e2e", "--strategy", "modular", "--seeds", "1"]
     assert main([*argv, "--budget", "300", "--executor", "serial", "--out", str(tmp_path)]) == 0
     results = {r.spec["strategy"]: r for r in Store(tmp_path / "results.sqlite").results()}
     assert results["e2e"].status == "ok"
     assert results["modular"].status == "failed" and "out of memory" in results["modular"].reason
-    monkeypatch.setattr(run_module, "train_seeds", train)
+    monkeypatch.setattr(learners, "train_seeds", train)
     assert main([*argv, "--budget", "300", "--executor", "serial", "--out", str(tmp_path)]) == 0
     assert "2 runs (1 already stored, 1 trained)" in capsys.readouterr().out  # retried
 

@@ -15,9 +15,9 @@ import torch
 
 from e2elab import checkpoints
 from e2elab import strategy as strategies
-from e2elab.baselines import fit_blackbox
 from e2elab.diagnostics.probes import linear_probes
 from e2elab.errors import E2ELabError, choices
+from e2elab.learners import Learner, learner_for, trains_system
 from e2elab.numerics import conv_layout, describe, fixed_numerics
 from e2elab.oracle import evaluate_oracles
 from e2elab.prepare import first_batch as first_batch  # its home before prepare
@@ -33,7 +33,7 @@ from e2elab.records import (
 from e2elab.system import Graph, System
 from e2elab.task import PortSpec, Task
 from e2elab.tasks import fingerprint, make_task, reference, task_class
-from e2elab.train import Outcome, train_seeds
+from e2elab.train import Outcome
 
 __all__ = [
     "SPEC_VERSION",
@@ -79,7 +79,7 @@ def make_spec(
         raise E2ELabError("load names weights but not where to read them; give load_from")
     _check_saved(chosen.save_modules, instance)
     name, params = strategies.parse_strategy(strategy)
-    if name == "blackbox" and chosen.load:
+    if chosen.load and not trains_system(strategy):
         raise E2ELabError(
             "blackbox trains no module of the system, so it loads none; drop the load"
         )
@@ -181,21 +181,14 @@ def _execute_seeds(
     point = prepare(instance)  # traced and checked once per process and grid point
     strategy = point.strategy(first.strategy, instance, first.settings.oracle)
     graph = point.graph
-    if strategy.blackbox is not None:
-        return [
-            _execute_blackbox(
-                s, instance, strategy.blackbox, time.perf_counter(), strategy.params.get("features")
-            )
-            for s in specs
-        ]
-    seeds = [s.seed for s in specs]
+    learner = learner_for(strategy)
     try:
-        outcomes = train_seeds(
-            instance, strategy, graph, first.settings, seeds, on_progress, batch=batch
+        outcomes = learner.fit(
+            instance, graph, first.settings, [s.seed for s in specs], on_progress, batch
         )
         seconds = (time.perf_counter() - began) / len(specs)
         return [
-            _result(spec, instance, graph, strategy, outcome, seconds)
+            _assemble(spec, instance, graph, strategy, learner, outcome, seconds)
             for spec, outcome in zip(specs, outcomes, strict=True)
         ]
     except (MemoryError, RuntimeError) as error:
@@ -206,7 +199,10 @@ def _execute_seeds(
             f"out of memory ({' '.join(str(error).split())[:160]}); lower the batch size or "
             "the knobs, or train fewer runs at once (--workers)"
         )
-        return [_failed(spec, instance, reason, seconds) for spec in specs]
+        failed = Outcome(status="failed", reason=reason)
+        return [
+            _assemble(spec, instance, graph, strategy, learner, failed, seconds) for spec in specs
+        ]
 
 
 def _out_of_memory(error: BaseException) -> bool:
@@ -216,75 +212,69 @@ def _out_of_memory(error: BaseException) -> bool:
     return "out of memory" in text or "can't allocate memory" in text
 
 
-def _failed(spec: RunSpec, task: Task, reason: str, seconds: float) -> RunResult:
-    """A run that could not train to the end (e.g. out of memory), stored with its reason
-    so the sweep goes on and claims count it apart."""
-    return RunResult(
-        id=spec.id,
-        spec=spec.to_dict(),
-        status="failed",
-        reason=reason,
-        output=task.output,
-        curve=[],
-        final={},
-        chance={},
-        examples_to_threshold=None,
-        at_chance=False,
-        at_chance_p_value=None,
-        test_size=0,
-        wall_seconds=seconds,
-        memory={"max_rss_bytes": _max_rss_bytes()},
-        numerics=describe(spec.settings.device),
-    )
-
-
 def seed_group(spec: RunSpec) -> str:
     """Specs with the same key differ only by seed and can be trained together."""
     return spec.seed_group()
 
 
-def _result(
+def _assemble(
     spec: RunSpec,
-    instance: Task,
+    task: Task,
     graph: Graph,
     strategy: strategies.Strategy,
+    learner: Learner,
     outcome: Outcome,
-    train_seconds: float,
+    seconds: float,
 ) -> RunResult:
+    """The one place a RunResult is made: from a learner's Outcome (a failed one, e.g.
+    out of memory, stored with its reason so the sweep goes on and claims count it
+    apart). What only a trained system has (probes, the weights' hash, saved modules,
+    the oracle evaluation) comes where the learner has one."""
     began = time.perf_counter()
-    test = instance.test_set()
-    chance = {p: chance_level(s, test.targets[p]) for p, s in instance.ports.items()}
-    output = instance.output
+    output = task.output
+    common = {
+        "id": spec.id,
+        "spec": spec.to_dict(),
+        "status": outcome.status,
+        "reason": outcome.reason,
+        "output": output,
+        "learner": learner.name,
+        "numerics": describe(spec.settings.device),
+    }
+    if outcome.status == "failed":
+        return RunResult(
+            **common,
+            curve=[],
+            final={},
+            chance={},
+            examples_to_threshold=None,
+            at_chance=False,
+            at_chance_p_value=None,
+            test_size=0,
+            wall_seconds=seconds,
+            memory={"max_rss_bytes": _max_rss_bytes()},
+        )
+    test = task.test_set()
+    system, ok = learner.has_system, outcome.status == "ok"
+    ports = task.ports if system else {output: task.ports[output]}
+    chance = {p: chance_level(s, test.targets[p]) for p, s in ports.items()}
     final_metric = outcome.final.get(output, float("nan"))
-    broken, p_value = at_chance(instance.ports[output], final_metric, chance[output], len(test))
-    outcome.memory["max_rss_bytes"] = _max_rss_bytes()
+    broken, p_value = at_chance(task.ports[output], final_metric, chance[output], len(test))
+    memory = {**outcome.memory, "max_rss_bytes": _max_rss_bytes()}
     probes = (
-        linear_probes(instance, outcome.systems[0], device=spec.settings.device)
-        if outcome.status == "ok"
+        linear_probes(task, outcome.systems[0], device=spec.settings.device)
+        if (system and ok)
         else {}
     )
-    probes_at_init = _probes_at_init(instance, spec) if probes else {}
+    probes_at_init = _probes_at_init(task, spec) if probes else {}
     oracle = (
-        evaluate_oracles(spec.settings.oracle, instance, strategy, graph, outcome.systems)
-        if outcome.status == "ok" and spec.settings.oracle
+        evaluate_oracles(spec.settings.oracle, task, strategy, graph, outcome.systems)
+        if system and ok and spec.settings.oracle
         else {}
     )
-    return RunResult(
-        id=spec.id,
-        spec=spec.to_dict(),
-        status=outcome.status,
-        reason=outcome.reason,
-        output=output,
-        curve=outcome.curve,
-        final=outcome.final,
-        chance=chance,
-        examples_to_threshold=examples_to_threshold(outcome.curve, output, spec.settings.threshold),
-        at_chance=broken,
-        at_chance_p_value=p_value,
-        test_size=len(test),
-        wall_seconds=train_seconds + time.perf_counter() - began,
-        memory=outcome.memory,
-        phases=[
+    phases = outcome.phase_records
+    if phases is None:
+        phases = [
             {
                 "label": p.label,
                 "share": p.share,
@@ -302,22 +292,34 @@ def _result(
                     strict=False,
                 )
             )
-        ],
+        ]
+    own = outcome.seconds if outcome.seconds is not None else seconds
+    return RunResult(
+        **common,
+        curve=outcome.curve,
+        final=outcome.final,
+        chance=chance,
+        examples_to_threshold=examples_to_threshold(outcome.curve, output, spec.settings.threshold),
+        at_chance=broken,
+        at_chance_p_value=p_value,
+        test_size=len(test),
+        wall_seconds=own + time.perf_counter() - began,
+        memory=memory,
+        phases=phases,
         probes=probes,
         probes_at_init=probes_at_init,
-        modules={m: list(graph.ports_of(m)) for m in graph.modules},
-        numerics=describe(spec.settings.device),
-        weights_sha256=weights_hash(outcome.systems),
-        metric_names=_metric_names(instance),
-        probe_metric=_probe_metrics(instance),
+        modules={m: list(graph.ports_of(m)) for m in graph.modules} if system else {},
+        weights_sha256=weights_hash(outcome.systems) if system else None,
+        metric_names=_metric_names(task),
+        probe_metric=_probe_metrics(task) if system else {},
         selected_at=outcome.selected_at,
-        artifacts=_artifacts(instance, outcome.systems),
+        artifacts=_artifacts(task, outcome.systems),
         oracle=oracle,
         checkpoints=(
             checkpoints.saved(
                 outcome.systems[0], spec.settings.save_modules, _about(spec, strategy.members)
             )
-            if outcome.status == "ok" and outcome.systems
+            if ok and outcome.systems
             else {}
         ),
     )
@@ -365,53 +367,6 @@ def weights_hash(systems: list[System]) -> str:
             digest.update(f"{member}.{name}{tuple(tensor.shape)}".encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
-
-
-def _execute_blackbox(
-    spec: RunSpec, task: Task, model: str, began: float, family: str | None = None
-) -> RunResult:
-    """A baseline run: fit a scikit-learn learner on ``spec.budget`` raw examples (or on
-    their hand-crafted ``family`` features)."""
-    fit = fit_blackbox(task, model, spec.settings.budget, spec.seed, feature_family=family)
-    test = task.test_set()
-    output = task.output
-    chance = chance_level(task.ports[output], test.targets[output])
-    metric = fit["test_accuracy"]
-    broken, p_value = at_chance(task.ports[output], metric, chance, len(test))
-    curve = [
-        {"examples": 0, "phase": -1, "metrics": {output: chance}},
-        {"examples": fit["examples_used"], "phase": 0, "metrics": {output: metric}},
-    ]
-    return RunResult(
-        id=spec.id,
-        spec=spec.to_dict(),
-        status="ok",
-        reason=None,
-        output=output,
-        curve=curve,
-        final={output: metric},
-        chance={output: chance},
-        examples_to_threshold=examples_to_threshold(curve, output, spec.settings.threshold),
-        at_chance=broken,
-        at_chance_p_value=p_value,
-        test_size=len(test),
-        wall_seconds=time.perf_counter() - began,
-        memory={"max_rss_bytes": _max_rss_bytes()},
-        phases=[
-            {
-                "label": f"blackbox:{model}" + (f" on {family}" if family else ""),
-                "share": 1.0,
-                "train": [],
-                "seconds": fit["seconds"],
-                "evaluation_seconds": fit["seconds"] - fit["fit_seconds"],
-                "train_accuracy": fit["train_accuracy"],
-                "hyper_parameters": fit["hyper_parameters"],
-                "implementation": fit["implementation"],
-            }
-        ],
-        numerics=describe(spec.settings.device),
-        metric_names=_metric_names(task),
-    )
 
 
 def run(

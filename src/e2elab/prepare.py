@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 
 from e2elab import strategy as strategies
 from e2elab.errors import E2ELabError
+from e2elab.learners import learner_for
 from e2elab.oracle import check_oracle
 from e2elab.strategy import Strategy
 from e2elab.system import Graph, System, trace
 from e2elab.task import Batch, Task
-from e2elab.validate import check_strategy, check_task
+from e2elab.validate import check_task
 
 __all__ = ["Prepared", "first_batch", "prepare"]
 
@@ -37,9 +38,9 @@ class Prepared:
         built = self._strategies.get(text)
         if built is None:
             built = strategies.build(text, self.graph, self.output)
-            check_strategy(task, built)
+            learner_for(built).check(task)
             self._strategies[text] = built
-        if oracle and built.blackbox is None:
+        if oracle and learner_for(built).has_system:
             check_oracle(oracle, task, built, self.graph)
         return built
 

@@ -296,6 +296,9 @@ class RunResult:
     stored_at: str | None = None
     # Settings.oracle's evaluations: {set: {"ports": [forced], "metrics": {port: value}}}
     oracle: dict[str, Any] = field(default_factory=dict)
+    # what trained it (learners): "system", the task's system under a strategy, or
+    # "model", a scikit-learn model (a black box), which has no modules to probe or save
+    learner: str = "system"
 
     @property
     def code_version(self) -> str:
@@ -318,6 +321,9 @@ class RunResult:
         known = {f.name for f in dataclasses.fields(cls)}
         renamed = {old: new for old, new in _RENAMED.items() if old in data and new not in data}
         data = {renamed.get(k, k): v for k, v in data.items()}
+        if "learner" not in data:  # stored before results named their learner
+            black_box = str(data.get("spec", {}).get("strategy", "")).startswith("blackbox")
+            data["learner"] = "model" if black_box else "system"
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def phase_ends(self) -> list[dict[str, Any]]:

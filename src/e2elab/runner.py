@@ -21,13 +21,13 @@ from e2elab.errors import E2ELabError
 from e2elab.execution import make_spec, task_for
 from e2elab.executors import Executor, SerialExecutor, in_processes
 from e2elab.experiment import Experiment, source_runs
+from e2elab.learners import learner_for, trains_system
 from e2elab.numerics import fixed_numerics
 from e2elab.oracle import oracle_sets
 from e2elab.prepare import prepare
 from e2elab.records import RunResult, RunSpec, SNRResult
 from e2elab.store import Store, StoreWriteError
 from e2elab.tasks import SHIPPED, fingerprint, make_task, published, reference, task_class
-from e2elab.validate import check_strategy
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def _transfer_specs(
     name, params = strategies.parse_strategy(transfer.train)
     params["freeze"] = sorted({*params.get("freeze", []), transfer.module})
     text = strategies.format_strategy(name, params)
-    check_strategy(task, strategies.build(text, graph, task.output))
+    prepare(task).strategy(text, task)  # fail fast
     if store is None:
         return []
     runs = source_runs(experiment, store)
@@ -139,7 +139,7 @@ def _unsaved(specs: list[RunSpec], store: Store) -> set[str]:
     modules: dict[str, list[str]] = {}
     out = set()
     for spec in wanted:
-        if spec.id not in finished or strategies.parse_strategy(spec.strategy)[0] == "blackbox":
+        if spec.id not in finished or not trains_system(spec.strategy):
             continue
         names = spec.settings.save_modules
         if names.strip() == "*":
@@ -164,7 +164,7 @@ def _unevaluated(specs: list[RunSpec], store: Store) -> set[str]:
     finished = store.ids("ok")
     out = set()
     for result in store.results_by_id([i for i in wanted if i in finished]):
-        if strategies.parse_strategy(result.spec["strategy"])[0] == "blackbox":
+        if not trains_system(result.spec["strategy"]):
             continue
         if any(name not in result.oracle for name in wanted[result.id]):
             out.add(result.id)
@@ -434,7 +434,7 @@ def estimate_seconds(specs: list[RunSpec]) -> tuple[float, int]:
             task = task_for(spec)
             graph = prepare(task).graph
             strategy = prepare(task).strategy(spec.strategy, task)
-            if strategy.blackbox is not None:
+            if not learner_for(strategy).has_system:  # a model's fit is not timed
                 step[key] = 0.0
                 untimed += 1
                 continue

@@ -58,6 +58,9 @@ class Outcome:
     phase_evaluation_seconds: list[float] = field(default_factory=list)
     systems: list[System] = field(default_factory=list)  # the trained members
     selected_at: int | None = None  # Settings.select "validation": the chosen evaluation
+    # a learner without phases of the system's (a black box) records its own
+    phase_records: list[dict[str, Any]] | None = None
+    seconds: float | None = None  # this seed's own time, where the learner took it apart
 
 
 Boundary = Callable[[int, list[list[System]]], None]

@@ -75,16 +75,20 @@ def _values(system: System, batch: Batch) -> dict[str, torch.Tensor]:
 
 
 def check_strategy(task: Task, strategy: Strategy) -> None:
-    """Refuse a strategy the task's output cannot serve: a black-box classifier or the
-    auxiliary heads of ``local`` predict one label per example, which a sequence output
-    (or a class output with positions) is not."""
+    """Refuse a strategy the task's output cannot serve: the auxiliary heads of ``local``
+    predict one label per example, which a sequence output (or a class output with
+    positions) is not. (A learner checks what it needs itself: ``learners``.)"""
+    if any(key.startswith(AUX_PREFIX) for phase in strategy.phases for key in phase.losses):
+        check_one_label(task, strategy.name)
+
+
+def check_one_label(task: Task, strategy: str) -> None:
+    """Refuse, for a learner that predicts one label per example, an output that is not
+    one label per example."""
     output = task.ports[task.output]
-    needs_one_label = strategy.blackbox is not None or any(
-        key.startswith(AUX_PREFIX) for phase in strategy.phases for key in phase.losses
-    )
-    if needs_one_label and not output.port_kind.one_label:
+    if not output.port_kind.one_label:
         raise E2ELabError(
-            f"strategy {strategy.name} predicts one label per example, but task "
+            f"strategy {strategy} predicts one label per example, but task "
             f"{task.name}'s output {task.output!r} is a {output.port_kind.name} port; "
             "choose another strategy"
         )

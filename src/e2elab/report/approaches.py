@@ -57,7 +57,7 @@ def series(
     first = {k: min(str(r.spec["knobs"][k]) for r in ok) for k in varying}
     out: dict[str, dict[Any, list[float]]] = {}
     for r in sorted(ok, key=lambda r: (r.spec["strategy"], r.spec["seed"])):
-        blackbox = r.spec["strategy"].startswith("blackbox")
+        blackbox = r.learner == "model"
         if blackbox and any(str(r.spec["knobs"][k]) != first[k] for k in varying):
             continue  # the same computation at the other knobs' values
         label = _label(r, varying)

@@ -32,7 +32,7 @@ def blackbox_rows(results: list[RunResult]) -> list[dict[str, Any]]:
     varying = sorted(k for k, v in values.items() if len(v) > 1)
     cells: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
     for r in results:
-        if r.status == "ok" and r.spec["strategy"].startswith("blackbox") and r.phases:
+        if r.status == "ok" and r.learner == "model" and r.phases:
             point = ", ".join(f"{k}={r.spec['knobs'].get(k)}" for k in varying)
             cells[(point, r.spec["strategy"])].append(r)
     rows = []
