@@ -91,7 +91,7 @@ def test_a_run_saves_its_modules_in_the_store_and_another_run_loads_one(tmp_path
         assert store.saved_modules() == {source.id: ["recognizer"]}
         with pytest.raises(E2ELabError, match=r"no saved module .adder_1.*saved: recognizer"):
             store.checkpoint(source.id, "adder_1")
-        with pytest.raises(E2ELabError, match="no run with id"):
+        with pytest.raises(E2ELabError, match="no run with an id starting with"):
             store.checkpoint("ffffffff", "recognizer")
     load_from = f"recognizer={checkpoints.store_source(path, source.id)}"
     knobs = {"n": 2, "m": 7}

@@ -271,7 +271,7 @@ def test_rerun_says_whether_a_stored_run_reproduced(tmp_path, capsys):
         db.execute("UPDATE runs SET result = ?", (text.replace(stored.weights_sha256, "0" * 64),))
     assert main(["rerun", str(path), stored.id]) == 1
     assert "differs" in capsys.readouterr().out
-    _refused(capsys, ["rerun", str(path), "zzz"], "no run in")
+    _refused(capsys, ["rerun", str(path), "zzz"], "no run with an id starting with 'zzz'")
 
 
 SCRIPT = """

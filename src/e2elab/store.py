@@ -381,15 +381,19 @@ class Store:
             out.setdefault(run_id, []).append(module)
         return out
 
+    def full_id(self, prefix: str, hint: str = "give more of it") -> str:
+        """The one stored run id that starts with ``prefix``; one line (ending in
+        ``hint``) if none or several do."""
+        found = sorted(i for i in self.ids() if i.startswith(prefix)) if prefix else []
+        if len(found) != 1:
+            what = "no run" if not found else f"{len(found)} runs ({', '.join(found[:3])}...)"
+            raise E2ELabError(f"{self.path}: {what} with an id starting with {prefix!r}; {hint}")
+        return found[0]
+
     def checkpoint(self, run_id: str, module: str) -> bytes:
         """The saved module ``module`` of run ``run_id`` (a unique id prefix will do)."""
-        found = [i for i in self.ids() if i.startswith(run_id)] if run_id else []
-        if len(found) != 1:
-            what = "no run" if not found else f"{len(found)} runs"
-            raise E2ELabError(
-                f"{self.path}: {what} with id {run_id!r}; give a stored run's id "
-                "('e2elab modules list STORE' lists those with saved modules)"
-            )
+        hint = "give a stored run's id ('e2elab modules list STORE' lists those with saved modules)"
+        found = [self.full_id(run_id, hint)]
         row = None
         if self._has_modules_table():
             row = self._db.execute(
