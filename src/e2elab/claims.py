@@ -77,6 +77,25 @@ class Verdict:
         }
 
 
+# ---------------------------------------------------------------- the registry
+
+CHECKS: dict[str, Callable[..., Verdict]] = {}
+# per check: the figures that show its evidence on the report page (file names without
+# .png, or their beginnings; ``{knob}`` is the claim's knob)
+CHECK_FIGURES: dict[str, tuple[str, ...]] = {}
+
+
+def check(*figures: str) -> Callable[[Callable[..., Verdict]], Callable[..., Verdict]]:
+    """Register a check under its function's name, with the figures that show it."""
+
+    def register(function: Callable[..., Verdict]) -> Callable[..., Verdict]:
+        CHECKS[function.__name__] = function
+        CHECK_FIGURES[function.__name__] = figures
+        return function
+
+    return register
+
+
 # ---------------------------------------------------------------- selecting cells
 
 
@@ -146,6 +165,7 @@ def _by_knob(results: list[RunResult], knob: str) -> dict[Any, list[RunResult]]:
 # ---------------------------------------------------------------- checks
 
 
+@check("accuracy_vs", "accuracy_by_approach", "caption_metrics")
 def reaches_threshold(
     results: list[RunResult],
     strategies: str | list[str],
@@ -182,6 +202,7 @@ def reaches_threshold(
     return Verdict(verdict, detail, {"cells": lines + unfinished, "means": means})
 
 
+@check("accuracy_vs", "accuracy_by_approach", "learning_curves")
 def at_chance(
     results: list[RunResult], strategy: str, where: dict[str, Any] | None = None
 ) -> Verdict:
@@ -218,6 +239,7 @@ def _unfinished(runs: list[RunResult]) -> str:
     )
 
 
+@check("accuracy_vs", "learning_curves")
 def seeds_learn(
     results: list[RunResult],
     strategy: str,
@@ -252,6 +274,7 @@ def seeds_learn(
     return Verdict(verdict, "; ".join(lines), numbers)
 
 
+@check("accuracy_vs", "probe_heatmap_e2e", "port_curves")
 def breakdown(
     results: list[RunResult],
     strategy: str = "e2e",
@@ -340,6 +363,7 @@ def _learned_modules(
     return {"text": text, "any": learned, "gains": means}
 
 
+@check("examples_to_threshold_vs", "learning_curves")
 def beats_by_ratio(
     results: list[RunResult],
     slow: str,
@@ -364,6 +388,9 @@ def beats_by_ratio(
     return Verdict(verdict, detail, {"ratios": {k: v[0] for k, v in table.items()}})
 
 
+@check(
+    "examples_to_threshold_vs",
+)
 def ratio_grows_with_knob(
     results: list[RunResult],
     slow: str,
@@ -396,6 +423,7 @@ def ratio_grows_with_knob(
     return Verdict(verdict, detail, {"ratios": {str(k): v[0] for k, v in table.items()}})
 
 
+@check("accuracy_vs", "learning_curves")
 def every_seed_reaches(
     results: list[RunResult],
     strategies: str | list[str],
@@ -458,6 +486,7 @@ def _paired(
     return dict(sorted(out.items()))
 
 
+@check("accuracy_vs", "accuracy_by_approach", "caption_metrics")
 def accuracy_beats(
     results: list[RunResult],
     winner: str,
@@ -494,6 +523,7 @@ def _paired_verdict(
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
 
 
+@check("accuracy_vs", "accuracy_by_approach")
 def crossover(
     results: list[RunResult],
     early: str,
@@ -560,6 +590,7 @@ def crossover(
     return Verdict(PASS, detail, numbers)
 
 
+@check("examples_to_threshold_vs", "learning_curves")
 def schedule_floor(
     results: list[RunResult],
     slow: str,
@@ -617,6 +648,9 @@ def _by_knob_cells(
     return out
 
 
+@check(
+    "examples_to_threshold_vs",
+)
 def examples_grow_with_knob(
     results: list[RunResult],
     strategy: str,
@@ -709,6 +743,9 @@ def _short(knobs_json: str) -> str:
 _VARYING: ContextVar[frozenset[str]] = ContextVar("varying", default=frozenset())
 
 
+@check(
+    "learning_curves",
+)
 def lost_in_phase(
     results: list[RunResult],
     strategy: str,
@@ -754,6 +791,7 @@ def lost_in_phase(
     return Verdict(FAIL if unexplained else PASS, detail, {"cells": lines})
 
 
+@check("accuracy_vs", "learning_curves")
 def oracle_ceiling(
     results: list[RunResult],
     strategies: str | list[str],
@@ -814,6 +852,9 @@ def _varying(results: list[RunResult]) -> frozenset[str]:
     return frozenset(k for k, values in seen.items() if len(values) > 1)
 
 
+@check(
+    "gradient_snr",
+)
 def snr_contrast(
     results: list[RunResult],
     snr: list[Any],
@@ -877,6 +918,9 @@ def snr_contrast(
     return Verdict(PASS if ok else FAIL, "; ".join(parts) + why, numbers)
 
 
+@check(
+    "gradient_snr",
+)
 def snr_below_resolution(
     results: list[RunResult],
     snr: list[Any],
@@ -912,6 +956,9 @@ def snr_below_resolution(
 _FLOAT32_EPS = 2.0**-23
 
 
+@check(
+    "gradient_snr",
+)
 def alignment_contrast(
     results: list[RunResult],
     snr: list[Any],
@@ -968,6 +1015,7 @@ def _point_value(cellsets: dict[str, list[RunResult]], knob: str) -> Any:
     return runs[0].spec["knobs"].get(knob)
 
 
+@check("accuracy_vs", "accuracy_against")
 def stays_at_chance(
     results: list[RunResult],
     base: str,
@@ -1013,6 +1061,7 @@ def stays_at_chance(
     return Verdict(PASS if judged else INCONCLUSIVE, detail)
 
 
+@check("accuracy_vs", "accuracy_against")
 def best_at_each(
     results: list[RunResult],
     strategies: list[str],
@@ -1082,6 +1131,7 @@ def _seed_gaps(
     }
 
 
+@check("accuracy_vs", "caption_metrics")
 def gap_grows_with_knob(
     results: list[RunResult],
     a: str,
@@ -1107,6 +1157,7 @@ def gap_grows_with_knob(
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
 
 
+@check("accuracy_vs", "caption_metrics")
 def gap_with_budget(
     results: list[RunResult],
     a: str,
@@ -1178,6 +1229,7 @@ def _artifact_pairs(
     return _point_value(chosen, knob), pairs  # type: ignore[return-value]
 
 
+@check("closed_loop_vs_{knob}", "closed_loop_conditions", "birds_eye")
 def artifact_beats(
     results: list[RunResult],
     winner: str,
@@ -1205,6 +1257,7 @@ def artifact_beats(
     )
 
 
+@check("closed_loop_vs_shift", "closed_loop_conditions")
 def degrades_less(
     results: list[RunResult],
     robust: str,
@@ -1238,6 +1291,9 @@ def degrades_less(
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
 
 
+@check(
+    "error_propagation",
+)
 def artifact_exceeds(
     results: list[RunResult],
     strategy: str,
@@ -1257,33 +1313,6 @@ def artifact_exceeds(
         return _no_data(f"{larger} and {smaller} of {strategy} with two seeds where {where}")
     both = [(a[0], b[0]) for a, b in zip(pairs, other, strict=True)]
     return _paired_verdict(both, f"{knob}={value}, {strategy}: {larger}", smaller, "difference")
-
-
-CHECKS: dict[str, Callable[..., Verdict]] = {
-    "reaches_threshold": reaches_threshold,
-    "at_chance": at_chance,
-    "seeds_learn": seeds_learn,
-    "breakdown": breakdown,
-    "beats_by_ratio": beats_by_ratio,
-    "ratio_grows_with_knob": ratio_grows_with_knob,
-    "snr_contrast": snr_contrast,
-    "examples_grow_with_knob": examples_grow_with_knob,
-    "lost_in_phase": lost_in_phase,
-    "oracle_ceiling": oracle_ceiling,
-    "alignment_contrast": alignment_contrast,
-    "schedule_floor": schedule_floor,
-    "every_seed_reaches": every_seed_reaches,
-    "accuracy_beats": accuracy_beats,
-    "crossover": crossover,
-    "snr_below_resolution": snr_below_resolution,
-    "stays_at_chance": stays_at_chance,
-    "best_at_each": best_at_each,
-    "gap_grows_with_knob": gap_grows_with_knob,
-    "gap_with_budget": gap_with_budget,
-    "artifact_beats": artifact_beats,
-    "degrades_less": degrades_less,
-    "artifact_exceeds": artifact_exceeds,
-}
 
 
 _WHERE_OPS = {">=", "<=", ">", "<", "in"}

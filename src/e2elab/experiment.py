@@ -61,7 +61,7 @@ class ClaimSpec(_Strict):
     # a diagnostic claim: the ids of the claims whose FAIL it explains when it passes
     explains: list[str] = []
     # the figures that show it on the report page (file names without .png, or their
-    # beginnings); by default those its check reads (report.evidence.CHECK_FIGURES)
+    # beginnings); by default those its check registers (claims.CHECK_FIGURES)
     figures: list[str] = []
 
 

@@ -9,34 +9,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from e2elab.claims import CHECK_FIGURES
+
 REASON_CHARS = 180
 
 # check -> the figure names (prefixes of the file's stem) that show what it measures
-CHECK_FIGURES: dict[str, tuple[str, ...]] = {
-    "reaches_threshold": ("accuracy_vs", "accuracy_by_approach", "caption_metrics"),
-    "at_chance": ("accuracy_vs", "accuracy_by_approach", "learning_curves"),
-    "seeds_learn": ("accuracy_vs", "learning_curves"),
-    "breakdown": ("accuracy_vs", "probe_heatmap_e2e", "port_curves"),
-    "beats_by_ratio": ("examples_to_threshold_vs", "learning_curves"),
-    "ratio_grows_with_knob": ("examples_to_threshold_vs",),
-    "examples_grow_with_knob": ("examples_to_threshold_vs",),
-    "schedule_floor": ("examples_to_threshold_vs", "learning_curves"),
-    "every_seed_reaches": ("accuracy_vs", "learning_curves"),
-    "lost_in_phase": ("learning_curves",),
-    "oracle_ceiling": ("accuracy_vs", "learning_curves"),
-    "accuracy_beats": ("accuracy_vs", "accuracy_by_approach", "caption_metrics"),
-    "crossover": ("accuracy_vs", "accuracy_by_approach"),
-    "snr_contrast": ("gradient_snr",),
-    "snr_below_resolution": ("gradient_snr",),
-    "alignment_contrast": ("gradient_snr",),
-    "stays_at_chance": ("accuracy_vs", "accuracy_against"),
-    "best_at_each": ("accuracy_vs", "accuracy_against"),
-    "gap_grows_with_knob": ("accuracy_vs", "caption_metrics"),
-    "gap_with_budget": ("accuracy_vs", "caption_metrics"),
-    "artifact_beats": ("closed_loop_vs_{knob}", "closed_loop_conditions", "birds_eye"),
-    "degrades_less": ("closed_loop_vs_shift", "closed_loop_conditions"),
-    "artifact_exceeds": ("error_propagation",),
-}
 
 # figure-name prefix -> caption (what it shows; what to look for); first match wins
 CAPTIONS: tuple[tuple[str, str], ...] = (
