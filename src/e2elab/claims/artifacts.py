@@ -1,0 +1,102 @@
+"""Checks over what a task keeps of its trained system (``RunResult.artifacts``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+
+from e2elab.claims.cells import (
+    _artifact_pairs,
+    _no_data,
+    _paired_verdict,
+)
+from e2elab.claims.verdict import FAIL, PASS, Verdict, check
+from e2elab.records import RunResult
+from e2elab.stats import mean_interval
+
+
+@check("closed_loop_vs_{knob}", "closed_loop_conditions", "birds_eye")
+def artifact_beats(
+    results: list[RunResult],
+    winner: str,
+    loser: str,
+    metric: str,
+    knob: str,
+    at: Literal["smallest", "largest"] = "smallest",
+    lower_is_better: bool = True,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """At the smallest or largest value of ``knob``, ``winner`` does better than
+    ``loser`` on a number the runs kept after training (``metric``, a dotted path into
+    ``artifacts``, e.g. ``closed_loop.nominal.departures_per_km``): the 95% interval of
+    the paired difference over seeds lies on the better side of 0."""
+    value, pairs = _artifact_pairs(results, winner, loser, metric, knob, at, where)
+    if len(pairs) < 2:
+        return _no_data(f"{metric} of {winner} and {loser} with two paired seeds where {where}")
+    better = "lower" if lower_is_better else "higher"
+    return _paired_verdict(
+        pairs,
+        f"{knob}={value}: {metric} {winner}",
+        loser,
+        f"advantage ({better} is better)",
+        sign=-1.0 if lower_is_better else 1.0,
+    )
+
+
+@check("closed_loop_vs_shift", "closed_loop_conditions")
+def degrades_less(
+    results: list[RunResult],
+    robust: str,
+    fragile: str,
+    nominal: str,
+    shifted: str,
+    knob: str,
+    at: Literal["smallest", "largest"] = "largest",
+    lower_is_better: bool = True,
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Under a shift, ``robust`` loses less than ``fragile``: the change from the
+    ``nominal`` to the ``shifted`` number (dotted artifact paths, e.g.
+    ``closed_loop.nominal.mean_abs_offset`` and ``closed_loop.dark.mean_abs_offset``),
+    in the worse direction, is smaller for ``robust``: the 95% interval over seeds of
+    (fragile's loss - robust's loss) lies above 0."""
+    value, base = _artifact_pairs(results, robust, fragile, nominal, knob, at, where)
+    _, moved = _artifact_pairs(results, robust, fragile, shifted, knob, at, where)
+    if len(base) < 2 or len(moved) != len(base):
+        return _no_data(f"{nominal} and {shifted} of {robust} and {fragile} where {where}")
+    sign = 1.0 if lower_is_better else -1.0  # a loss is a rise of a lower-is-better number
+    loss_r = [sign * (m[0] - b[0]) for b, m in zip(base, moved, strict=True)]
+    loss_f = [sign * (m[1] - b[1]) for b, m in zip(base, moved, strict=True)]
+    diff = mean_interval([f - r for r, f in zip(loss_r, loss_f, strict=True)])
+    detail = (
+        f"{knob}={value}: from {nominal} to {shifted}, {robust} loses "
+        f"{np.mean(loss_r):+.3f}, {fragile} {np.mean(loss_f):+.3f}; difference "
+        f"{diff.format(3)} over {len(base)} seeds"
+    )
+    ok = diff.lo > 0
+    return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
+
+
+@check(
+    "error_propagation",
+)
+def artifact_exceeds(
+    results: list[RunResult],
+    strategy: str,
+    larger: str,
+    smaller: str,
+    knob: str,
+    at: Literal["smallest", "largest"] = "smallest",
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Within ``strategy``'s runs at the smallest or largest value of ``knob``, one kept
+    number exceeds another (dotted artifact paths, e.g. the steering error the
+    perception causes against the controller's own): the 95% interval over seeds of
+    (larger - smaller) lies above 0."""
+    value, pairs = _artifact_pairs(results, strategy, strategy, larger, knob, at, where)
+    _, other = _artifact_pairs(results, strategy, strategy, smaller, knob, at, where)
+    if len(pairs) < 2 or len(other) != len(pairs):
+        return _no_data(f"{larger} and {smaller} of {strategy} with two seeds where {where}")
+    both = [(a[0], b[0]) for a, b in zip(pairs, other, strict=True)]
+    return _paired_verdict(both, f"{knob}={value}, {strategy}: {larger}", smaller, "difference")

@@ -1,0 +1,157 @@
+"""Diagnostic checks that say why a claim fails: the schedule's floor, a phase that
+lost accuracy, the ceiling the rest of a system allows (oracle evaluation)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from e2elab.claims.cells import (
+    _by_knob_cells,
+    _floor,
+    _fmt_ett,
+    _mean_ett,
+    _no_data,
+    _ok,
+    _short,
+    cells,
+)
+from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check
+from e2elab.records import RunResult
+from e2elab.stats import metric_interval
+
+
+@check("examples_to_threshold_vs", "learning_curves")
+def schedule_floor(
+    results: list[RunResult],
+    slow: str,
+    fast: list[str],
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Where ``slow`` needs no more examples than ``fast``, the schedule says why: each of
+    ``fast`` trains its modules one phase after another, so its output cannot be right
+    before every module has begun training (its floor: the examples drawn before the
+    phase in which its last module starts), and ``slow`` reached the threshold (mean
+    over seeds) before the lowest of those floors."""
+    table = _by_knob_cells(results, [slow, *fast], where)
+    if not table:
+        return _no_data(f"{slow} and {fast} where {where}")
+    lines, bad = [], []
+    for key, by_strategy in sorted(table.items()):
+        slow_ett = _mean_ett(by_strategy.get(slow, []))
+        floors = {
+            name: _floor(runs[0]) for name, runs in by_strategy.items() if name != slow and runs
+        }
+        if slow_ett is None or not floors:
+            continue
+        lowest = min(floors.values())
+        listed = ", ".join(f"{name} {f:,}" for name, f in sorted(floors.items()))
+        lines.append(f"{key}: {slow} {_fmt_ett(slow_ett)}; floors: {listed}")
+        if not slow_ett <= lowest:
+            bad.append(key)
+    if not lines:
+        return _no_data(f"{slow} and {fast} with finished runs where {where}")
+    detail = "; ".join(lines) + (
+        f" -- {slow} not below the floor at {', '.join(bad)}" if bad else ""
+    )
+    return Verdict(FAIL if bad else PASS, detail)
+
+
+@check(
+    "learning_curves",
+)
+def lost_in_phase(
+    results: list[RunResult],
+    strategy: str,
+    phase: int = -2,
+    where: dict[str, Any] | None = None,
+    or_short: bool = False,
+) -> Verdict:
+    """Where a cell of ``strategy`` ends below the threshold, it had reached it at the end
+    of phase ``phase`` (default: the one before the last, e.g. pre-training before
+    fine-tuning): a later phase lost what that phase had. With ``or_short`` a cell that
+    was already below the threshold there counts too (that phase fell short, and the
+    later ones did not make up for it); each cell says which. Means over seeds, with 95%
+    intervals; INCONCLUSIVE when no cell ends below the threshold (nothing to explain)."""
+    groups = cells(results, strategy, where)
+    if not groups:
+        return _no_data(f"strategy {strategy} where {where}")
+    lines, unexplained = [], []
+    for key, runs in sorted(groups.items()):
+        level = runs[0].spec["threshold"]
+        ok = _ok(runs)
+        final = metric_interval([r.output_metric for r in ok])
+        if not ok or final.mean >= level:
+            continue
+        ends = [r.phase_ends() for r in ok]
+        if any(not -len(e) <= phase < len(e) for e in ends):
+            unexplained.append(f"{_short(key[0])}: no phase {phase}")
+            continue
+        before = metric_interval([e[phase]["output"] for e in ends])
+        label = ends[0][phase]["label"]
+        lost = before.mean >= level
+        lines.append(
+            f"{key[1]} @ {_short(key[0])}: {before.format(3)} after {label}, "
+            f"{final.format(3)} at the end ({final.mean - before.mean:+.3f}; "
+            f"{'lost in a later phase' if lost else f'short of {level:g} already'})"
+        )
+        if not lost and not or_short:
+            unexplained.append(f"{_short(key[0])} never reached {level:g}")
+    if not lines and not unexplained:
+        return Verdict(INCONCLUSIVE, "no cell ends below the threshold: nothing lost")
+    detail = "; ".join(lines) + (
+        f" -- not lost in a later phase: {'; '.join(unexplained)}" if unexplained else ""
+    )
+    return Verdict(FAIL if unexplained else PASS, detail, {"cells": lines})
+
+
+@check("accuracy_vs", "learning_curves")
+def oracle_ceiling(
+    results: list[RunResult],
+    strategies: str | list[str],
+    cause: Literal["module", "chain"] = "module",
+    oracle: str = "trained",
+    where: dict[str, Any] | None = None,
+) -> Verdict:
+    """Why a cell ends below the threshold, read from the run's oracle evaluation
+    (``Settings.oracle``; ``oracle`` names the set): the output with the trained
+    module's ports forced to their true values is the ceiling the rest of the system
+    allows. A short cell whose ceiling reaches the threshold fell short by its module
+    (``cause`` "module": the others would carry a perfect one); one whose ceiling is
+    below it is capped by the rest (``cause`` "chain"). PASS when every short cell has
+    ``cause``; INCONCLUSIVE when no cell ends short, or a short cell's runs lack the
+    evaluation (train them with ``oracle``). Means over seeds, with 95% intervals."""
+    groups = cells(results, strategies, where)
+    if not groups:
+        return _no_data(f"strategies {strategies} where {where}")
+    lines, other, missing, ceilings = [], [], [], []
+    for key, runs in sorted(groups.items()):
+        level = runs[0].spec["threshold"]
+        ok = _ok(runs)
+        final = metric_interval([r.output_metric for r in ok])
+        if not ok or final.mean >= level:
+            continue
+        label = f"{key[1]} @ {_short(key[0])}"
+        evaluated = [r for r in ok if oracle in r.oracle]
+        if len(evaluated) < len(ok):
+            missing.append(label)
+            continue
+        ceiling = metric_interval([r.oracle[oracle]["metrics"][r.output] for r in evaluated])
+        ceilings.append(ceiling.mean)
+        found = "module" if ceiling.mean >= level else "chain"
+        why = "the others carry an oracle" if found == "module" else "the others cap it"
+        lines.append(f"{label}: {final.format(3)}, ceiling {ceiling.format(3)} ({why})")
+        if found != cause:
+            other.append(label)
+    if missing:
+        return Verdict(
+            INCONCLUSIVE,
+            f"no oracle evaluation {oracle!r} in {'; '.join(missing)}: train with "
+            f"oracle: {oracle}" + (f"; {'; '.join(lines)}" if lines else ""),
+        )
+    if not lines:
+        return Verdict(INCONCLUSIVE, "no cell ends below the threshold: nothing to explain")
+    detail = "; ".join(lines)
+    if other:
+        detail += f" -- not the {cause}'s: {', '.join(other)}"
+    numbers = {"cells": lines, "ceilings": ceilings, "threshold": level}
+    return Verdict(FAIL if other else PASS, detail, numbers)

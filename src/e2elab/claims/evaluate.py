@@ -1,0 +1,140 @@
+"""Claims evaluated: parameters checked against each check's signature, verdicts with
+their stability and margin, and the deviations (each FAIL with its diagnostics)."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import typing
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from e2elab.claims.cells import (
+    _VARYING,
+    _varying,
+)
+from e2elab.claims.verdict import CHECKS, FAIL, PASS, Verdict
+from e2elab.records import RunResult
+
+_WHERE_OPS = {">=", "<=", ">", "<", "in"}
+
+
+def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> None:
+    """Refuse, before anything trains, claim parameters that would break the check: a
+    missing or unknown one, a value of the wrong type, a knob the task does not have, a
+    ``where`` that is not ``{knob: value or {op: value}}``. Raises ``ValueError`` naming
+    the parameter (the caller adds the file and field)."""
+    check = CHECKS[name]
+    hints = typing.get_type_hints(check)
+    params = normalized(name, params)
+    accepted = [p for p in inspect.signature(check).parameters if p not in ("results", "snr")]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(f"{name} takes no {', '.join(unknown)}; it accepts: {', '.join(accepted)}")
+    for parameter in inspect.signature(check).parameters.values():
+        if parameter.name in ("results", "snr"):
+            continue
+        if parameter.default is inspect.Parameter.empty and parameter.name not in params:
+            raise ValueError(f"{name} needs {parameter.name!r}")
+    known = list(knobs)
+    for key, value in params.items():
+        try:
+            TypeAdapter(hints[key]).validate_python(value, strict=True)
+        except ValidationError:
+            raise ValueError(
+                f"{key} of {name} expects {_type_name(hints[key])}, got {value!r}"
+            ) from None
+        if key == "knob" and value not in known:
+            raise ValueError(f"knob {value!r} of {name} is not a knob of the task: {known}")
+        if key in ("where", "low_where") and value is not None:
+            for knob, wanted in value.items():
+                if knob not in known:
+                    raise ValueError(f"where names {knob!r}, not a knob of the task: {known}")
+                if isinstance(wanted, dict) and not set(wanted) <= _WHERE_OPS:
+                    ops = ", ".join(sorted(_WHERE_OPS))
+                    raise ValueError(f"where.{knob} takes the operators {ops}, got {wanted}")
+
+
+def normalized(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One convention for every check: a parameter that takes a list of strategies (or
+    other names) also takes a single one, as every ``strategies`` parameter does."""
+    hints = typing.get_type_hints(CHECKS[name])
+    out = dict(params)
+    for key, value in params.items():
+        if isinstance(value, str) and typing.get_origin(hints.get(key)) is list:
+            out[key] = [value]
+    return out
+
+
+def _type_name(hint: Any) -> str:
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def evaluate(
+    claims: list[Any],
+    results: list[RunResult],
+    snr: list[Any] | None = None,
+    resample: bool = True,
+    undecided: dict[str, str] | None = None,
+) -> list[Verdict]:
+    """Run each claim (objects with id, check, statement, params) on the results (and on
+    gradient-SNR measurements, for checks that take ``snr``); with ``resample``, also on
+    resamples of the seeds, for each verdict's stability (``stability``). ``undecided``:
+    claim id -> why the profile cannot decide it, said beside its verdict."""
+    from e2elab.stability import margin, stability
+
+    verdicts = []
+    _VARYING.set(_varying(results))
+    for claim in claims:
+        check = CHECKS[claim.check]
+        extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
+        params = normalized(claim.check, claim.params)
+        verdict = check(results, **extra, **params)
+        if resample:
+            judge = functools.partial(_judge, check, {**extra, **params})
+            judged = stability(verdict.verdict, judge, results)
+            verdict.stable, verdict.resamples = judged.share, judged.resamples
+            verdict.margin = margin(claim.check, params, verdict.numbers)
+        verdict.id, verdict.statement = claim.id, claim.statement
+        verdict.explains = list(getattr(claim, "explains", []) or [])
+        why = (undecided or {}).get(claim.id)
+        if why:
+            verdict.undecided = why
+            verdict.details = f"this profile cannot decide it: {why}. {verdict.details}"
+        verdicts.append(verdict)
+    return verdicts
+
+
+def _judge(check: Callable[..., Verdict], params: dict[str, Any], runs: list[Any]) -> str:
+    return check(runs, **params).verdict
+
+
+def deviations(verdicts: list[Verdict]) -> list[dict[str, str]]:
+    """For every FAIL that is not itself a diagnostic: the diagnostic claims that explain
+    it (``explains``), with their verdicts and numbers. A FAIL is "explained" when all of
+    them pass, "partly explained" when some do, and "unexplained" when none does (or none
+    measures it)."""
+    rows = []
+    for verdict in verdicts:
+        if verdict.verdict != FAIL or verdict.explains:
+            continue  # a diagnostic's FAIL shows under the claim it would explain
+        found = [d for d in verdicts if verdict.id in d.explains]
+        passed = [d for d in found if d.verdict == PASS]
+        lines = [f"{d.id} ({d.verdict}): {d.statement} {d.details}" for d in found]
+        rows.append(
+            {
+                "id": verdict.id,
+                "verdict": (
+                    "explained"
+                    if found and len(passed) == len(found)
+                    else "partly explained"
+                    if passed
+                    else "unexplained"
+                ),
+                "by": ", ".join(d.id for d in found) or "-",
+                "details": "\n".join(lines) or "no diagnostic measures this yet",
+            }
+        )
+    return rows
