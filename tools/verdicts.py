@@ -28,8 +28,20 @@ def _cell(claim: dict | None) -> str:
     if claim is None:
         return "not run"
     stability = claim.get("stability") or ""
-    text = f"**{claim['verdict']}**" + (f" ({stability})" if stability and stability != "-" else "")
+    shown = stability if stability and stability != "-" else "one seed: no resample"
+    text = f"**{claim['verdict']}** ({shown})"
     return text + (f"; {claim['margin']}" if claim.get("margin") else "")
+
+
+def _tally(profile: str, claims: dict[str, dict]) -> str:
+    fragile = [i for i, c in claims.items() if "fragile" in c.get("stability", "")]
+    undecided = [i for i, c in claims.items() if c.get("undecided")]
+    return (
+        f"{profile}: {len(fragile)} fragile"
+        + (f" ({', '.join(fragile)})" if fragile else "")
+        + f"; {len(undecided)} undecided by the profile"
+        + (f" ({', '.join(undecided)})" if undecided else "")
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -50,12 +62,8 @@ def main(argv: list[str]) -> int:
             cells = [_cell(by_profile.get(p, {}).get(claim_id)) for p in names]
             print(f"| {claim_id} | " + " | ".join(cells) + " |")
         for p in names:
-            fragile = [
-                i for i, c in by_profile.get(p, {}).items() if "fragile" in c.get("stability", "")
-            ]
-            print(
-                f"\n{p}: {len(fragile)} fragile" + (f" ({', '.join(fragile)})" if fragile else "")
-            )
+            if by_profile.get(p):
+                print("\n" + _tally(p, by_profile[p]))
         print()
     return 0
 

@@ -153,7 +153,16 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         )
     markdown = write_report(out_dir, title, rows, figures, None, sections, tables, captions)
     # the verdicts as data: each with its stability under the seeds and its margin
-    keys = ("experiment", "id", "statement", "verdict", "stability", "margin", "details")
+    keys = (
+        "experiment",
+        "id",
+        "statement",
+        "verdict",
+        "stability",
+        "margin",
+        "undecided",
+        "details",
+    )
     (out_dir / "claims.json").write_text(
         json.dumps([{k: r.get(k) for k in keys} for r in rows], indent=1)
     )
