@@ -24,6 +24,15 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _capability() -> str:
+    try:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # torch absent or too old: say so rather than guess
+        return "unknown"
+
+
 def _cell(claim: dict | None) -> str:
     if claim is None:
         return "not run"
@@ -52,7 +61,16 @@ def main(argv: list[str]) -> int:
             claims = json.loads(path.read_text())
             found.setdefault(path.parent.parent.name, {})[profile] = {c["id"]: c for c in claims}
     names = [p for p, _ in profiles]
-    print(f"Measured on {_cpu()}; fragile: stable in under 80% of the seed resamples.\n")
+    print("# What each profile decides\n")
+    print(
+        "Every shipped claim's verdict under each profile measured, with its stability "
+        "under seed resamples (leave-one-seed-out, plus 200 bootstrap resamples from 5 "
+        "seeds) and its margin to the claim's bound. Fragile: stable in under 80% of the "
+        "resamples, so another seed (or another CPU's last bits) could decide it "
+        "otherwise. Undecided: the profile's YAML names the claim and says why. "
+        f"Measured on {_cpu()} (torch kernels: {_capability()}); written by "
+        "`python tools/verdicts.py " + " ".join(f"{p}=DIR" for p, _ in profiles) + "`.\n"
+    )
     for experiment, by_profile in sorted(found.items()):
         ids = list(dict.fromkeys(i for p in names for i in by_profile.get(p, {})))
         print(f"## {experiment}\n")
