@@ -106,3 +106,16 @@ def test_undecided_must_name_a_claim_of_the_experiment():
     parse({**definition, "undecided": {"A": "too few seeds"}}, "x.yaml")
     with pytest.raises(E2ELabError, match=r"undecided.*'B' is not the id of a claim"):
         parse({**definition, "undecided": {"B": "too few seeds"}}, "x.yaml")
+
+
+def test_a_check_over_snr_measurements_is_not_called_stable():
+    claim = SimpleNamespace(
+        id="S",
+        check="snr_below_resolution",
+        statement="s",
+        params={"falling": "e2e", "flat": "hinted", "module": "m"},
+    )
+    runs = [_run("e2e", s, 0.9) for s in range(3)]
+    (verdict,) = evaluate([claim], runs, snr=[])
+    assert verdict.resamples == 0 and verdict.stable is None  # the seeds do not enter it
+    assert verdict.stability_text() == "-"

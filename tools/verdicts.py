@@ -37,7 +37,8 @@ def _cell(claim: dict | None) -> str:
     if claim is None:
         return "not run"
     stability = claim.get("stability") or ""
-    shown = stability if stability and stability != "-" else "one seed: no resample"
+    # "-": no resample (one seed, or a check over SNR measurements, not over seeds' runs)
+    shown = stability if stability and stability != "-" else "not resampled"
     text = f"**{claim['verdict']}** ({shown})"
     return text + (f"; {claim['margin']}" if claim.get("margin") else "")
 

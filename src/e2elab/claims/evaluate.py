@@ -92,10 +92,13 @@ def evaluate(
         extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
         params = normalized(claim.check, claim.params)
         verdict = check(results, **extra, **params)
-        if resample:
+        # a check over gradient-SNR measurements reads no seed's runs: resampling the
+        # seeds would repeat its verdict every time and call it stable, so it is not
+        if resample and not extra:
             judge = functools.partial(_judge, check, {**extra, **params})
             judged = stability(verdict.verdict, judge, results)
             verdict.stable, verdict.resamples = judged.share, judged.resamples
+        if resample:
             verdict.margin = margin(claim.check, params, verdict.numbers)
         verdict.id, verdict.statement = claim.id, claim.statement
         verdict.explains = list(getattr(claim, "explains", []) or [])
