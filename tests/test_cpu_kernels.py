@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow
+
 _SCRIPT = r"""
 import json, torch
 from e2elab import make_task, trace
@@ -26,8 +28,6 @@ from e2elab.records import Settings
 from e2elab.replicas import plan_seeds
 from e2elab.execution import first_batch
 from e2elab.train import train_seeds
-
-pytestmark = pytest.mark.slow
 
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "cases": []}
 for name, knobs, text in [("digit-chain", {"n": 2}, "e2e"), ("digit-chain", {"n": 2}, "hinted"),
