@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from fnmatch import fnmatchcase
 from typing import Any
@@ -15,7 +15,7 @@ import numpy as np
 from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
 from e2elab.query import group
 from e2elab.records import RunResult
-from e2elab.stats import mean_interval
+from e2elab.stats import mean_interval, metric_interval
 
 
 def _matches(result: RunResult, where: dict[str, Any]) -> bool:
@@ -296,3 +296,16 @@ def _artifact_pairs(
         if runs_a[s] is not None and runs_b[s] is not None
     ]
     return _point_value(chosen, knob), pairs  # type: ignore[return-value]
+
+
+def short_cells(
+    groups: dict[tuple[str, str], list[RunResult]],
+) -> Iterator[tuple[tuple[str, str], list[RunResult], Any, float]]:
+    """The cells whose finished runs end, on average, below their threshold: per cell its
+    key, those runs, the output's mean with its 95% interval, and the threshold."""
+    for key, runs in sorted(groups.items()):
+        level = runs[0].spec["threshold"]
+        ok = _ok(runs)
+        final = metric_interval([r.output_metric for r in ok])
+        if ok and final.mean < level:
+            yield key, ok, final, level

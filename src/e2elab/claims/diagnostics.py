@@ -11,9 +11,9 @@ from e2elab.claims.cells import (
     _fmt_ett,
     _mean_ett,
     _no_data,
-    _ok,
     _short,
     cells,
+    short_cells,
 )
 from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check
 from e2elab.records import RunResult
@@ -76,12 +76,7 @@ def lost_in_phase(
     if not groups:
         return _no_data(f"strategy {strategy} where {where}")
     lines, unexplained = [], []
-    for key, runs in sorted(groups.items()):
-        level = runs[0].spec["threshold"]
-        ok = _ok(runs)
-        final = metric_interval([r.output_metric for r in ok])
-        if not ok or final.mean >= level:
-            continue
+    for key, ok, final, level in short_cells(groups):
         ends = [r.phase_ends() for r in ok]
         if any(not -len(e) <= phase < len(e) for e in ends):
             unexplained.append(f"{_short(key[0])}: no phase {phase}")
@@ -124,12 +119,8 @@ def oracle_ceiling(
     if not groups:
         return _no_data(f"strategies {strategies} where {where}")
     lines, other, missing, ceilings = [], [], [], []
-    for key, runs in sorted(groups.items()):
-        level = runs[0].spec["threshold"]
-        ok = _ok(runs)
-        final = metric_interval([r.output_metric for r in ok])
-        if not ok or final.mean >= level:
-            continue
+    level = 0.0
+    for key, ok, final, level in short_cells(groups):
         label = f"{key[1]} @ {_short(key[0])}"
         evaluated = [r for r in ok if oracle in r.oracle]
         if len(evaluated) < len(ok):
