@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from e2elab.records import RunResult
+from e2elab.records import RunResult, RunSpec, Settings
+
+
+def spec(task: str, knobs: dict, strategy: str, seed: int, **settings) -> RunSpec:
+    """A run's spec with ``settings`` laid over the defaults (budget 100,000)."""
+    return RunSpec(task, dict(knobs), strategy, seed, Settings(**{"budget": 100_000, **settings}))
 
 
 def result(
@@ -23,25 +28,15 @@ def result(
     modules = {"recognizer": [f"digit_{i}" for i in range(1, n + 1)]}
     modules |= {f"adder_{i}": [f"sum_{i}"] for i in range(1, n + 1)}
     ports = [p for ps in modules.values() for p in ps]
-    spec = {
-        "task": "digit-chain",
-        "knobs": {"n": n, "m": m},
-        "strategy": strategy,
-        "seed": seed,
-        "budget": 100_000,
-        "batch_size": 64,
-        "lr": 0.003,
-        "evaluations": 4,
-        "threshold": 0.8,
-        "device": "cpu",
-    }
+    made = spec("digit-chain", {"n": n, "m": m}, strategy, seed, lr=0.003, evaluations=4)
+    made = made.changed(threshold=0.8)
     curve = [
         {"examples": e, "phase": 0, "metrics": {output: chance + (accuracy - chance) * e / 100_000}}
         for e in (0, 25_000, 50_000, 100_000)
     ]
     return RunResult(
         id=f"{strategy}-{n}-{m}-{seed}",
-        spec=spec,
+        spec=made,
         status=status,
         reason=None if status == "ok" else "loss became nan",
         output=output,
@@ -81,12 +76,12 @@ def fixture_store(path, name: str, seeds: int = 2):
                         # wide cells, as real runs have: 6-digit intervals, FLOP counts
                         ett = None if accuracy < 0.8 else 123_456 + 98_765 * (p + s + seed)
                         r = result(strategy, 2, seed, accuracy, ett)
-                        spec = {**r.spec, "task": exp.task, "strategy": strategy}
-                        spec["knobs"] = {**exp.knobs, **point}
+                        knobs = {**exp.knobs, **point}
+                        made = r.spec.changed(task=exp.task, strategy=strategy, knobs=knobs)
                         run_id = f"{exp.name}-{p}-{s}-{seed}"
                         memory = {"training_flops": 123_456_789_012.0 * (s + 1)}
                         run = dataclasses.replace(
-                            r, id=run_id, spec=spec, wall_seconds=1234.5, memory=memory
+                            r, id=run_id, spec=made, wall_seconds=1234.5, memory=memory
                         )
                         store.put(run, exp.name)
     return path
@@ -102,10 +97,9 @@ def cell_result(
     budget: int = 100,
 ) -> RunResult:
     """One run of a one-port task: output ``y`` ended at ``metric`` (chance 0.5)."""
-    spec = {"task": "t", "knobs": knobs or {}, "strategy": strategy, "seed": seed}
     return RunResult(
         id=f"{strategy}-{seed}-{knobs}",
-        spec={**spec, "threshold": 0.8, "budget": budget},
+        spec=spec("t", knobs or {}, strategy, seed, threshold=0.8, budget=budget),
         status="ok",
         reason=None,
         output="y",

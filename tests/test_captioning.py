@@ -172,7 +172,7 @@ def _gap_runs(values: dict[int, tuple[float, float]], seeds: int = 3):
                     {"examples": e, "phase": 0, "metrics": {r.output: accuracy * e / 100_000}}
                     for e in (0, 25_000, 50_000, 100_000)
                 ]
-                out.append(dataclasses.replace(r, spec={**r.spec, "knobs": knobs}, curve=curve))
+                out.append(dataclasses.replace(r, spec=r.spec.changed(knobs=knobs), curve=curve))
     return out
 
 
@@ -194,7 +194,7 @@ def test_gap_with_budget_compares_runs_trained_on_each_budget():
     full = _gap_runs({1: (0.9, 0.1)})  # gap 0.8 at the whole budget
     quarter = []
     for r in _gap_runs({1: (0.5, 0.1)}):  # gap 0.4 at a quarter of it
-        spec = {**r.spec, "strategy": r.spec["strategy"] + "@quarter", "budget": 25_000}
+        spec = r.spec.changed(strategy=r.spec.strategy + "@quarter", budget=25_000)
         quarter.append(dataclasses.replace(r, id=r.id + "q", spec=spec))
     runs = full + quarter
     grows = gap_with_budget(runs, "greedy", "e2e", "quarter", "grows", "objects")
@@ -240,7 +240,7 @@ def test_caption_figures_and_marked_words(tmp_path):
                 }
                 runs.append(
                     dataclasses.replace(
-                        r, spec={**r.spec, "knobs": knobs}, artifacts=art, final=final
+                        r, spec=r.spec.changed(knobs=knobs), artifacts=art, final=final
                     )
                 )
     paths = caption_figures(runs, "objects", tmp_path)

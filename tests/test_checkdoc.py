@@ -3,7 +3,9 @@ parameter conventions."""
 
 from __future__ import annotations
 
+import inspect
 import math
+from inspect import Parameter
 from pathlib import Path
 
 import pytest
@@ -40,15 +42,49 @@ def test_the_readme_links_the_checks_document():
 def test_e2elab_checks_lists_them_all(capsys):
     assert main(["checks"]) == 0
     out = capsys.readouterr().out
-    assert all(name in out for name in CHECKS) and "fast: list[str]" in out
+    assert all(name in out for name in CHECKS) and "winners: list[str]" in out
+    assert "(earlier: slow = loser, fast = winners)" in out
     assert main(["checks", "nosuch"]) == 2
 
 
 def test_a_list_of_strategies_also_takes_a_single_one():
-    check_params("beats_by_ratio", {"slow": "e2e", "fast": "modular"}, ["n"])
+    check_params("beats_by_ratio", {"loser": "e2e", "winners": "modular"}, ["n"])
     check_params("reaches_threshold", {"strategies": "e2e"}, ["n"])
-    with pytest.raises(ValueError, match="fast of beats_by_ratio expects"):
-        check_params("beats_by_ratio", {"slow": "e2e", "fast": 5}, ["n"])
+    with pytest.raises(ValueError, match="winners of beats_by_ratio expects"):
+        check_params("beats_by_ratio", {"loser": "e2e", "winners": 5}, ["n"])
+
+
+def test_one_role_has_one_name_in_every_check_and_earlier_names_are_still_read():
+    for name, check in CHECKS.items():
+        params = set(inspect.signature(check).parameters)
+        assert not params & {"slow", "fast", "a", "b", "robust", "fragile"}, name
+        if "knob" in params:  # no check defaults to one task's knob name
+            assert inspect.signature(check).parameters["knob"].default in (None, Parameter.empty)
+    check_params("beats_by_ratio", {"slow": "e2e", "fast": "modular"}, ["n"])  # earlier
+    check_params(
+        "degrades_less",
+        {"robust": "m", "fragile": "e", "nominal": "x", "shifted": "y", "knob": "n"},
+        ["n"],
+    )
+    with pytest.raises(ValueError, match="give 'loser' or its earlier name 'slow', not both"):
+        check_params("beats_by_ratio", {"slow": "e2e", "loser": "e2e", "fast": "m"}, ["n"])
+    runs = [_run("e2e", n, 400 * n) for n in (1, 2)] + [_run("modular", n, 100) for n in (1, 2)]
+    old = ratio_grows_with_knob(runs, slow="e2e", fast=["modular"])  # a Python caller too
+    assert old == ratio_grows_with_knob(runs, loser="e2e", winners=["modular"])
+    assert old.verdict == "PASS" and "n=1: 4.00x" in old.details  # n: the only knob varying
+
+
+def test_a_check_whose_knob_is_left_to_the_runs_asks_for_one_where_several_vary():
+    runs = [
+        cell_result(s, 0, 0.5, e, knobs={"n": n, "m": m})
+        for s, e in (("e2e", 400), ("modular", 100))
+        for n in (1, 2)
+        for m in (2, 10)
+    ]
+    verdict = ratio_grows_with_knob(runs, "e2e", ["modular"])
+    assert verdict.verdict == "INCONCLUSIVE"
+    assert "needs a knob: the runs it reads vary over m, n; name one" in verdict.details
+    assert ratio_grows_with_knob(runs, "e2e", ["modular"], where={"m": 2}).verdict != "INCONCLUSIVE"
 
 
 def _run(strategy: str, n: int, ett: int | None, seed: int = 0):

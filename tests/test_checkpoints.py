@@ -260,8 +260,8 @@ def test_output_files_never_replace_a_store_and_run_ids_are_kept_whole(tmp_path,
     ]
     assert main(load) == 0
     with Store(store, readonly=True) as opened:
-        loaded = [r for r in opened.results() if r.spec.get("load_from")]
-    assert loaded and loaded[0].spec["load_from"].endswith("#" + run_id)
+        loaded = [r for r in opened.results() if r.spec.settings.load_from]
+    assert loaded and loaded[0].spec.settings.load_from.endswith("#" + run_id)
 
 
 def test_loading_leaves_the_callers_task_untouched(tmp_path):

@@ -108,7 +108,7 @@ def test_a_changed_threshold_rescores_stored_runs_without_training(capsys, tmp_p
         }
     assert judged[0.2].examples_to_threshold is not None
     assert judged[0.99].examples_to_threshold is None  # 0.99 is never reached in 6000 examples
-    assert judged[0.99].curve == before["curve"] and judged[0.99].spec["threshold"] == 0.99
+    assert judged[0.99].curve == before["curve"] and judged[0.99].spec.settings.threshold == 0.99
 
 
 def test_a_diverging_run_is_reported_and_the_others_go_on(capsys, tmp_path):

@@ -52,7 +52,7 @@ def test_every_task_and_strategy_trains_on_cuda_with_seeds_stacked(task, strateg
         pytest.skip(str(error))
     for result in results:
         assert result.status == "ok", result.reason
-        assert result.spec["device"] == "cuda"
+        assert result.spec.settings.device == "cuda"
         assert all(math.isfinite(v) for v in result.final.values())
         assert result.memory.get("seeds_batched") == 2  # stacking is on by default there
 

@@ -403,7 +403,7 @@ def test_snr_below_resolution_explains_an_undecided_contrast():
 
 def test_review_findings_stay_fixed():
     from e2elab import experiment
-    from e2elab.claims.cells import _strategy_matches
+    from e2elab.claims.cells import strategy_matches as _strategy_matches
     from e2elab.execution import execute
 
     # a plateau counts the last phase's evaluations only: a modular run is not stopped

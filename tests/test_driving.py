@@ -161,7 +161,7 @@ def _loop_runs(values: dict[str, tuple[float, float]], seeds: int = 3):
                 "nominal": {"mean_abs_offset": nominal + 0.01 * seed},
                 "dark": {"mean_abs_offset": dark + 0.01 * seed},
             }
-            spec = {**r.spec, "knobs": {"frames": 500}}
+            spec = r.spec.changed(knobs={"frames": 500})
             out.append(dataclasses.replace(r, spec=spec, artifacts={"closed_loop": loop}))
     return out
 
@@ -228,7 +228,7 @@ def test_driving_figures_draw_from_closed_loop_artifacts(tmp_path):
                 loop = {c: {**metrics, "trajectory": trajectory} for c in names}
                 runs.append(
                     dataclasses.replace(
-                        r, spec={**r.spec, "knobs": knobs}, artifacts={"closed_loop": loop}
+                        r, spec=r.spec.changed(knobs=knobs), artifacts={"closed_loop": loop}
                     )
                 )
     paths = driving_figures(runs, "frames", tmp_path)

@@ -95,12 +95,12 @@ def test_variants_are_checked_and_read_back_as_strategy_at_label():
         parse({**BASE, "variants": [wide, {**wide, "label": "other"}]}, "t")
     r = result("e2e", 1, 0, 0.9, 100)
     at_wide = dataclasses.replace(
-        r, spec={**r.spec, "knobs": {**BASE["knobs"], "m": 2, "recognizer_width": 16}}
+        r, spec=r.spec.changed(knobs={**BASE["knobs"], "m": 2, "recognizer_width": 16})
     )
-    plain = dataclasses.replace(r, spec={**r.spec, "knobs": {**BASE["knobs"], "m": 2}})
+    plain = dataclasses.replace(r, spec=r.spec.changed(knobs={**BASE["knobs"], "m": 2}))
     labelled = exp.labelled([at_wide, plain])
-    assert labelled[0].spec["strategy"] == "e2e@wide"
-    assert labelled[0].spec["knobs"] == labelled[1].spec["knobs"]  # the same grid point
+    assert labelled[0].spec.strategy == "e2e@wide"
+    assert labelled[0].spec.knobs == labelled[1].spec.knobs  # the same grid point
     assert labelled[1] is plain
 
 
@@ -137,11 +137,11 @@ def test_a_transfer_experiment_loads_each_source_runs_module_by_seed(tmp_path):
 
         labels = source_labels(tgt, store)
         runs = tgt.labelled(store.results("tgt"), labels)
-        names = sorted({r.spec["strategy"] for r in runs})
+        names = sorted({r.spec.strategy for r in runs})
         assert names == ["e2e:freeze=recognizer", "from:e2e", "from:modular"]
-        by = {(r.spec["strategy"], r.spec["seed"]): r for r in runs}
-        sources = {(r.spec["strategy"], r.spec["seed"]): r.id for r in store.results("src")}
-        assert sources[("modular", 1)] in by[("from:modular", 1)].spec["load_from"]
+        by = {(r.spec.strategy, r.spec.seed): r for r in runs}
+        sources = {(r.spec.strategy, r.spec.seed): r.id for r in store.results("src")}
+        assert sources[("modular", 1)] in by[("from:modular", 1)].spec.settings.load_from
         # a rerun trains nothing; a source without enough seeds is refused
         assert run_experiment(tgt, store, SerialExecutor()).trained == 0
         with pytest.raises(E2ELabError, match="no finished run of 'hinted' with seed 0"):
@@ -215,12 +215,12 @@ def test_a_run_of_overlapping_variants_reads_as_the_most_specific_one():
     r = result("e2e", 1, 0, 0.9, 100)
     knobs = {**BASE["knobs"], "m": 2, "recognizer_width": 16}
     runs = [
-        dataclasses.replace(r, spec={**r.spec, "knobs": knobs}),
-        dataclasses.replace(r, spec={**r.spec, "knobs": {**knobs, "adder_width": 16}}),
+        dataclasses.replace(r, spec=r.spec.changed(knobs=knobs)),
+        dataclasses.replace(r, spec=r.spec.changed(knobs={**knobs, "adder_width": 16})),
     ]
     labelled = exp.labelled(runs)
-    assert [x.spec["strategy"] for x in labelled] == ["e2e@r", "e2e@ra"]
-    assert labelled[0].spec["knobs"] == labelled[1].spec["knobs"] == {**BASE["knobs"], "m": 2}
+    assert [x.spec.strategy for x in labelled] == ["e2e@r", "e2e@ra"]
+    assert labelled[0].spec.knobs == labelled[1].spec.knobs == {**BASE["knobs"], "m": 2}
 
 
 @pytest.mark.parametrize(
@@ -249,9 +249,9 @@ def test_a_budget_variant_trains_at_its_budget_and_reads_back_apart():
     assert budgets == [320, 320, 640, 640]
     r = result("e2e", 1, 0, 0.9, 100)
     knobs = {**BASE["knobs"], "m": 2}
-    small = dataclasses.replace(r, spec={**r.spec, "knobs": knobs, "budget": 320})
-    whole = dataclasses.replace(r, spec={**r.spec, "knobs": knobs, "budget": 640})
-    assert [x.spec["strategy"] for x in exp.labelled([small, whole])] == ["e2e@quarter", "e2e"]
+    small = dataclasses.replace(r, spec=r.spec.changed(knobs=knobs, budget=320))
+    whole = dataclasses.replace(r, spec=r.spec.changed(knobs=knobs, budget=640))
+    assert [x.spec.strategy for x in exp.labelled([small, whole])] == ["e2e@quarter", "e2e"]
     for bad, match in (
         ({**quarter, "budget": 640}, "is the experiment's budget"),
         ({"label": "x", "strategies": ["e2e"]}, "sets knobs:, budget: or both"),

@@ -24,7 +24,7 @@ def _runs(pipeline, cnn, seeds=4, front="cnn"):
                 knobs = {"train_size": size, "front": front, "source": "digits"}
                 out.append(
                     dataclasses.replace(
-                        r, spec={**r.spec, "knobs": knobs}, wall_seconds=1.0 + size / 100
+                        r, spec=r.spec.changed(knobs=knobs), wall_seconds=1.0 + size / 100
                     )
                 )
     return out
@@ -40,7 +40,7 @@ def test_accuracy_beats_is_paired_by_seed_and_needs_an_interval_above_zero():
     assert large.verdict == PASS and "train_size=800" in large.details
     wrong = accuracy_beats(runs, "e2e", "blackbox:features=hog,model=logreg", "train_size")
     assert wrong.verdict == FAIL
-    one = [r for r in runs if r.spec["seed"] == 0]
+    one = [r for r in runs if r.spec.seed == 0]
     assert (
         accuracy_beats(one, "e2e", "blackbox:features=hog,model=logreg", "train_size").verdict
         == INCONCLUSIVE
@@ -92,7 +92,7 @@ def test_gallery_shows_features_beside_stored_filters(tmp_path):
     filters = np.random.default_rng(0).normal(size=(16, 3, 3)).tolist()
     runs = [
         dataclasses.replace(r, artifacts={"first_layer": filters})
-        if r.spec["strategy"] == "e2e"
+        if r.spec.strategy == "e2e"
         else r
         for r in runs
     ]

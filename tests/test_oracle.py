@@ -94,11 +94,11 @@ def test_oracle_ceiling_tells_the_module_from_the_chain():
     assert by_module.verdict == FAIL and "fo @ n=3" in by_module.details.split("--")[1]
     assert "n=2: " in by_module.details and "the others carry an oracle" in by_module.details
     assert oracle_ceiling(runs, "fo", cause="chain").verdict == FAIL
-    only_two = [r for r in runs if r.spec["knobs"]["n"] != 3]
+    only_two = [r for r in runs if r.spec.knobs["n"] != 3]
     assert oracle_ceiling(only_two, "fo", cause="module").verdict == PASS
     assert oracle_ceiling(only_two, "fo", cause="chain").verdict == FAIL
     # nothing short: nothing to explain; a short cell not evaluated: say how to get it
-    fine = [r for r in runs if r.spec["knobs"]["n"] == 1]
+    fine = [r for r in runs if r.spec.knobs["n"] == 1]
     assert oracle_ceiling(fine, "fo").verdict == INCONCLUSIVE
     bare = [dataclasses.replace(r, oracle={}) for r in only_two]
     verdict = oracle_ceiling(bare, "fo")

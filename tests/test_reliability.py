@@ -250,7 +250,7 @@ def test_a_run_out_of_memory_is_stored_as_failed_and_the_sweep_goes_on(
     monkeypatch.setattr(learners, "train_seeds", short_of_memory)
     argv = ["run", "--knob", "n=1", "--strategy", "e2e", "--strategy", "modular", "--seeds", "1"]
     assert main([*argv, "--budget", "300", "--executor", "serial", "--out", str(tmp_path)]) == 0
-    results = {r.spec["strategy"]: r for r in Store(tmp_path / "results.sqlite").results()}
+    results = {r.spec.strategy: r for r in Store(tmp_path / "results.sqlite").results()}
     assert results["e2e"].status == "ok"
     assert results["modular"].status == "failed" and "out of memory" in results["modular"].reason
     monkeypatch.setattr(learners, "train_seeds", train)

@@ -7,7 +7,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from synthetic import result
+from synthetic import result, spec
 
 from e2elab.errors import E2ELabError
 from e2elab.records import RunResult
@@ -52,18 +52,12 @@ def make_result(
         "probes": {p: 0.5 + 0.1 * seed for p in ports} if probes else {},
         "modules": modules if probes else {},
     }
-    spec = {
-        "task": "digit-chain",
-        "knobs": {"n": n, "m": m, "test_size": 100},
-        "strategy": strategy,
-        "seed": seed,
-        "budget": BUDGET,
-        "threshold": 0.8,
-    }
+    knobs = {"n": n, "m": m, "test_size": 100}
+    made = spec("digit-chain", knobs, strategy, seed, budget=BUDGET, threshold=0.8)
     fields = {f.name for f in dataclasses.fields(RunResult)}
     result = RunResult(
         id=f"{strategy}-{n}-{m}-{seed}",
-        spec=spec,
+        spec=made,
         status=status,
         reason=None,
         output=f"sum_{n}",
@@ -119,7 +113,7 @@ def drawn(tmp_path_factory) -> tuple[Path, list[Path], int]:
 def test_all_figures_writes_one_png_per_figure_and_group(drawn) -> None:
     out, paths, _ = drawn
     names = sorted(p.name for p in paths)
-    probed = sorted({r.spec["strategy"] for r in grid() if r.probes})
+    probed = sorted({r.spec.strategy for r in grid() if r.probes})
     assert "e2e" in probed and len(probed) > 1  # a heat map for every strategy with probes
     expected = [
         f"{kind}_m={m}.png"
@@ -151,7 +145,7 @@ def test_fixed_selects_one_group_and_names_it(tmp_path: Path) -> None:
 
 
 def test_constant_knobs_stay_out_of_file_names(tmp_path: Path) -> None:
-    only_m10 = [r for r in grid() if r.spec["knobs"]["m"] == 10]
+    only_m10 = [r for r in grid() if r.spec.knobs["m"] == 10]
     paths = learning_curves(only_m10, "n", tmp_path)
     assert [p.name for p in paths] == ["learning_curves.png"]
 
@@ -162,7 +156,7 @@ def test_unknown_knob_is_an_error(tmp_path: Path) -> None:
 
 
 def test_probe_heatmap_skipped_without_probes(tmp_path: Path) -> None:
-    results = [r for r in grid(probes=False) if r.spec["knobs"]["m"] == 2]
+    results = [r for r in grid(probes=False) if r.spec.knobs["m"] == 2]
     assert probe_heatmap(results, "n", tmp_path) == []
     names = [p.name for p in all_figures(results, "n", tmp_path)]
     assert names and not any("probe" in name for name in names)
@@ -227,7 +221,7 @@ def test_threshold_figure_marks_not_reached_at_budget(tmp_path: Path, monkeypatc
         return save(fig, path)
 
     monkeypatch.setattr(figures, "_save", capture)
-    results = [r for r in grid() if r.spec["knobs"]["m"] == 10]
+    results = [r for r in grid() if r.spec.knobs["m"] == 10]
     paths = examples_to_threshold_vs_knob(results, "n", tmp_path)
     assert len(paths) == 1 and png_size(paths[0])[0] > 500
     [(legend, notes, markers)] = seen

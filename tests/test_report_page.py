@@ -84,7 +84,7 @@ def test_the_best_mark_skips_mostly_diverged_strategies_and_marks_ties():
     from e2elab.report.build import summary_sections
 
     runs = [result("e2e", 2, s, 0.95 if s == 0 else 0.1, None) for s in range(5)]
-    runs = [r if r.spec["seed"] == 0 else dataclasses.replace(r, status="diverged") for r in runs]
+    runs = [r if r.spec.seed == 0 else dataclasses.replace(r, status="diverged") for r in runs]
     runs += [result("modular", 2, s, 0.90, 20_000) for s in range(5)]
     runs += [result("greedy", 2, s, 0.90, 20_000) for s in range(5)]
     [table] = summary_sections(runs)

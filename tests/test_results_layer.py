@@ -112,5 +112,5 @@ def test_group_is_the_one_place_runs_are_split_into_cells():
     cells = group(runs, "strategy", "n")
     assert list(cells) == [("e2e", 1), ("e2e", 2), ("modular", 1), ("modular", 2)]
     assert all(len(c) == 2 for c in cells.values())
-    only = group(runs, "knobs", where=lambda r: r.spec["strategy"] == "modular")
+    only = group(runs, "knobs", where=lambda r: r.spec.strategy == "modular")
     assert len(only) == 2 and all(len(c) == 2 for c in only.values())

@@ -40,7 +40,7 @@ def test_five_seeds_add_bootstrap_resamples():
     runs = [_run("e2e", s, 0.9) for s in range(5)]
     sets = resamples(runs)
     assert len(sets) == 5 + BOOTSTRAP
-    assert all(len({r.spec["seed"] for r in s}) == 4 for s in sets[:5])  # leave one out
+    assert all(len({r.spec.seed for r in s}) == 4 for s in sets[:5])  # leave one out
     (verdict,) = evaluate([_claim()], runs)
     assert verdict.resamples == 5 + BOOTSTRAP and verdict.stable == 1.0
 

@@ -36,7 +36,7 @@ def test_a_failed_write_leaves_no_partial_run(tmp_path):
     with Store(tmp_path / "s.sqlite") as store:
         store.put(result("e2e", 1, 0, 0.9, 1000))
         bad = result("e2e", 1, 1, 0.9, 1000)
-        bad.spec = {**bad.spec, "knobs": object()}  # not JSON-serialisable: fails mid-write
+        bad.spec = bad.spec.changed(knobs=object())  # not JSON-serialisable: fails mid-write
         with pytest.raises(TypeError):
             store.put(bad)
         assert store.count() == 1 and store.curve_rows() == 4

@@ -42,8 +42,8 @@ def test_export_to_mlflow_writes_runs_params_finals_and_curves(store, tmp_path, 
     assert len(runs) == 4
     for run in runs:
         result = results[run.data.tags["e2elab.run_id"]]
-        assert run.data.params["strategy"] == result.spec["strategy"]
-        assert run.data.params["seed"] == str(result.spec["seed"])
+        assert run.data.params["strategy"] == result.spec.strategy
+        assert run.data.params["seed"] == str(result.spec.seed)
         assert run.data.params["knob.n"] == "2"
         for port, value in result.final.items():
             assert run.data.metrics[f"final/{port}"] == pytest.approx(value)
@@ -61,7 +61,7 @@ def test_export_to_tensorboard_writes_event_files_per_run(store, tmp_path):
     folder = tmp_path / "tb"
     assert main(["export", str(store), "--to", "tensorboard", "-o", str(folder)]) == 0
     name, results = _stored(store)
-    (result,) = [r for r in results.values() if r.spec["strategy"] == "e2e" and r.spec["seed"] == 1]
+    (result,) = [r for r in results.values() if r.spec.strategy == "e2e" and r.spec.seed == 1]
     events = EventAccumulator(str(folder / name / "e2e" / "seed-1")).Reload()
     scalars = events.Scalars("curve/sum_2")
     assert [s.step for s in scalars] == [p["examples"] for p in result.curve]

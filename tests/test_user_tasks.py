@@ -32,7 +32,7 @@ def test_a_user_task_runs_through_run_reproduce_report_and_export(tmp_path, caps
     assert "4 runs (0 already stored, 4 trained)" in out
     with Store(tmp_path / "r" / "results.sqlite", readonly=True) as store:
         results = store.results()
-    assert {r.spec["source"] for r in results} == {FUSION}
+    assert {r.spec.source for r in results} == {FUSION}
     assert all(r.status == "ok" for r in results)
 
     experiment = tmp_path / "fusion.yaml"

@@ -9,11 +9,19 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
-from e2elab.claims import CHECKS
+from e2elab.claims import CHECK_ALIASES, CHECKS
 
 _CONVENTIONS = """\
 Conventions shared by every check:
 
+- A parameter means the same in every check that has it. `winner` and `loser`: the
+  strategy claimed to do better and the one it beats (`winners`: several, the best of
+  which is meant). `strategy`: the one strategy whose cells are judged (a `*` pattern is
+  allowed); `strategies`: several, each judged alone. `knob`: the knob whose values the
+  check walks; where its default is `None`, it is the only knob that varies over the runs
+  the check reads (the check says INCONCLUSIVE and asks for one where several vary).
+- Earlier parameter names are still read where a check lists them (e.g. `slow` for
+  `loser`); giving both names is an error.
 - A parameter that takes a list of strategies (or other names) also takes a single one.
 - `where` selects grid points: `{knob: value}` or `{knob: {">=": value}}` (operators
   `>=`, `<=`, `>`, `<`, `in`).
@@ -42,6 +50,7 @@ class CheckDoc:
     summary: str  # the docstring's first paragraph: what a PASS means
     details: str  # the rest of the docstring
     needs_snr: bool
+    aliases: tuple[tuple[str, str], ...] = ()  # earlier name -> today's, still read
 
 
 def _type(hint: Any) -> str:
@@ -57,7 +66,7 @@ def documented() -> list[CheckDoc]:
         parameters = []
         signature = inspect.signature(check)
         for p in signature.parameters.values():
-            if p.name in ("results", "snr"):
+            if p.name in ("cells", "snr"):
                 continue
             default = None if p.default is inspect.Parameter.empty else repr(p.default)
             parameters.append(Parameter(p.name, _type(hints.get(p.name, Any)), default))
@@ -70,6 +79,7 @@ def documented() -> list[CheckDoc]:
                 " ".join(first.split()),
                 rest.strip(),
                 "snr" in signature.parameters,
+                tuple(CHECK_ALIASES.get(name, {}).items()),
             )
         )
     return out
@@ -96,5 +106,8 @@ def markdown() -> str:
             default = "required" if p.default is None else f"`{p.default}`"
             kind = p.type.replace("|", "\\|")  # a pipe would end the table cell
             lines.append(f"| `{p.name}` | `{kind}` | {default} |")
+        if doc.aliases:
+            earlier = ", ".join(f"`{old}` for `{new}`" for old, new in doc.aliases)
+            lines += ["", f"Earlier names, still read: {earlier}."]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

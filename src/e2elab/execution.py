@@ -234,7 +234,7 @@ def _assemble(
     output = task.output
     common = {
         "id": spec.id,
-        "spec": spec.to_dict(),
+        "spec": spec,
         "status": outcome.status,
         "reason": outcome.reason,
         "output": output,

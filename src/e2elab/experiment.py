@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from e2elab.claims import CHECKS, check_params
 from e2elab.errors import E2ELabError
-from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_SEEDS, RunResult, Settings
+from e2elab.records import MAX_BATCH_SIZE, MAX_BUDGET, MAX_SEEDS, RunResult, RunSpec, Settings
 
 # an experiment file larger than this is refused before it is parsed
 MAX_FILE_BYTES = 1 << 20
@@ -201,24 +201,24 @@ class Experiment(_Strict):
         out = []
         for result in results:
             spec = result.spec
-            knobs = spec["knobs"]
+            knobs = spec.knobs
             matching = [
                 v
                 for v in self.variants
                 if all(_same(knobs.get(k), x) for k, x in v.knobs.items())
-                and (v.budget is None or spec.get("budget") == v.budget)
+                and (v.budget is None or spec.settings.budget == v.budget)
             ]
             if matching:  # the most specific: {a, b} over {a} for a run that sets both
                 variant = max(matching, key=lambda v: len(v.knobs) + (v.budget is not None))
                 base = {k: self.knobs[k] for k in variant.knobs}
-                strategy = f"{spec['strategy']}@{variant.label}"
-                spec = {**spec, "strategy": strategy, "knobs": {**knobs, **base}}
+                strategy = f"{spec.strategy}@{variant.label}"
+                spec = replace(spec, strategy=strategy, knobs={**knobs, **base})
             source = transfer_source(spec)
             if self.transfer is not None and source is not None:
                 labels = (sources or {}).get(source) or [source[:8]]
                 for index, label in enumerate(labels):
                     alias = result.id if index == 0 else f"{result.id}~{label}"
-                    named = {**spec, "strategy": f"from:{label}"}
+                    named = spec.relabelled(f"from:{label}")
                     out.append(replace(result, id=alias, spec=named))
                 continue
             out.append(result if spec is result.spec else replace(result, spec=spec))
@@ -256,7 +256,7 @@ def source_runs(experiment: Experiment, store: Any) -> dict[tuple[str, int], str
     found: dict[tuple[str, int], list[str]] = {}
     for result in source.labelled(store.results(transfer.source)):
         if result.status == "ok" and transfer.module in saved.get(result.id, []):
-            key = (result.spec["strategy"], result.spec["seed"])
+            key = (result.spec.strategy, result.spec.seed)
             found.setdefault(key, []).append(result.id)
     for (label, seed), ids in found.items():
         if len(ids) > 1 and label in transfer.strategies:
@@ -288,9 +288,9 @@ def _same(a: Any, b: Any) -> bool:
     return a == b or str(a).lower() == str(b).lower()
 
 
-def transfer_source(spec: dict[str, Any]) -> str | None:
+def transfer_source(spec: RunSpec) -> str | None:
     """The id of the run whose module a run loaded (None if it loaded none from a run)."""
-    text = spec.get("load_from") or ""
+    text = spec.settings.load_from
     if "#" not in text:
         return None
     return text.rpartition("#")[2].split(",")[0] or None

@@ -33,10 +33,10 @@ def field(result: RunResult, name: str) -> Any:
     JSON text), a knob's name, or any other field of its spec (``budget``, ...)."""
     spec = result.spec
     if name == "knobs":
-        return json.dumps(spec["knobs"], sort_keys=True)
-    if name in spec["knobs"]:
-        return hashable(spec["knobs"][name])
-    return hashable(spec.get(name))
+        return json.dumps(spec.knobs, sort_keys=True)
+    if name in spec.knobs:
+        return hashable(spec.knobs[name])
+    return hashable(spec.value(name))
 
 
 def group(
@@ -65,20 +65,20 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         spec = r.spec
-        row: dict[str, Any] = {"run_id": r.id, "task": spec["task"]}
-        row |= {f"knob_{k}": v for k, v in spec["knobs"].items()}
+        row: dict[str, Any] = {"run_id": r.id, "task": spec.task}
+        row |= {f"knob_{k}": v for k, v in spec.knobs.items()}
         row |= {
-            "strategy": spec["strategy"],
-            "seed": spec["seed"],
-            "budget": spec.get("budget"),
-            "batch_size": spec.get("batch_size"),
-            "lr": spec.get("lr"),
-            "optimizer": spec.get("optimizer"),
-            "threshold": spec.get("threshold"),
+            "strategy": spec.strategy,
+            "seed": spec.seed,
+            "budget": spec.settings.budget,
+            "batch_size": spec.settings.batch_size,
+            "lr": spec.settings.lr,
+            "optimizer": spec.settings.optimizer,
+            "threshold": spec.settings.threshold,
             # modules loaded before training: MODULE=SHA256 of the weights, and where
             # they were read (STORE#RUN_ID: the run they came from)
-            "load": spec.get("load") or None,
-            "load_from": spec.get("load_from") or None,
+            "load": spec.settings.load or None,
+            "load_from": spec.settings.load_from or None,
             "status": r.status,
             "reason": r.reason,
             "output": r.output,
@@ -110,8 +110,8 @@ def curves_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     rows = []
     for r in results:
         spec = r.spec
-        base = {"run_id": r.id, "strategy": spec["strategy"], "seed": spec["seed"]}
-        base |= {f"knob_{k}": v for k, v in spec["knobs"].items()}
+        base = {"run_id": r.id, "strategy": spec.strategy, "seed": spec.seed}
+        base |= {f"knob_{k}": v for k, v in spec.knobs.items()}
         for point in r.curve:
             for port, value in point["metrics"].items():
                 rows.append(

@@ -173,6 +173,7 @@ class Settings:
 TrainingDefaults = Settings
 
 _SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
+_SPEC_FIELDS = ("task", "knobs", "strategy", "seed", "code", "source", "version")
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,9 @@ class RunSpec:
     settings: Settings
     code: str = ""
     source: str | None = None
+    # the spec version of the code that made it: SPEC_VERSION for a new spec, what was
+    # stored for a stored one (None: stored before versions were recorded)
+    version: int | None = SPEC_VERSION
 
     @property
     def id(self) -> str:
@@ -222,11 +226,13 @@ class RunSpec:
             "source": self.source,
             # what the id's hash covers as well; stored with each result, so that runs of
             # older code can be told apart (see ``code_version``)
-            "version": SPEC_VERSION,
+            "version": self.version,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        """From ``to_dict``'s flat form, as stored (a field stored by no version, e.g. the
+        version of a run stored before versions were recorded, reads as missing)."""
         settings = Settings(**{k: data[k] for k in _SETTING_NAMES if k in data})
         return cls(
             task=data["task"],
@@ -236,7 +242,31 @@ class RunSpec:
             settings=settings,
             code=data.get("code", ""),
             source=data.get("source"),
+            version=data.get("version"),
         )
+
+    def value(self, name: str) -> Any:
+        """A field or a setting by name (``strategy``, ``seed``, ``budget``, ``lr``...);
+        None for a name that is neither."""
+        if name in _SPEC_FIELDS:
+            return getattr(self, name)
+        return getattr(self.settings, name, None)
+
+    def changed(self, **changes: Any) -> RunSpec:
+        """This spec with fields and settings replaced by name (``knobs=``, ``budget=``)."""
+        own = {k: v for k, v in changes.items() if k in _SPEC_FIELDS}
+        settings = {k: v for k, v in changes.items() if k not in _SPEC_FIELDS}
+        unknown = set(settings) - set(_SETTING_NAMES)
+        if unknown:
+            raise choices("spec field", sorted(unknown)[0], [*_SPEC_FIELDS, *_SETTING_NAMES])
+        return dataclasses.replace(
+            self, settings=dataclasses.replace(self.settings, **settings), **own
+        )
+
+    def relabelled(self, strategy: str) -> RunSpec:
+        """The same spec shown under another strategy label (``e2e@n1``, ``from:modular``):
+        for tables and claims only; its ``id`` is not the run's."""
+        return dataclasses.replace(self, strategy=strategy)
 
     def with_settings(self, **changes: Any) -> RunSpec:
         return dataclasses.replace(self, settings=self.settings.override(**changes))
@@ -257,7 +287,7 @@ class RunResult:
     """The outcome of one run, JSON-serialisable."""
 
     id: str
-    spec: dict[str, Any]
+    spec: RunSpec
     status: str
     reason: str | None
     output: str
@@ -305,7 +335,8 @@ class RunResult:
         """The code a run was trained under: e2elab's spec version and the fingerprint of
         the task's code (``RunSpec.code``), e.g. ``6/0.1.0``; runs stored before spec
         versions were recorded read ``?/...``."""
-        return f"{self.spec.get('version', '?')}/{self.spec.get('code') or '-'}"
+        version = "?" if self.spec.version is None else self.spec.version
+        return f"{version}/{self.spec.code or '-'}"
 
     @property
     def output_metric(self) -> float:
@@ -314,6 +345,7 @@ class RunResult:
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(dataclasses.replace(self, checkpoints={}))
         out.pop("checkpoints")
+        out["spec"] = self.spec.to_dict()
         return out
 
     @classmethod
@@ -324,6 +356,7 @@ class RunResult:
         if "learner" not in data:  # stored before results named their learner
             black_box = str(data.get("spec", {}).get("strategy", "")).startswith("blackbox")
             data["learner"] = "model" if black_box else "system"
+        data["spec"] = RunSpec.from_dict(data["spec"])
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def phase_ends(self) -> list[dict[str, Any]]:
@@ -341,9 +374,9 @@ class RunResult:
     def rescored(self, threshold: float) -> RunResult:
         """This run judged against another accuracy threshold: examples-to-threshold is
         read again from the stored curve; nothing is retrained."""
-        if threshold == self.spec.get("threshold"):
+        if threshold == self.spec.settings.threshold:
             return self
-        spec = {**self.spec, "threshold": threshold}
+        spec = self.spec.with_settings(threshold=threshold)
         reached = examples_to_threshold(self.curve, self.output, threshold)
         return dataclasses.replace(self, spec=spec, examples_to_threshold=reached)
 

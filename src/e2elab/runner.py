@@ -164,7 +164,7 @@ def _unevaluated(specs: list[RunSpec], store: Store) -> set[str]:
     finished = store.ids("ok")
     out = set()
     for result in store.results_by_id([i for i in wanted if i in finished]):
-        if not trains_system(result.spec["strategy"]):
+        if not trains_system(result.spec.strategy):
             continue
         if any(name not in result.oracle for name in wanted[result.id]):
             out.add(result.id)
@@ -266,7 +266,7 @@ def _rescored(store: Store, specs: list[RunSpec]) -> int:
     trained with. They are re-scored when read (see ``Store.results``), never rewritten:
     another experiment may share the run and judge it at its own threshold."""
     wanted = {s.id: s.settings.threshold for s in specs}
-    return sum(r.spec.get("threshold") != wanted[r.id] for r in store.results_by_id(list(wanted)))
+    return sum(r.spec.settings.threshold != wanted[r.id] for r in store.results_by_id(list(wanted)))
 
 
 def _check_importable(specs: list[RunSpec], executor: Executor) -> None:

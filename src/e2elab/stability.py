@@ -40,14 +40,14 @@ class Stability:
 def resamples(results: list[RunResult], seed: int = 0) -> list[list[RunResult]]:
     """Leave-one-seed-out sets, then bootstrap resamples where the largest cell (runs of
     one strategy at one grid point) has ``BOOTSTRAP_FROM`` seeds or more."""
-    seeds = sorted({r.spec["seed"] for r in results})
+    seeds = sorted({r.spec.seed for r in results})
     if len(seeds) < 2:
         return []
     by_seed: dict[int, list[RunResult]] = {}
     for r in results:
-        by_seed.setdefault(r.spec["seed"], []).append(r)
-    out = [[r for r in results if r.spec["seed"] != s] for s in seeds]
-    cells = Counter((r.spec["strategy"], str(r.spec["knobs"])) for r in results)
+        by_seed.setdefault(r.spec.seed, []).append(r)
+    out = [[r for r in results if r.spec.seed != s] for s in seeds]
+    cells = Counter((r.spec.strategy, str(r.spec.knobs)) for r in results)
     if max(cells.values()) >= BOOTSTRAP_FROM:
         draw = random.Random(seed)
         for _ in range(BOOTSTRAP):

@@ -258,11 +258,11 @@ class Store:
                 "wall_seconds, result) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     result.id,
-                    spec["task"],
-                    json.dumps(spec["knobs"], sort_keys=True),
-                    spec["strategy"],
-                    spec["seed"],
-                    spec["budget"],
+                    spec.task,
+                    json.dumps(spec.knobs, sort_keys=True),
+                    spec.strategy,
+                    spec.seed,
+                    spec.settings.budget,
                     result.status,
                     result.reason,
                     result.output,
@@ -285,7 +285,7 @@ class Store:
             if experiment is not None:
                 self._db.execute(
                     "INSERT OR REPLACE INTO experiment_runs VALUES (?, ?, ?)",
-                    (experiment, result.id, spec.get("threshold")),
+                    (experiment, result.id, spec.settings.threshold),
                 )
             self._db.executemany(
                 "INSERT OR REPLACE INTO modules VALUES (?, ?, ?)",
@@ -479,13 +479,11 @@ def _decode(text: Any) -> RunResult | None:
     try:
         data = json.loads(text)
         result = RunResult.from_dict(data)
-    except (TypeError, ValueError, KeyError):
-        return None
-    spec, curve = result.spec, result.curve
+    except (TypeError, ValueError, KeyError, AttributeError):  # RunSpec.from_dict refuses
+        return None  # a spec that lacks a field or holds one of the wrong kind
+    curve = result.curve
     sound = (
-        isinstance(spec, dict)
-        and all(k in spec for k in ("task", "strategy", "seed", "knobs"))
-        and isinstance(result.final, dict)
+        isinstance(result.final, dict)
         and isinstance(curve, list)
         and all(isinstance(p, dict) and isinstance(p.get("metrics"), dict) for p in curve)
     )

@@ -46,24 +46,23 @@ def varying(results: Iterable[RunResult]) -> list[str]:
     """The knobs whose values differ between ``results`` (a grid's axes)."""
     seen: dict[str, set[str]] = {}
     for result in results:
-        for knob, value in result.spec["knobs"].items():
+        for knob, value in result.spec.knobs.items():
             seen.setdefault(knob, set()).add(repr(value))
     return sorted(k for k, values in seen.items() if len(values) > 1)
 
 
 def run_name(result: RunResult, knobs: list[str]) -> str:
     spec = result.spec
-    point = ", ".join(f"{k}={spec['knobs'].get(k)}" for k in knobs)
-    return f"{spec['strategy']} seed {spec['seed']}" + (f" ({point})" if point else "")
+    point = ", ".join(f"{k}={spec.knobs.get(k)}" for k in knobs)
+    return f"{spec.strategy} seed {spec.seed}" + (f" ({point})" if point else "")
 
 
 def params(result: RunResult) -> dict[str, str]:
     spec = result.spec
-    out = {"task": spec["task"], "strategy": spec["strategy"], "seed": str(spec["seed"])}
-    out |= {f"knob.{k}": str(v) for k, v in sorted(spec["knobs"].items())}
+    out = {"task": spec.task, "strategy": spec.strategy, "seed": str(spec.seed)}
+    out |= {f"knob.{k}": str(v) for k, v in sorted(spec.knobs.items())}
     for name in ("budget", "batch_size", "lr", "optimizer", "evaluations", "threshold"):
-        if spec.get(name) is not None:
-            out[name] = str(spec[name])
+        out[name] = str(spec.value(name))
     out["code"] = result.code_version
     return out
 
@@ -127,7 +126,7 @@ def _mlflow(pairs: list[tuple[str, RunResult]], folder: Path) -> int:
         metrics = [Metric(k, v, 0, last_step(result)) for k, v in final_metrics(result).items()]
         metrics += [Metric(k, v, 0, step) for k, v, step in curve_points(result)]
         values = [Param(k, v) for k, v in params(result).items()]
-        tags = [RunTag("e2elab.strategy", result.spec["strategy"])]
+        tags = [RunTag("e2elab.strategy", result.spec.strategy)]
         for start in range(0, max(len(metrics), 1), 1000):  # MLflow's batch limit
             part = metrics[start : start + 1000]
             client.log_batch(
@@ -146,8 +145,8 @@ def _tensorboard(pairs: list[tuple[str, RunResult]], folder: Path) -> int:
     axes = _axes(pairs)
     for name, result in pairs:
         spec = result.spec
-        where = folder / name / spec["strategy"].replace("/", "_") / f"seed-{spec['seed']}"
-        point = "_".join(f"{k}={spec['knobs'].get(k)}" for k in axes[name])
+        where = folder / name / spec.strategy.replace("/", "_") / f"seed-{spec.seed}"
+        point = "_".join(f"{k}={spec.knobs.get(k)}" for k in axes[name])
         where = where / point if point else where
         writer = SummaryWriter(log_dir=str(where))
         try:

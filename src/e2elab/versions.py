@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
 
 from e2elab.records import RunResult
 
@@ -21,7 +20,7 @@ _NOT_THE_CELL = ("seed", "code", "version", "device", "threshold", "save_modules
 
 
 def cell_key(result: RunResult) -> str:
-    spec = {k: v for k, v in result.spec.items() if k not in _NOT_THE_CELL}
+    spec = {k: v for k, v in result.spec.to_dict().items() if k not in _NOT_THE_CELL}
     return json.dumps(spec, sort_keys=True, default=str)
 
 
@@ -46,11 +45,8 @@ def labelled(results: list[RunResult]) -> list[RunResult]:
     out = []
     for result in results:
         if id(result) in stale:
-            spec: dict[str, Any] = {
-                **result.spec,
-                "strategy": f"{result.spec['strategy']} [older code {result.code_version}]",
-            }
-            result = dataclasses.replace(result, spec=spec)
+            label = f"{result.spec.strategy} [older code {result.code_version}]"
+            result = dataclasses.replace(result, spec=result.spec.relabelled(label))
         out.append(result)
     return out
 

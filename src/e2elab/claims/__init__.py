@@ -1,11 +1,24 @@
 """Claims: statements from papers as executable checks over stored results.
 
-Each check is a small function ``check(results, **params) -> Verdict``. Results are
-grouped into cells (one grid point x one strategy, over seeds). Uncertainty is explicit:
-means carry 95% Student-t intervals over seeds, and "at chance" is the per-run one-sided
-test against chance on the test-set size (``RunResult.at_chance``; binomial for success
-rates, Hoeffding for rewards).
-A check never adapts its thresholds to the data: if the data disagree, it says FAIL.
+Each check is a small function ``check(cells, **params) -> Verdict`` over a ``Cells``
+(the runs, grouped into cells: one grid point x one strategy, over seeds; a plain list
+of runs is made into one).
+
+Parameters mean the same in every check that has them:
+- ``winner`` / ``loser``: the strategy claimed to do better, and the one it beats
+  (``winners``: several, the best of which is meant);
+- ``strategy``: the one strategy whose cells are judged (a * pattern allowed);
+  ``strategies``: several, each judged alone (a single name allowed);
+- ``knob``: the knob whose values the check walks; where a check gives it no default
+  the claim must name it, and where its default is None it is the only knob that
+  varies over the runs the check reads;
+- ``where``: the grid points read, ``{knob: value or {op: value}}``.
+Earlier names (``slow``/``fast``, ``a``/``b``, ``robust``/``fragile``) are still read.
+
+Uncertainty is explicit: means carry 95% Student-t intervals over seeds, and "at
+chance" is the per-run one-sided test against chance on the test-set size
+(``RunResult.at_chance``; binomial for success rates, Hoeffding for rewards). A check
+never adapts its thresholds to the data: if the data disagree, it says FAIL.
 """
 
 from __future__ import annotations
@@ -15,8 +28,8 @@ from __future__ import annotations
 from e2elab.claims import thresholds, comparisons, diagnostics, snr, artifacts  # noqa: F401
 # isort: on
 
-from e2elab.claims.artifacts import artifact_beats, artifact_exceeds, degrades_less
-from e2elab.claims.cells import artifact_value, cells, ett_ratio
+from e2elab.claims.artifacts import artifact_beats, artifact_exceeds, artifact_value, degrades_less
+from e2elab.claims.cells import Cells, cells, ett_ratio
 from e2elab.claims.comparisons import (
     accuracy_beats,
     beats_by_ratio,
@@ -38,14 +51,25 @@ from e2elab.claims.thresholds import (
     seeds_learn,
     stays_at_chance,
 )
-from e2elab.claims.verdict import CHECK_FIGURES, CHECKS, FAIL, INCONCLUSIVE, PASS, Verdict, check
+from e2elab.claims.verdict import (
+    CHECK_ALIASES,
+    CHECK_FIGURES,
+    CHECKS,
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Verdict,
+    check,
+)
 
 __all__ = [
     "CHECKS",
+    "CHECK_ALIASES",
     "CHECK_FIGURES",
     "FAIL",
     "INCONCLUSIVE",
     "PASS",
+    "Cells",
     "Verdict",
     "accuracy_beats",
     "alignment_contrast",

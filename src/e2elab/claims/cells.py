@@ -1,90 +1,182 @@
-"""The runs a claim reads: matched by ``where`` and strategy patterns, grouped into cells
-(one grid point x one strategy, over seeds), labelled by what varies, paired by seed."""
+"""The runs a claim reads, as one object: ``Cells``, matched by ``where`` and strategy
+patterns, grouped into cells (one grid point x one strategy, over seeds) by
+``query.group``, labelled by the knobs that vary, and paired by seed."""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-import numpy as np
-
-from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict
 from e2elab.query import group
 from e2elab.records import RunResult
-from e2elab.stats import mean_interval, metric_interval
+
+_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+    "in": lambda a, b: a in b,
+}
 
 
-def _matches(result: RunResult, where: dict[str, Any]) -> bool:
+def knobs_match(knobs: dict[str, Any], where: dict[str, Any] | None) -> bool:
     """``where`` maps knob -> value, or knob -> {">=": v, "<=": v, "in": [...]}."""
-    knobs = result.spec["knobs"]
-    for name, wanted in where.items():
+    for name, wanted in (where or {}).items():
         value = knobs.get(name)
         if isinstance(wanted, dict):
-            ops: dict[str, Callable[[Any, Any], bool]] = {
-                ">=": lambda a, b: a >= b,
-                "<=": lambda a, b: a <= b,
-                ">": lambda a, b: a > b,
-                "<": lambda a, b: a < b,
-                "in": lambda a, b: a in b,
-            }
-            if not all(ops[op](value, arg) for op, arg in wanted.items()):
+            if not all(_OPS[op](value, arg) for op, arg in wanted.items()):
                 return False
         elif value != wanted:
             return False
     return True
 
 
-def _strategy_matches(name: str, patterns: str | list[str]) -> bool:
+def strategy_matches(name: str, patterns: str | list[str]) -> bool:
     pats = [patterns] if isinstance(patterns, str) else patterns
     # a strategy's own name matches itself even where it holds pattern characters
     # (frozen_others:force=digit_[2-9],...)
     return any(name == p or fnmatchcase(name, p) for p in pats)
 
 
-def cells(
-    results: Iterable[RunResult], strategies: str | list[str], where: dict[str, Any] | None = None
-) -> dict[tuple[str, str], list[RunResult]]:
-    """Group runs into (knobs as JSON, strategy) cells; strategies may use * patterns."""
-
-    def chosen(r: RunResult) -> bool:
-        return _strategy_matches(r.spec["strategy"], strategies) and _matches(r, where or {})
-
-    return group(results, "knobs", "strategy", where=chosen)  # type: ignore[return-value]
+def varying(knob_sets: Iterable[dict[str, Any]]) -> frozenset[str]:
+    """The knobs that take more than one value over ``knob_sets``."""
+    seen: dict[str, set[str]] = {}
+    for knobs in knob_sets:
+        for k, v in knobs.items():
+            seen.setdefault(k, set()).add(json.dumps(v, sort_keys=True))
+    return frozenset(k for k, values in seen.items() if len(values) > 1)
 
 
-def _knob(key: tuple[str, str], name: str) -> Any:
-    return json.loads(key[0])[name]
+def walked_knob(knob: str | None, knob_sets: Iterable[dict[str, Any]]) -> str | None:
+    """The knob a check walks: the one named, or else the only one that varies over the
+    runs it reads (None: several vary, or none does; the check asks for ``knob``)."""
+    if knob is not None:
+        return knob
+    moving = sorted(varying(knob_sets))
+    return moving[0] if len(moving) == 1 else None
 
 
-def _ok(runs: list[RunResult]) -> list[RunResult]:
+@dataclass(frozen=True)
+class Cells:
+    """Runs, with the knobs that vary over every run the claims of an experiment read
+    (``varying``): a cell's label shows those, whichever subset a check selects or a
+    stability resample leaves. Build with ``Cells.of``; every check takes one."""
+
+    runs: tuple[RunResult, ...]
+    varying: frozenset[str]
+
+    @classmethod
+    def of(cls, results: Iterable[RunResult] | Cells) -> Cells:
+        if isinstance(results, Cells):
+            return results
+        runs = tuple(results)
+        return cls(runs, varying(r.spec.knobs for r in runs))
+
+    def resampled(self, runs: Iterable[RunResult]) -> Cells:
+        """Other runs (a resample of the seeds) under the same labels."""
+        return Cells(tuple(runs), self.varying)
+
+    def select(
+        self, strategies: str | list[str] | None = None, where: dict[str, Any] | None = None
+    ) -> Cells:
+        """The runs of ``strategies`` (names or * patterns; None: every one) at the grid
+        points ``where`` matches."""
+        return self.resampled(
+            r
+            for r in self.runs
+            if (strategies is None or strategy_matches(r.spec.strategy, strategies))
+            and knobs_match(r.spec.knobs, where)
+        )
+
+    def __iter__(self) -> Any:
+        return iter(self.runs)
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+    def grouped(self) -> dict[tuple[str, str], list[RunResult]]:
+        """(knobs as JSON, strategy) -> that cell's runs, in first-seen order."""
+        return group(self.runs, "knobs", "strategy")  # type: ignore[return-value]
+
+    def by_value(self, knob: str) -> dict[Any, list[RunResult]]:
+        """Knob value -> the runs there, in ascending order of the value."""
+        return {key[0]: runs for key, runs in sorted(group(self.runs, knob).items())}
+
+    def by_point(self) -> dict[str, dict[str, list[RunResult]]]:
+        """Grid point (its label) -> strategy -> that cell's runs."""
+        out: dict[str, dict[str, list[RunResult]]] = {}
+        for (knobs, strategy), runs in self.grouped().items():
+            out.setdefault(self.label(knobs), {})[strategy] = runs
+        return out
+
+    def label(self, knobs: str | dict[str, Any]) -> str:
+        """A grid point's label: the knobs that vary (all of them where none does)."""
+        values = json.loads(knobs) if isinstance(knobs, str) else dict(sorted(knobs.items()))
+        shown = [k for k in values if k in self.varying] or list(values)
+        return ",".join(f"{k}={values[k]}" for k in shown)
+
+    def varying_here(self) -> frozenset[str]:
+        """The knobs that vary over these runs (``varying``: over every run)."""
+        return varying(r.spec.knobs for r in self.runs)
+
+    def knob(self, knob: str | None) -> str | None:
+        """See ``walked_knob``, over these runs."""
+        return walked_knob(knob, (r.spec.knobs for r in self.runs))
+
+    def paired(self, a: str, b: str, knob: str) -> dict[Any, dict[int, tuple[float, float]]]:
+        """Per value of ``knob``, per seed present in both: (a's, b's) output metric
+        (seeds pair up: the same seed draws the same data, e.g. the same subset)."""
+        out: dict[Any, dict[int, tuple[float, float]]] = {}
+        for by_strategy in self.select([a, b]).by_point().values():
+            runs_a = {r.spec.seed: r for r in finished(by_strategy.get(a, []))}
+            runs_b = {r.spec.seed: r for r in finished(by_strategy.get(b, []))}
+            for seed in sorted(set(runs_a) & set(runs_b)):
+                value = runs_a[seed].spec.knobs[knob]
+                pair = (runs_a[seed].output_metric, runs_b[seed].output_metric)
+                out.setdefault(value, {})[seed] = pair
+        return dict(sorted(out.items()))
+
+    def seed_gaps(self, a: str, b: str, knob: str) -> dict[Any, dict[int, float]]:
+        """Per value of ``knob``, per seed present for both: a's output metric minus b's."""
+        return {
+            value: {seed: pa - pb for seed, (pa, pb) in pairs.items()}
+            for value, pairs in self.paired(a, b, knob).items()
+        }
+
+    def ratios(
+        self, loser: str, winners: list[str], knob: str | None = None
+    ) -> dict[Any, tuple[float, float, float]]:
+        """Per grid point (its label), or per value of ``knob``: (ratio, the loser's mean
+        examples-to-threshold, the best winner's mean). Strategies named exactly."""
+        groups: dict[Any, list[RunResult]] = {}
+        for r in self.runs:
+            key = r.spec.knobs[knob] if knob else self.label(r.spec.knobs)
+            groups.setdefault(key, []).append(r)
+        table = {}
+        for key, runs in sorted(groups.items()):
+            loser_mean = mean_ett([r for r in runs if r.spec.strategy == loser])
+            means = [mean_ett([r for r in runs if r.spec.strategy == name]) for name in winners]
+            found = [m for m in means if m is not None]
+            if loser_mean is None or not found:
+                continue
+            best = min(found)
+            table[key] = (ett_ratio(loser_mean, best), loser_mean, best)
+        return table
+
+
+# ---------------------------------------------------------------- what a cell's runs give
+
+
+def finished(runs: Iterable[RunResult]) -> list[RunResult]:
+    """The runs that finished (neither diverged nor failed)."""
     return [r for r in runs if r.status == "ok"]
 
 
-def _ett(r: RunResult) -> float:
-    """Examples to threshold; a run that never reached it counts as infinitely many."""
-    return math.inf if r.examples_to_threshold is None else float(r.examples_to_threshold)
-
-
-def _fmt_ett(value: float) -> str:
-    return "never" if math.isinf(value) else f"{value:,.0f}"
-
-
-def _no_data(what: str) -> Verdict:
-    return Verdict(INCONCLUSIVE, f"no stored runs match {what}")
-
-
-def _by_knob(results: list[RunResult], knob: str) -> dict[Any, list[RunResult]]:
-    return {key[0]: runs for key, runs in sorted(group(results, knob).items())}
-
-
-# ---------------------------------------------------------------- checks
-
-
-def _unfinished(runs: list[RunResult]) -> str:
+def unfinished_note(runs: list[RunResult]) -> str:
     """`` (2 diverged, 1 failed)``: runs that did not finish, counted apart by status."""
     counts: dict[str, int] = {}
     for r in runs:
@@ -95,114 +187,18 @@ def _unfinished(runs: list[RunResult]) -> str:
     )
 
 
-def _learned_modules(
-    by_value: dict[Any, list[RunResult]], values: list[Any], min_gain: float
-) -> dict[str, Any]:
-    text: dict[Any, str] = {}
-    learned: list[str] = []
-    means: dict[str, float] = {}
-    for v in values:
-        gains: dict[str, list[float]] = {}
-        for r in _ok(by_value[v]):
-            for module, ports in r.modules.items():
-                probed = [p for p in ports if p in r.probes and p in r.probes_at_init]
-                if probed:
-                    gain = sum(r.probes[p] - r.probes_at_init[p] for p in probed) / len(probed)
-                    gains.setdefault(module, []).append(gain)
-        parts = []
-        for module, values_ in gains.items():
-            mean = sum(values_) / len(values_)
-            means[f"{module} at {v}"] = mean
-            parts.append(f"{module} {mean:+.2f}")
-            if mean >= min_gain:
-                learned.append(f"{module} at {v}")
-        text[v] = ", ".join(parts) if parts else "no probes stored"
-    return {"text": text, "any": learned, "gains": means}
+def ett(r: RunResult) -> float:
+    """Examples to threshold; a run that never reached it counts as infinitely many."""
+    return math.inf if r.examples_to_threshold is None else float(r.examples_to_threshold)
 
 
-def _paired(
-    results: list[RunResult], a: str, b: str, knob: str, where: dict[str, Any] | None
-) -> dict[Any, dict[int, tuple[float, float]]]:
-    """Per value of ``knob``, per seed present in both: (a's, b's) output metric (seeds
-    pair up: the same seed draws the same data, e.g. the same training subset)."""
-    out: dict[Any, dict[int, tuple[float, float]]] = {}
-    for cellsets in _by_knob_cells(results, [a, b], where).values():
-        runs_a = {r.spec["seed"]: r for r in _ok(cellsets.get(a, []))}
-        runs_b = {r.spec["seed"]: r for r in _ok(cellsets.get(b, []))}
-        for seed in sorted(set(runs_a) & set(runs_b)):
-            value = runs_a[seed].spec["knobs"][knob]
-            pair = (runs_a[seed].output_metric, runs_b[seed].output_metric)
-            out.setdefault(value, {})[seed] = pair
-    return dict(sorted(out.items()))
-
-
-def _paired_verdict(
-    pairs: list[tuple[float, float]], first: str, second: str, what: str, sign: float = 1.0
-) -> Verdict:
-    """PASS where the 95% interval of ``sign * (first - second)`` over the paired seeds
-    lies above 0; the details give both means and the interval."""
-    diff = mean_interval([sign * (a - b) for a, b in pairs])
-    means = [float(np.mean([p[i] for p in pairs])) for i in (0, 1)]
-    detail = (
-        f"{first} {means[0]:.3f} vs {second} {means[1]:.3f}, {what} {diff.format(3)} "
-        f"over {len(pairs)} seeds"
-    )
-    ok = diff.lo > 0
-    return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
-
-
-def _floor(run: RunResult) -> int:
-    """Examples drawn before the phase in which the run's last module starts training."""
-    seen: set[str] = set()
-    modules = {m for phase in run.phases for m in phase.get("train", [])}
-    drawn = 0.0
-    for phase in run.phases:
-        seen |= set(phase.get("train", []))
-        if seen >= modules:
-            break
-        drawn += phase["share"] * run.spec["budget"]
-    return round(drawn)
-
-
-def _by_knob_cells(
-    results: list[RunResult], strategies: list[str], where: dict[str, Any] | None
-) -> dict[str, dict[str, list[RunResult]]]:
-    out: dict[str, dict[str, list[RunResult]]] = {}
-    for (knobs, strategy), runs in cells(results, strategies, where).items():
-        out.setdefault(_short(knobs), {})[strategy] = runs
-    return out
-
-
-def _fmt_ratio(r: float) -> str:
-    if r != r:
-        return "undetermined (neither reached)"
-    return "inf (never reached)" if math.isinf(r) else f"{r:.2f}x"
-
-
-def _ratios(
-    results: list[RunResult],
-    slow: str,
-    fast: list[str],
-    where: dict[str, Any] | None,
-    knob: str | None = None,
-) -> dict[Any, tuple[float, float, float]]:
-    """Per grid point (or knob value): (ratio, slow mean ETT, best fast mean ETT)."""
-    pool = [r for r in results if _matches(r, where or {})]
-    groups: dict[Any, list[RunResult]] = {}
-    for r in pool:
-        key = r.spec["knobs"][knob] if knob else _short(json.dumps(r.spec["knobs"], sort_keys=True))
-        groups.setdefault(key, []).append(r)
-    table = {}
-    for key, runs in sorted(groups.items()):
-        slow_runs = [r for r in runs if r.spec["strategy"] == slow]
-        fast_means = [_mean_ett([r for r in runs if r.spec["strategy"] == name]) for name in fast]
-        fast_means = [m for m in fast_means if m is not None]
-        slow_mean = _mean_ett(slow_runs)
-        if slow_mean is None or not fast_means:
-            continue
-        best = min(fast_means)
-        table[key] = (ett_ratio(slow_mean, best), slow_mean, best)
-    return table
+def mean_ett(runs: list[RunResult]) -> float | None:
+    """Mean examples-to-threshold of the finished runs (None: no run finished)."""
+    runs = finished(runs)
+    if not runs:
+        return None
+    values = [ett(r) for r in runs]
+    return math.inf if any(math.isinf(v) for v in values) else sum(values) / len(values)
 
 
 def ett_ratio(slow: float, fast: float) -> float:
@@ -216,96 +212,30 @@ def ett_ratio(slow: float, fast: float) -> float:
     return slow / fast
 
 
-def _mean_ett(runs: list[RunResult]) -> float | None:
-    """Mean examples-to-threshold of the finished runs (None: no run finished)."""
-    runs = _ok(runs)
-    if not runs:
-        return None
-    values = [_ett(r) for r in runs]
-    return math.inf if any(math.isinf(v) for v in values) else sum(values) / len(values)
+def fmt_ett(value: float) -> str:
+    return "never" if math.isinf(value) else f"{value:,.0f}"
 
 
-def _short(knobs_json: str) -> str:
-    """A grid point's label: the knobs that the current results vary over."""
-    knobs = json.loads(knobs_json)
-    shown = [k for k in knobs if k in _VARYING.get()] or list(knobs)
-    return ",".join(f"{k}={knobs[k]}" for k in shown)
+def fmt_ratio(r: float) -> str:
+    if r != r:
+        return "undetermined (neither reached)"
+    return "inf (never reached)" if math.isinf(r) else f"{r:.2f}x"
 
 
-_VARYING: ContextVar[frozenset[str]] = ContextVar("varying", default=frozenset())
+def point_value(by_strategy: dict[str, list[RunResult]], knob: str) -> Any:
+    """The value of ``knob`` at a grid point (its cells, by strategy)."""
+    runs = next(iter(by_strategy.values()))
+    return runs[0].spec.knobs.get(knob)
 
 
-def _varying(results: list[RunResult]) -> frozenset[str]:
-    seen: dict[str, set[str]] = {}
-    for r in results:
-        for k, v in r.spec["knobs"].items():
-            seen.setdefault(k, set()).add(json.dumps(v))
-    return frozenset(k for k, values in seen.items() if len(values) > 1)
-
-
-def _knobs_match(knobs: dict[str, Any], where: dict[str, Any]) -> bool:
-    fake = RunResult.__new__(RunResult)
-    fake.spec = {"knobs": knobs}
-    return _matches(fake, where)
-
-
-def _point_value(cellsets: dict[str, list[RunResult]], knob: str) -> Any:
-    runs = next(iter(cellsets.values()))
-    return runs[0].spec["knobs"].get(knob)
-
-
-def _sortable(value: Any) -> tuple[int, Any]:
+def sortable(value: Any) -> tuple[int, Any]:
     return (0, value) if isinstance(value, (int, float)) else (1, str(value))
 
 
-def _seed_gaps(
-    results: list[RunResult], a: str, b: str, knob: str, where: dict[str, Any] | None
-) -> dict[Any, dict[int, float]]:
-    """Per value of ``knob``, per seed present for both: a's output metric minus b's."""
-    return {
-        value: {seed: pa - pb for seed, (pa, pb) in pairs.items()}
-        for value, pairs in _paired(results, a, b, knob, where).items()
-    }
-
-
-def artifact_value(run: RunResult, path: str) -> float | None:
-    """A number the run's task kept after training (``Task.artifacts``), by a dotted
-    path, e.g. ``closed_loop.nominal.departures_per_km``; None where it has none."""
-    value: Any = run.artifacts
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-def _artifact_pairs(
-    results: list[RunResult], a: str, b: str, metric: str, knob: str, at: str, where: Any
-) -> tuple[Any, list[tuple[float, float]]]:
-    table = _by_knob_cells(results, [a, b], where)
-    cellsets = [c for c in table.values() if _ok(c.get(a, [])) and _ok(c.get(b, []))]
-    if not cellsets:
-        return None, []
-    pick = min if at == "smallest" else max
-    chosen = pick(cellsets, key=lambda c: _sortable(_point_value(c, knob)))
-    runs_a = {r.spec["seed"]: artifact_value(r, metric) for r in _ok(chosen[a])}
-    runs_b = {r.spec["seed"]: artifact_value(r, metric) for r in _ok(chosen[b])}
-    pairs = [
-        (runs_a[s], runs_b[s])
-        for s in sorted(set(runs_a) & set(runs_b))
-        if runs_a[s] is not None and runs_b[s] is not None
-    ]
-    return _point_value(chosen, knob), pairs  # type: ignore[return-value]
-
-
-def short_cells(
-    groups: dict[tuple[str, str], list[RunResult]],
-) -> Iterator[tuple[tuple[str, str], list[RunResult], Any, float]]:
-    """The cells whose finished runs end, on average, below their threshold: per cell its
-    key, those runs, the output's mean with its 95% interval, and the threshold."""
-    for key, runs in sorted(groups.items()):
-        level = runs[0].spec["threshold"]
-        ok = _ok(runs)
-        final = metric_interval([r.output_metric for r in ok])
-        if ok and final.mean < level:
-            yield key, ok, final, level
+def cells(
+    results: Iterable[RunResult] | Cells,
+    strategies: str | list[str],
+    where: dict[str, Any] | None = None,
+) -> dict[tuple[str, str], list[RunResult]]:
+    """Runs grouped into (knobs as JSON, strategy) cells; strategies may use * patterns."""
+    return Cells.of(results).select(strategies, where).grouped()

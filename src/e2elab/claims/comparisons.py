@@ -11,41 +11,43 @@ from typing import Any, Literal
 import numpy as np
 
 from e2elab.claims.cells import (
-    _by_knob,
-    _by_knob_cells,
-    _fmt_ett,
-    _fmt_ratio,
-    _matches,
-    _mean_ett,
-    _no_data,
-    _ok,
-    _paired,
-    _paired_verdict,
-    _point_value,
-    _ratios,
-    _seed_gaps,
-    _sortable,
+    Cells,
+    finished,
+    fmt_ett,
+    fmt_ratio,
+    mean_ett,
+    point_value,
+    sortable,
 )
-from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check
-from e2elab.records import RunResult
+from e2elab.claims.verdict import (
+    FAIL,
+    INCONCLUSIVE,
+    PASS,
+    Verdict,
+    check,
+    no_data,
+    no_knob,
+    paired_verdict,
+)
 from e2elab.stats import mean_interval
 
 
-@check("examples_to_threshold_vs", "learning_curves")
+@check("examples_to_threshold_vs", "learning_curves", aliases={"slow": "loser", "fast": "winners"})
 def beats_by_ratio(
-    results: list[RunResult],
-    slow: str,
-    fast: list[str],
+    cells: Cells,
+    loser: str,
+    winners: list[str],
     where: dict[str, Any] | None = None,
     min_ratio: float = 1.0,
 ) -> Verdict:
-    """In every matching grid point, ``slow`` needs more than ``min_ratio`` times the
-    examples-to-threshold of the best of ``fast`` (means over seeds; never = infinite)."""
-    table = _ratios(results, slow, fast, where)
+    """In every matching grid point, ``loser`` needs more than ``min_ratio`` times the
+    examples-to-threshold of the best of ``winners`` (means over seeds; never =
+    infinite)."""
+    table = cells.select(where=where).ratios(loser, winners)
     if not table:
-        return _no_data(f"{slow} and {fast} where {where}")
+        return no_data(f"{loser} and {winners} where {where}")
     lines = [
-        f"{k}: {_fmt_ratio(r)} ({_fmt_ett(s)} vs {_fmt_ett(f)})" for k, (r, s, f) in table.items()
+        f"{k}: {fmt_ratio(r)} ({fmt_ett(s)} vs {fmt_ett(f)})" for k, (r, s, f) in table.items()
     ]
     failing = [k for k, (r, _, _) in table.items() if not math.isnan(r) and not r > min_ratio]
     undetermined = [k for k, (r, _, _) in table.items() if math.isnan(r)]
@@ -56,24 +58,28 @@ def beats_by_ratio(
     return Verdict(verdict, detail, {"ratios": {k: v[0] for k, v in table.items()}})
 
 
-@check(
-    "examples_to_threshold_vs",
-)
+@check("examples_to_threshold_vs", aliases={"slow": "loser", "fast": "winners"})
 def ratio_grows_with_knob(
-    results: list[RunResult],
-    slow: str,
-    fast: list[str],
-    knob: str = "n",
+    cells: Cells,
+    loser: str,
+    winners: list[str],
+    knob: str | None = None,
     where: dict[str, Any] | None = None,
 ) -> Verdict:
-    """``slow`` needs more examples than the best of ``fast`` at every knob value (ratio
-    > 1), and the ratio grows with the knob: it never falls and ends above where it
-    started. A ratio where ``slow`` never reached the threshold is infinite."""
-    table = _ratios(results, slow, fast, where, knob)
+    """``loser`` needs more examples than the best of ``winners`` at every knob value
+    (ratio > 1), and the ratio grows with the knob: it never falls and ends above where
+    it started. A ratio where ``loser`` never reached the threshold is infinite.
+    ``knob``: by default the only knob that varies over the matching runs."""
+    chosen = cells.select(where=where)
+    walked = chosen.knob(knob)
+    if walked is None:
+        return no_knob("ratio_grows_with_knob", chosen.varying_here())
+    knob = walked
+    table = chosen.ratios(loser, winners, knob)
     if not table:
-        return _no_data(f"{slow} and {fast} where {where}")
+        return no_data(f"{loser} and {winners} where {where}")
     lines = [
-        f"{knob}={k}: {_fmt_ratio(r)} ({_fmt_ett(s)} vs {_fmt_ett(f)})"
+        f"{knob}={k}: {fmt_ratio(r)} ({fmt_ett(s)} vs {fmt_ett(f)})"
         for k, (r, s, f) in table.items()
     ]
     # where neither side ever reached the threshold the ratio is undetermined: left out
@@ -91,11 +97,9 @@ def ratio_grows_with_knob(
     return Verdict(verdict, detail, {"ratios": {str(k): v[0] for k, v in table.items()}})
 
 
-@check(
-    "examples_to_threshold_vs",
-)
+@check("examples_to_threshold_vs")
 def examples_grow_with_knob(
-    results: list[RunResult],
+    cells: Cells,
     strategy: str,
     knob: str,
     where: dict[str, Any] | None = None,
@@ -103,17 +107,17 @@ def examples_grow_with_knob(
     """Learning slows down: ``strategy``'s mean examples-to-threshold never falls as the
     knob grows and ends higher than it starts (a seed that never reached the threshold
     counts as infinitely many examples)."""
-    runs = [r for r in results if r.spec["strategy"] == strategy and _matches(r, where or {})]
+    runs = cells.select(strategy, where)
     if not runs:
-        return _no_data(f"strategy {strategy} where {where}")
-    by_value = _by_knob(runs, knob)
-    means = {v: _mean_ett(rs) for v, rs in by_value.items()}
+        return no_data(f"strategy {strategy} where {where}")
+    by_value = runs.by_value(knob)
+    means = {v: mean_ett(rs) for v, rs in by_value.items()}
     values = [m for m in means.values() if m is not None]
     reached = {
         v: sum(r.examples_to_threshold is not None for r in rs) for v, rs in by_value.items()
     }
     lines = [
-        f"{knob}={v}: {_fmt_ett(m)} ({reached[v]}/{len(by_value[v])} reached)"
+        f"{knob}={v}: {fmt_ett(m)} ({reached[v]}/{len(by_value[v])} reached)"
         for v, m in means.items()
         if m is not None
     ]
@@ -126,7 +130,7 @@ def examples_grow_with_knob(
 
 @check("accuracy_vs", "accuracy_by_approach", "caption_metrics")
 def accuracy_beats(
-    results: list[RunResult],
+    cells: Cells,
     winner: str,
     loser: str,
     knob: str,
@@ -136,19 +140,19 @@ def accuracy_beats(
     """At the smallest (``at: smallest``) or largest (``at: largest``) value of ``knob``,
     ``winner``'s output metric exceeds ``loser``'s: the 95% interval of the mean paired
     difference over seeds lies above 0."""
-    table = _paired(results, winner, loser, knob, where)
+    table = cells.select(where=where).paired(winner, loser, knob)
     if not table:
-        return _no_data(f"{winner} and {loser} with the same seeds where {where}")
+        return no_data(f"{winner} and {loser} with the same seeds where {where}")
     value = min(table) if at == "smallest" else max(table)
     pairs = list(table[value].values())
     if len(pairs) < 2:
         return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(pairs)} paired seed(s); need 2")
-    return _paired_verdict(pairs, f"{knob}={value}: {winner}", loser, "difference")
+    return paired_verdict(pairs, f"{knob}={value}: {winner}", loser, "difference")
 
 
 @check("accuracy_vs", "accuracy_by_approach")
 def crossover(
-    results: list[RunResult],
+    cells: Cells,
     early: str,
     late: str,
     knob: str,
@@ -164,9 +168,9 @@ def crossover(
     at least ``min_share`` of the resamples cross in the range too; FAIL "no crossover in
     the range" when the observed ones do not (``late`` never takes the lead for good, or
     leads from the smallest value on), and FAIL with the share when too few resamples do."""
-    table = _paired(results, early, late, knob, where)
+    table = cells.select(where=where).paired(early, late, knob)
     if len(table) < 2:
-        return _no_data(f"{early} and {late} at two values of {knob} where {where}")
+        return no_data(f"{early} and {late} at two values of {knob} where {where}")
     values = list(table)
     seeds = sorted(set.intersection(*(set(table[v]) for v in values)))
     if len(seeds) < 2:
@@ -215,7 +219,7 @@ def crossover(
 
 @check("accuracy_vs", "accuracy_against")
 def best_at_each(
-    results: list[RunResult],
+    cells: Cells,
     strategies: list[str],
     expected: list[str],
     knob: str,
@@ -224,16 +228,16 @@ def best_at_each(
     """At every value of ``knob``, the strategy with the highest mean output metric among
     ``strategies`` is one of ``expected``, and it beats the best of the rest: the 95%
     interval of the paired difference over seeds (same seed, same data) lies above 0."""
-    table = _by_knob_cells(results, list(strategies), where)
+    table = cells.select(strategies, where).by_point()
     if not table:
-        return _no_data(f"{strategies} where {where}")
+        return no_data(f"{strategies} where {where}")
     lines, wrong, unresolved = [], [], []
-    for cellsets in sorted(table.values(), key=lambda c: _sortable(_point_value(c, knob))):
-        value = _point_value(cellsets, knob)
+    for cellsets in sorted(table.values(), key=lambda c: sortable(point_value(c, knob))):
+        value = point_value(cellsets, knob)
         means = {
-            name: float(np.mean([r.output_metric for r in _ok(runs)]))
+            name: float(np.mean([r.output_metric for r in finished(runs)]))
             for name, runs in cellsets.items()
-            if _ok(runs)
+            if finished(runs)
         }
         absent = [name for name in strategies if name not in means]
         if absent:  # a strategy without finished runs here could be the best: not judged
@@ -247,8 +251,8 @@ def best_at_each(
             wrong.append(f"{knob}={value}")
         elif rest:
             rival = max(rest, key=lambda name: rest[name])
-            seeds_a = {r.spec["seed"]: r.output_metric for r in _ok(cellsets[best])}
-            seeds_b = {r.spec["seed"]: r.output_metric for r in _ok(cellsets[rival])}
+            seeds_a = {r.spec.seed: r.output_metric for r in finished(cellsets[best])}
+            seeds_b = {r.spec.seed: r.output_metric for r in finished(cellsets[rival])}
             diffs = [seeds_a[k] - seeds_b[k] for k in sorted(set(seeds_a) & set(seeds_b))]
             if len(diffs) < 2:
                 unresolved.append(f"{knob}={value}")
@@ -269,21 +273,22 @@ def best_at_each(
     return Verdict(PASS, detail)
 
 
-@check("accuracy_vs", "caption_metrics")
+@check("accuracy_vs", "caption_metrics", aliases={"a": "winner", "b": "loser"})
 def gap_grows_with_knob(
-    results: list[RunResult],
-    a: str,
-    b: str,
+    cells: Cells,
+    winner: str,
+    loser: str,
     knob: str,
     where: dict[str, Any] | None = None,
 ) -> Verdict:
-    """The gap ``a`` minus ``b`` (output metric, paired by seed) is larger at the largest
-    value of ``knob`` than at the smallest: the 95% interval over seeds of (gap at the
-    largest) - (gap at the smallest) lies above 0."""
-    gaps = _seed_gaps(results, a, b, knob, where)
+    """The gap ``winner`` minus ``loser`` (output metric, paired by seed) is larger at the
+    largest value of ``knob`` than at the smallest: the 95% interval over seeds of (gap
+    at the largest) - (gap at the smallest) lies above 0."""
+    a, b = winner, loser
+    gaps = cells.select(where=where).seed_gaps(a, b, knob)
     if len(gaps) < 2:
-        return _no_data(f"{a} and {b} at two values of {knob} where {where}")
-    values = sorted(gaps, key=_sortable)
+        return no_data(f"{a} and {b} at two values of {knob} where {where}")
+    values = sorted(gaps, key=sortable)
     low, high = gaps[values[0]], gaps[values[-1]]
     seeds = sorted(set(low) & set(high))
     listed = ", ".join(f"{knob}={v}: {np.mean(list(gaps[v].values())):+.3f}" for v in values)
@@ -295,38 +300,39 @@ def gap_grows_with_knob(
     return Verdict(PASS if ok else FAIL, detail + ("" if ok else " -- not above 0"))
 
 
-@check("accuracy_vs", "caption_metrics")
+@check("accuracy_vs", "caption_metrics", aliases={"a": "winner", "b": "loser"})
 def gap_with_budget(
-    results: list[RunResult],
-    a: str,
-    b: str,
+    cells: Cells,
+    winner: str,
+    loser: str,
     smaller: str,
     direction: Literal["shrinks", "grows"],
     knob: str,
     at: Literal["smallest", "largest"] = "largest",
     where: dict[str, Any] | None = None,
 ) -> Verdict:
-    """How the gap ``a`` minus ``b`` moves with the training budget: at the smallest or
-    largest value of ``knob``, the gap at the experiment's budget minus the gap at a
-    smaller one (the variant labelled ``smaller``: ``a@smaller`` and ``b@smaller``, runs
-    trained on that budget from the start), paired by seed, has a 95% interval below 0
-    (``shrinks``) or above 0 (``grows``)."""
+    """How the gap ``winner`` minus ``loser`` moves with the training budget: at the
+    smallest or largest value of ``knob``, the gap at the experiment's budget minus the
+    gap at a smaller one (the variant labelled ``smaller``: ``winner@smaller`` and
+    ``loser@smaller``, runs trained on that budget from the start), paired by seed, has a
+    95% interval below 0 (``shrinks``) or above 0 (``grows``)."""
+    a, b = winner, loser
     names = [a, b, f"{a}@{smaller}", f"{b}@{smaller}"]
-    table = _by_knob_cells(results, names, where)
-    cellsets = [c for c in table.values() if all(_ok(c.get(n, [])) for n in names)]
+    table = cells.select(names, where).by_point()
+    cellsets = [c for c in table.values() if all(finished(c.get(n, [])) for n in names)]
     if not cellsets:
-        return _no_data(f"{', '.join(names)} where {where}")
+        return no_data(f"{', '.join(names)} where {where}")
     pick = min if at == "smallest" else max
-    chosen = pick(cellsets, key=lambda c: _sortable(_point_value(c, knob)))
-    value = _point_value(chosen, knob)
-    by = {n: {r.spec["seed"]: r for r in _ok(chosen[n])} for n in names}
+    chosen = pick(cellsets, key=lambda c: sortable(point_value(c, knob)))
+    value = point_value(chosen, knob)
+    by = {n: {r.spec.seed: r for r in finished(chosen[n])} for n in names}
     seeds = sorted(set.intersection(*(set(v) for v in by.values())))
     if len(seeds) < 2:
         return Verdict(INCONCLUSIVE, f"{knob}={value}: {len(seeds)} paired seed(s); need 2")
     early = [by[names[2]][s].output_metric - by[names[3]][s].output_metric for s in seeds]
     late = [by[a][s].output_metric - by[b][s].output_metric for s in seeds]
     change = mean_interval([y - x for x, y in zip(early, late, strict=True)])
-    budgets = (by[names[2]][seeds[0]].spec["budget"], by[a][seeds[0]].spec["budget"])
+    budgets = (by[names[2]][seeds[0]].spec.settings.budget, by[a][seeds[0]].spec.settings.budget)
     detail = (
         f"{knob}={value}: gap {a} - {b} {np.mean(early):+.3f} at budget {budgets[0]:,}, "
         f"{np.mean(late):+.3f} at {budgets[1]:,}; change {change.format(3)} over "

@@ -3,41 +3,36 @@ lost accuracy, the ceiling the rest of a system allows (oracle evaluation)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any, Literal
 
-from e2elab.claims.cells import (
-    _by_knob_cells,
-    _floor,
-    _fmt_ett,
-    _mean_ett,
-    _no_data,
-    _short,
-    cells,
-    short_cells,
-)
-from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check
+from e2elab.claims.cells import Cells, finished, fmt_ett, mean_ett
+from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check, no_data
 from e2elab.records import RunResult
-from e2elab.stats import metric_interval
+from e2elab.stats import Interval, metric_interval
 
 
-@check("examples_to_threshold_vs", "learning_curves")
+@check("examples_to_threshold_vs", "learning_curves", aliases={"slow": "loser", "fast": "winners"})
 def schedule_floor(
-    results: list[RunResult],
-    slow: str,
-    fast: list[str],
+    cells: Cells,
+    loser: str,
+    winners: list[str],
     where: dict[str, Any] | None = None,
 ) -> Verdict:
-    """Where ``slow`` needs no more examples than ``fast``, the schedule says why: each of
-    ``fast`` trains its modules one phase after another, so its output cannot be right
-    before every module has begun training (its floor: the examples drawn before the
-    phase in which its last module starts), and ``slow`` reached the threshold (mean
-    over seeds) before the lowest of those floors."""
-    table = _by_knob_cells(results, [slow, *fast], where)
+    """The diagnostic of a ratio claim (``beats_by_ratio``, ``ratio_grows_with_knob``,
+    same strategies) that fails: where
+    ``loser`` needs no more examples than ``winners``, the schedule says why. Each of
+    ``winners`` trains its modules one phase after another, so its output cannot be
+    right before every module has begun training (its floor: the examples drawn before
+    the phase in which its last module starts), and ``loser`` reached the threshold
+    (mean over seeds) before the lowest of those floors."""
+    slow, fast = loser, winners
+    table = cells.select([slow, *fast], where).by_point()
     if not table:
-        return _no_data(f"{slow} and {fast} where {where}")
+        return no_data(f"{slow} and {fast} where {where}")
     lines, bad = [], []
     for key, by_strategy in sorted(table.items()):
-        slow_ett = _mean_ett(by_strategy.get(slow, []))
+        slow_ett = mean_ett(by_strategy.get(slow, []))
         floors = {
             name: _floor(runs[0]) for name, runs in by_strategy.items() if name != slow and runs
         }
@@ -45,22 +40,20 @@ def schedule_floor(
             continue
         lowest = min(floors.values())
         listed = ", ".join(f"{name} {f:,}" for name, f in sorted(floors.items()))
-        lines.append(f"{key}: {slow} {_fmt_ett(slow_ett)}; floors: {listed}")
+        lines.append(f"{key}: {slow} {fmt_ett(slow_ett)}; floors: {listed}")
         if not slow_ett <= lowest:
             bad.append(key)
     if not lines:
-        return _no_data(f"{slow} and {fast} with finished runs where {where}")
+        return no_data(f"{slow} and {fast} with finished runs where {where}")
     detail = "; ".join(lines) + (
         f" -- {slow} not below the floor at {', '.join(bad)}" if bad else ""
     )
     return Verdict(FAIL if bad else PASS, detail)
 
 
-@check(
-    "learning_curves",
-)
+@check("learning_curves")
 def lost_in_phase(
-    results: list[RunResult],
+    cells: Cells,
     strategy: str,
     phase: int = -2,
     where: dict[str, Any] | None = None,
@@ -72,25 +65,25 @@ def lost_in_phase(
     was already below the threshold there counts too (that phase fell short, and the
     later ones did not make up for it); each cell says which. Means over seeds, with 95%
     intervals; INCONCLUSIVE when no cell ends below the threshold (nothing to explain)."""
-    groups = cells(results, strategy, where)
+    groups = cells.select(strategy, where).grouped()
     if not groups:
-        return _no_data(f"strategy {strategy} where {where}")
+        return no_data(f"strategy {strategy} where {where}")
     lines, unexplained = [], []
     for key, ok, final, level in short_cells(groups):
         ends = [r.phase_ends() for r in ok]
         if any(not -len(e) <= phase < len(e) for e in ends):
-            unexplained.append(f"{_short(key[0])}: no phase {phase}")
+            unexplained.append(f"{cells.label(key[0])}: no phase {phase}")
             continue
         before = metric_interval([e[phase]["output"] for e in ends])
         label = ends[0][phase]["label"]
         lost = before.mean >= level
         lines.append(
-            f"{key[1]} @ {_short(key[0])}: {before.format(3)} after {label}, "
+            f"{key[1]} @ {cells.label(key[0])}: {before.format(3)} after {label}, "
             f"{final.format(3)} at the end ({final.mean - before.mean:+.3f}; "
             f"{'lost in a later phase' if lost else f'short of {level:g} already'})"
         )
         if not lost and not or_short:
-            unexplained.append(f"{_short(key[0])} never reached {level:g}")
+            unexplained.append(f"{cells.label(key[0])} never reached {level:g}")
     if not lines and not unexplained:
         return Verdict(INCONCLUSIVE, "no cell ends below the threshold: nothing lost")
     detail = "; ".join(lines) + (
@@ -101,8 +94,8 @@ def lost_in_phase(
 
 @check("accuracy_vs", "learning_curves")
 def oracle_ceiling(
-    results: list[RunResult],
-    strategies: str | list[str],
+    cells: Cells,
+    strategies: list[str],
     cause: Literal["module", "chain"] = "module",
     oracle: str = "trained",
     where: dict[str, Any] | None = None,
@@ -115,13 +108,13 @@ def oracle_ceiling(
     below it is capped by the rest (``cause`` "chain"). PASS when every short cell has
     ``cause``; INCONCLUSIVE when no cell ends short, or a short cell's runs lack the
     evaluation (train them with ``oracle``). Means over seeds, with 95% intervals."""
-    groups = cells(results, strategies, where)
+    groups = cells.select(strategies, where).grouped()
     if not groups:
-        return _no_data(f"strategies {strategies} where {where}")
+        return no_data(f"strategies {strategies} where {where}")
     lines, other, missing, ceilings = [], [], [], []
     level = 0.0
     for key, ok, final, level in short_cells(groups):
-        label = f"{key[1]} @ {_short(key[0])}"
+        label = f"{key[1]} @ {cells.label(key[0])}"
         evaluated = [r for r in ok if oracle in r.oracle]
         if len(evaluated) < len(ok):
             missing.append(label)
@@ -146,3 +139,29 @@ def oracle_ceiling(
         detail += f" -- not the {cause}'s: {', '.join(other)}"
     numbers = {"cells": lines, "ceilings": ceilings, "threshold": level}
     return Verdict(FAIL if other else PASS, detail, numbers)
+
+
+def _floor(run: RunResult) -> int:
+    """Examples drawn before the phase in which the run's last module starts training."""
+    seen: set[str] = set()
+    modules = {m for phase in run.phases for m in phase.get("train", [])}
+    drawn = 0.0
+    for phase in run.phases:
+        seen |= set(phase.get("train", []))
+        if seen >= modules:
+            break
+        drawn += phase["share"] * run.spec.settings.budget
+    return round(drawn)
+
+
+def short_cells(
+    groups: dict[tuple[str, str], list[RunResult]],
+) -> Iterator[tuple[tuple[str, str], list[RunResult], Interval, float]]:
+    """The cells whose finished runs end, on average, below their threshold: per cell its
+    key, those runs, the output's mean with its 95% interval, and the threshold."""
+    for key, runs in sorted(groups.items()):
+        level = runs[0].spec.settings.threshold
+        done = finished(runs)
+        final = metric_interval([r.output_metric for r in done])
+        if done and final.mean < level:
+            yield key, done, final, level

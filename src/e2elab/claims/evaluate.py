@@ -11,14 +11,13 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from e2elab.claims.cells import (
-    _VARYING,
-    _varying,
-)
-from e2elab.claims.verdict import CHECKS, FAIL, PASS, Verdict
+from e2elab.claims.cells import Cells
+from e2elab.claims.verdict import CHECKS, FAIL, PASS, Verdict, renamed
 from e2elab.records import RunResult
 
 _WHERE_OPS = {">=", "<=", ">", "<", "in"}
+# what evaluate passes: the runs, and the gradient-SNR measurements
+_RUNS = ("cells", "snr")
 
 
 def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> None:
@@ -29,12 +28,12 @@ def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> Non
     check = CHECKS[name]
     hints = typing.get_type_hints(check)
     params = normalized(name, params)
-    accepted = [p for p in inspect.signature(check).parameters if p not in ("results", "snr")]
+    accepted = [p for p in inspect.signature(check).parameters if p not in _RUNS]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ValueError(f"{name} takes no {', '.join(unknown)}; it accepts: {', '.join(accepted)}")
     for parameter in inspect.signature(check).parameters.values():
-        if parameter.name in ("results", "snr"):
+        if parameter.name in _RUNS:
             continue
         if parameter.default is inspect.Parameter.empty and parameter.name not in params:
             raise ValueError(f"{name} needs {parameter.name!r}")
@@ -58,9 +57,11 @@ def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> Non
 
 
 def normalized(name: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One convention for every check: a parameter that takes a list of strategies (or
-    other names) also takes a single one, as every ``strategies`` parameter does."""
+    """One convention for every check: parameters under today's names (an earlier name
+    is read, see ``CHECK_ALIASES``), and a parameter that takes a list of strategies
+    (or other names) also takes a single one."""
     hints = typing.get_type_hints(CHECKS[name])
+    params = renamed(name, params)
     out = dict(params)
     for key, value in params.items():
         if isinstance(value, str) and typing.get_origin(hints.get(key)) is list:
@@ -86,17 +87,17 @@ def evaluate(
     from e2elab.stability import margin, stability
 
     verdicts = []
-    _VARYING.set(_varying(results))
+    cells = Cells.of(results)  # every check reads these, labelled by what varies in all
     for claim in claims:
         check = CHECKS[claim.check]
         extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
         params = normalized(claim.check, claim.params)
-        verdict = check(results, **extra, **params)
+        verdict = check(cells, **extra, **params)
         # a check over gradient-SNR measurements reads no seed's runs: resampling the
         # seeds would repeat its verdict every time and call it stable, so it is not
         if resample and not extra:
-            judge = functools.partial(_judge, check, {**extra, **params})
-            judged = stability(verdict.verdict, judge, results)
+            judge = functools.partial(_judge, check, cells, {**extra, **params})
+            judged = stability(verdict.verdict, judge, list(results))
             verdict.stable, verdict.resamples = judged.share, judged.resamples
         if resample:
             verdict.margin = margin(claim.check, params, verdict.numbers)
@@ -110,8 +111,11 @@ def evaluate(
     return verdicts
 
 
-def _judge(check: Callable[..., Verdict], params: dict[str, Any], runs: list[Any]) -> str:
-    return check(runs, **params).verdict
+def _judge(
+    check: Callable[..., Verdict], cells: Cells, params: dict[str, Any], runs: list[RunResult]
+) -> str:
+    """The verdict on a resample of the runs, under the labels of all of them."""
+    return check(cells.resampled(runs), **params).verdict
 
 
 def deviations(verdicts: list[Verdict]) -> list[dict[str, str]]:

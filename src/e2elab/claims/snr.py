@@ -2,30 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
-from e2elab.claims.cells import (
-    _knobs_match,
-    _no_data,
-    _short,
-)
-from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check
-from e2elab.records import RunResult
+from e2elab.claims.cells import Cells, knobs_match, varying, walked_knob
+from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check, no_data, no_knob
 from e2elab.stats import mean_interval
 
 
-@check(
-    "gradient_snr",
-)
+@check("gradient_snr")
 def snr_contrast(
-    results: list[RunResult],
+    cells: Cells,
     snr: list[Any],
     falling: str = "e2e",
     flat: str = "hinted",
     module: str = "",
-    knob: str = "k",
+    knob: str | None = None,
     min_drop: float = 2.0,
     max_flat_drop: float = 1.0,
     where: dict[str, Any] | None = None,
@@ -36,13 +28,17 @@ def snr_contrast(
 
     An SNR below the estimator's resolution is an upper bound. It may stand at the low end
     of a drop (the true drop is then at least as large), but nowhere else: a drop cannot be
-    shown from a bound at its start, nor flatness from any bound."""
+    shown from a bound at its start, nor flatness from any bound. ``knob``: by default
+    the only knob that varies over the matching measurements."""
+    chosen = [r for r in snr if knobs_match(r.knobs, where)]
+    walked = walked_knob(knob, (r.knobs for r in chosen))
+    if walked is None:
+        return no_knob("snr_contrast", varying(r.knobs for r in chosen))
+    knob = walked
     series: dict[str, list[tuple[Any, float, bool]]] = {falling: [], flat: []}
     methods: dict[str, set[str]] = {falling: set(), flat: set()}
     batches: list[int] = []
-    for r in snr:
-        if not _knobs_match(r.knobs, where or {}):
-            continue
+    for r in chosen:
         if r.strategy in series and module in r.per_init:
             methods[r.strategy].add(r.method)
             if r.method == "sampled":
@@ -51,7 +47,7 @@ def snr_contrast(
                 (r.knobs[knob], r.log10_summary(module)[0], r.is_bound(module))
             )
     if any(len(v) < 2 for v in series.values()):
-        return _no_data(f"gradient SNR of {module} under {falling} and {flat} at two {knob} values")
+        return no_data(f"gradient SNR of {module} under {falling} and {flat} at two {knob} values")
     drops, parts, unresolved = {}, [], []
     for name, points in series.items():
         points.sort()
@@ -82,16 +78,14 @@ def snr_contrast(
     return Verdict(PASS if ok else FAIL, "; ".join(parts) + why, numbers)
 
 
-@check(
-    "gradient_snr",
-)
+@check("gradient_snr")
 def snr_below_resolution(
-    results: list[RunResult],
+    cells: Cells,
     snr: list[Any],
     falling: str = "e2e",
     flat: str = "hinted",
     module: str = "",
-    knob: str = "k",
+    knob: str | None = None,
     min_drop: float = 2.0,
     max_flat_drop: float = 1.0,
     where: dict[str, Any] | None = None,
@@ -101,7 +95,7 @@ def snr_below_resolution(
     the batches they came from; each tenfold more batches resolve about tenfold smaller
     SNRs. FAIL when every point it needs is resolved (then resolution is not why)."""
     contrast = snr_contrast(
-        results, snr, falling, flat, module, knob, min_drop, max_flat_drop, where
+        cells, snr, falling, flat, module, knob, min_drop, max_flat_drop, where
     )
     if contrast.verdict == INCONCLUSIVE:
         return contrast
@@ -120,11 +114,9 @@ def snr_below_resolution(
 _FLOAT32_EPS = 2.0**-23
 
 
-@check(
-    "gradient_snr",
-)
+@check("gradient_snr")
 def alignment_contrast(
-    results: list[RunResult],
+    cells: Cells,
     snr: list[Any],
     low: str,
     high: str,
@@ -144,18 +136,18 @@ def alignment_contrast(
         for r in snr:
             if r.strategy != strategy or module not in getattr(r, "alignment", {}):
                 continue
-            if not _knobs_match(r.knobs, {**(where or {}), **extra}):
+            if not knobs_match(r.knobs, {**(where or {}), **extra}):
                 continue
             values = [v for v in r.alignment[module] if not math.isnan(v)]
             ci = mean_interval(values) if values else None
-            label = _short(json.dumps(r.knobs, sort_keys=True))
+            label = cells.label(r.knobs)
             if ci is not None:
                 chosen.append((label, ci.mean, ci.lo, ci.hi))
         return sorted(chosen)
 
     lows, highs = points(low, low_where or {}), points(high, {})
     if not lows or not highs:
-        return _no_data(f"gradient alignment of {module} under {low} and {high}")
+        return no_data(f"gradient alignment of {module} under {low} and {high}")
     bad = [f"{low} @ {k}" for k, v, _, _ in lows if v >= boundary]
     bad += [f"{high} @ {k}" for k, v, _, _ in highs if v <= boundary]
 

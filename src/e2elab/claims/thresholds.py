@@ -6,53 +6,42 @@ from typing import Any
 
 from scipy.stats import binomtest
 
-from e2elab.claims.cells import (
-    _by_knob,
-    _by_knob_cells,
-    _learned_modules,
-    _matches,
-    _no_data,
-    _ok,
-    _point_value,
-    _short,
-    _sortable,
-    _unfinished,
-    cells,
-)
-from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check
+from e2elab.claims.cells import Cells, finished, point_value, sortable, unfinished_note
+from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check, no_data, no_knob
 from e2elab.records import RunResult
 from e2elab.stats import mean_interval, metric_interval
 
 
 @check("accuracy_vs", "accuracy_by_approach", "caption_metrics")
 def reaches_threshold(
-    results: list[RunResult],
-    strategies: str | list[str],
+    cells: Cells,
+    strategies: list[str],
     where: dict[str, Any] | None = None,
     threshold: float | None = None,
 ) -> Verdict:
     """Every matching cell's mean output metric over seeds reaches the threshold (the
     runs' own threshold unless given). A diverged run counts as a failure (0) in a cell
     that has a finished run; a cell where every run diverged or failed is INCONCLUSIVE."""
-    groups = cells(results, strategies, where)
+    groups = cells.select(strategies, where).grouped()
     if not groups:
-        return _no_data(f"strategies {strategies} where {where}")
+        return no_data(f"strategies {strategies} where {where}")
     failing, lines, unfinished, means = [], [], [], []
     for key, runs in sorted(groups.items()):
-        level = threshold if threshold is not None else runs[0].spec["threshold"]
-        label = f"{key[1]} @ {_short(key[0])}"
-        if not _ok(runs):  # every run diverged or failed: no evidence either way
-            unfinished.append(f"{label}: no finished run{_unfinished(runs)}")
+        level = threshold if threshold is not None else runs[0].spec.settings.threshold
+        label = f"{key[1]} @ {cells.label(key[0])}"
+        if not finished(runs):  # every run diverged or failed: no evidence either way
+            unfinished.append(f"{label}: no finished run{unfinished_note(runs)}")
             continue
         values = [r.output_metric if r.status == "ok" else 0.0 for r in runs]
         ci = metric_interval(values)
         means.append((ci.mean - level, ci.mean, level))
         ok = ci.mean >= level
-        lines.append(f"{label}: {ci.format(3)} {'>=' if ok else '<'} {level:g}{_unfinished(runs)}")
+        sign = ">=" if ok else "<"
+        lines.append(f"{label}: {ci.format(3)} {sign} {level:g}{unfinished_note(runs)}")
         if not ok:
             failing.append(label)
-    finished = len(groups) - len(unfinished)
-    detail = f"{finished - len(failing)}/{len(groups)} cells reach it" + (
+    judged = len(groups) - len(unfinished)
+    detail = f"{judged - len(failing)}/{len(groups)} cells reach it" + (
         f"; below: {'; '.join(line for line in lines if ' < ' in line)}" if failing else ""
     )
     if unfinished:
@@ -63,23 +52,23 @@ def reaches_threshold(
 
 @check("accuracy_vs", "accuracy_by_approach", "learning_curves")
 def at_chance(
-    results: list[RunResult], strategy: str, where: dict[str, Any] | None = None
+    cells: Cells, strategy: str, where: dict[str, Any] | None = None
 ) -> Verdict:
     """Every run of the matching cells ends indistinguishable from chance. ``strategy``
     may be a * pattern (e.g. ``blackbox:*``); then each line names its strategy."""
-    groups = cells(results, strategy, where)
+    groups = cells.select(strategy, where).grouped()
     if not groups:
-        return _no_data(f"strategy {strategy} where {where}")
+        return no_data(f"strategy {strategy} where {where}")
     several = len({key[1] for key in groups}) > 1
     lines, bad, missing = [], 0, 0
     for key, runs in sorted(groups.items(), key=lambda item: (item[0][1], item[0][0])):
-        ok = _ok(runs)
+        ok = finished(runs)
         broken = sum(r.at_chance for r in ok)
         accuracy = metric_interval([r.output_metric for r in ok])
         name = f"{key[1]} @ " if several else ""
         lines.append(
-            f"{name}{_short(key[0])}: {broken}/{len(ok)} at chance, acc {accuracy.format(3)}"
-            + _unfinished(runs)
+            f"{name}{cells.label(key[0])}: {broken}/{len(ok)} at chance, acc {accuracy.format(3)}"
+            + unfinished_note(runs)
         )
         missing += not ok
         bad += bool(ok) and broken != len(ok)
@@ -89,7 +78,7 @@ def at_chance(
 
 @check("accuracy_vs", "learning_curves")
 def seeds_learn(
-    results: list[RunResult],
+    cells: Cells,
     strategy: str,
     where: dict[str, Any] | None = None,
     min_fraction: float = 0.0,
@@ -99,21 +88,21 @@ def seeds_learn(
     output beats chance (the per-run test), with a 95% Clopper-Pearson interval, and which
     seeds learned. PASS when every cell's interval lies above ``min_fraction`` (0: at
     least one seed learned)."""
-    groups = cells(results, strategy, where)
+    groups = cells.select(strategy, where).grouped()
     if not groups:
-        return _no_data(f"strategy {strategy} where {where}")
+        return no_data(f"strategy {strategy} where {where}")
     lines, numbers, bad, missing = [], {}, 0, 0
     for key, runs in sorted(groups.items()):
-        ok = sorted(_ok(runs), key=lambda r: r.spec["seed"])
-        learned = [r.spec["seed"] for r in ok if not r.at_chance]
+        ok = sorted(finished(runs), key=lambda r: r.spec.seed)
+        learned = [r.spec.seed for r in ok if not r.at_chance]
         if not ok:
-            lines.append(f"{_short(key[0])}: no finished run{_unfinished(runs)}")
+            lines.append(f"{cells.label(key[0])}: no finished run{unfinished_note(runs)}")
             missing += 1
             continue
         low, high = binomtest(len(learned), len(ok)).proportion_ci(method="exact")
         seeds = ", ".join(str(s) for s in learned) or "none"
         lines.append(
-            f"{_short(key[0])}: {len(learned)}/{len(ok)} seeds learned "
+            f"{cells.label(key[0])}: {len(learned)}/{len(ok)} seeds learned "
             f"({len(learned) / len(ok):.2f} [{low:.2f}, {high:.2f}]; seeds {seeds})"
         )
         numbers[key[0]] = {"learned": learned, "seeds": len(ok), "interval": [low, high]}
@@ -124,9 +113,9 @@ def seeds_learn(
 
 @check("accuracy_vs", "probe_heatmap_e2e", "port_curves")
 def breakdown(
-    results: list[RunResult],
+    cells: Cells,
     strategy: str = "e2e",
-    knob: str = "n",
+    knob: str | None = None,
     where: dict[str, Any] | None = None,
     min_probe_gain: float = 0.1,
 ) -> Verdict:
@@ -135,26 +124,31 @@ def breakdown(
     ``min_probe_gain`` above the same probe on the untrained system.
 
     The breakdown point is found per seed (the smallest knob value from which that seed
-    is at chance at every larger value) and reported with a 95% interval over seeds."""
-    every = [r for r in results if r.spec["strategy"] == strategy and _matches(r, where or {})]
+    is at chance at every larger value) and reported with a 95% interval over seeds.
+    ``knob``: by default the only knob that varies over the matching runs."""
+    every = cells.select(strategy, where)
     if not every:
-        return _no_data(f"strategy {strategy} where {where}")
-    runs = _ok(every)
-    empty = [v for v, rs in _by_knob(every, knob).items() if not _ok(rs)]
+        return no_data(f"strategy {strategy} where {where}")
+    walked = every.knob(knob)
+    if walked is None:
+        return no_knob("breakdown", every.varying_here())
+    knob = walked
+    runs = every.resampled(finished(every))
+    empty = [v for v, rs in every.by_value(knob).items() if not finished(rs)]
     if empty:  # diverged or failed runs are no evidence of a breakdown
         return Verdict(
             INCONCLUSIVE,
             f"no finished run of {strategy} at {knob} = {', '.join(map(str, empty))}"
-            + _unfinished(every),
+            + unfinished_note(list(every)),
         )
-    by_value = _by_knob(runs, knob)
+    by_value = runs.by_value(knob)
     values = list(by_value)
     points = []
-    for seed in sorted({r.spec["seed"] for r in runs}):
-        flags = {v: any(r.at_chance for r in by_value[v] if r.spec["seed"] == seed) for v in values}
+    for seed in sorted({r.spec.seed for r in runs}):
+        flags = {v: any(r.at_chance for r in by_value[v] if r.spec.seed == seed) for v in values}
         point = next((v for i, v in enumerate(values) if all(flags[u] for u in values[i:])), None)
         points.append(point)
-    broken_everywhere = [v for v in values if all(r.at_chance for r in _ok(by_value[v]))]
+    broken_everywhere = [v for v in values if all(r.at_chance for r in finished(by_value[v]))]
     common = next(
         (v for i, v in enumerate(values) if all(u in broken_everywhere for u in values[i:])), None
     )
@@ -188,8 +182,8 @@ def breakdown(
 
 @check("accuracy_vs", "learning_curves")
 def every_seed_reaches(
-    results: list[RunResult],
-    strategies: str | list[str],
+    cells: Cells,
+    strategies: list[str],
     where: dict[str, Any] | None = None,
     any_strategy: bool = False,
 ) -> Verdict:
@@ -197,22 +191,23 @@ def every_seed_reaches(
     may hide a seed that never did, which makes examples-to-threshold infinite). With
     ``any_strategy``, a grid point passes when one of the strategies does so (as a best-of
     comparison needs)."""
-    groups = cells(results, strategies, where)
+    groups = cells.select(strategies, where).grouped()
     if not groups:
-        return _no_data(f"strategies {strategies} where {where}")
+        return no_data(f"strategies {strategies} where {where}")
     points: dict[str, list[tuple[bool, str]]] = {}
     unfinished: list[str] = []  # cells where every run diverged or failed
     open_points: set[str] = set()
     for key, runs in sorted(groups.items()):
-        ok = sorted(_ok(runs), key=lambda r: r.spec["seed"])
-        missed = [str(r.spec["seed"]) for r in ok if r.examples_to_threshold is None]
+        ok = sorted(finished(runs), key=lambda r: r.spec.seed)
+        missed = [str(r.spec.seed) for r in ok if r.examples_to_threshold is None]
         text = (
-            f"{key[1]} @ {_short(key[0])}: {len(ok) - len(missed)}/{len(ok)} seeds reached"
+            f"{key[1]} @ {cells.label(key[0])}: {len(ok) - len(missed)}/{len(ok)} seeds reached"
             + (f" (not seeds {', '.join(missed)})" if missed else "")
-            + _unfinished(runs)
+            + unfinished_note(runs)
         )
         if not ok:  # every run diverged or failed: no evidence either way
-            unfinished.append(f"{key[1]} @ {_short(key[0])}: no finished run{_unfinished(runs)}")
+            label = f"{key[1]} @ {cells.label(key[0])}"
+            unfinished.append(f"{label}: no finished run{unfinished_note(runs)}")
             open_points.add(key[0])
             continue
         points.setdefault(key[0], []).append((not missed, text))
@@ -235,7 +230,7 @@ def every_seed_reaches(
 
 @check("accuracy_vs", "accuracy_against")
 def stays_at_chance(
-    results: list[RunResult],
+    cells: Cells,
     base: str,
     others: list[str],
     knob: str,
@@ -245,19 +240,19 @@ def stays_at_chance(
     at chance, every finished seed of each of ``others`` (e.g. ensembles of ``base``, a
     wider ``base``) ends at chance too. Needs at least one such value where each of
     ``others`` has finished runs; a value where ``base`` learns is not judged."""
-    table = _by_knob_cells(results, [base, *others], where)
+    table = cells.select([base, *others], where).by_point()
     if not table:
-        return _no_data(f"{base} and {others} where {where}")
+        return no_data(f"{base} and {others} where {where}")
     judged, rescued, lines = 0, [], []
-    for cellsets in sorted(table.values(), key=lambda c: _sortable(_point_value(c, knob))):
-        value = _point_value(cellsets, knob)
-        ok_base = _ok(cellsets.get(base, []))
+    for cellsets in sorted(table.values(), key=lambda c: sortable(point_value(c, knob))):
+        value = point_value(cellsets, knob)
+        ok_base = finished(cellsets.get(base, []))
         if not ok_base or not all(r.at_chance for r in ok_base):
             continue
         parts = [f"{base} {metric_interval([r.output_metric for r in ok_base]).format(3)}"]
         complete = True
         for other in others:
-            ok = _ok(cellsets.get(other, []))
+            ok = finished(cellsets.get(other, []))
             if not ok:
                 complete = False
                 parts.append(f"{other}: no finished run")
@@ -277,3 +272,30 @@ def stays_at_chance(
     if rescued:
         return Verdict(FAIL, f"rescued: {', '.join(rescued)}; {detail}")
     return Verdict(PASS if judged else INCONCLUSIVE, detail)
+
+
+def _learned_modules(
+    by_value: dict[Any, list[RunResult]], values: list[Any], min_gain: float
+) -> dict[str, Any]:
+    """Per knob value, each module's mean probe gain over its untrained probe; which
+    modules gained at least ``min_gain`` (``any``)."""
+    text: dict[Any, str] = {}
+    learned: list[str] = []
+    means: dict[str, float] = {}
+    for v in values:
+        gains: dict[str, list[float]] = {}
+        for r in finished(by_value[v]):
+            for module, ports in r.modules.items():
+                probed = [p for p in ports if p in r.probes and p in r.probes_at_init]
+                if probed:
+                    gain = sum(r.probes[p] - r.probes_at_init[p] for p in probed) / len(probed)
+                    gains.setdefault(module, []).append(gain)
+        parts = []
+        for module, values_ in gains.items():
+            mean = sum(values_) / len(values_)
+            means[f"{module} at {v}"] = mean
+            parts.append(f"{module} {mean:+.2f}")
+            if mean >= min_gain:
+                learned.append(f"{module} at {v}")
+        text[v] = ", ".join(parts) if parts else "no probes stored"
+    return {"text": text, "any": learned, "gains": means}

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+
+from e2elab.claims.cells import Cells
+from e2elab.records import RunResult
+from e2elab.stats import mean_interval
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
@@ -61,16 +68,71 @@ CHECKS: dict[str, Callable[..., Verdict]] = {}
 # .png, or their beginnings; ``{knob}`` is the claim's knob)
 CHECK_FIGURES: dict[str, tuple[str, ...]] = {}
 
+# per check: earlier parameter names -> today's, still read (experiment files written
+# before the names were made the same for the same role across checks)
+CHECK_ALIASES: dict[str, dict[str, str]] = {}
 
-def check(*figures: str) -> Callable[[Callable[..., Verdict]], Callable[..., Verdict]]:
-    """Register a check under its function's name, with the figures that show it."""
+
+def check(
+    *figures: str, aliases: dict[str, str] | None = None
+) -> Callable[[Callable[..., Verdict]], Callable[..., Verdict]]:
+    """Register a check under its function's name, with the figures that show it and the
+    earlier names of its parameters. The registered function takes the runs as a
+    ``Cells`` or as a plain list of runs (made into one), and earlier names."""
 
     def register(function: Callable[..., Verdict]) -> Callable[..., Verdict]:
-        CHECKS[function.__name__] = function
-        CHECK_FIGURES[function.__name__] = figures
-        return function
+        name = function.__name__
+
+        @functools.wraps(function)
+        def judged(results: Cells | Iterable[RunResult], *args: Any, **params: Any) -> Verdict:
+            return function(Cells.of(results), *args, **renamed(name, params))
+
+        CHECKS[name] = judged
+        CHECK_FIGURES[name] = figures
+        CHECK_ALIASES[name] = dict(aliases or {})
+        return judged
 
     return register
 
 
-# ---------------------------------------------------------------- selecting cells
+def renamed(check: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` under today's names (see ``CHECK_ALIASES``); refuses an old name given
+    beside its new one."""
+    aliases = CHECK_ALIASES.get(check, {})
+    out = {}
+    for key, value in params.items():
+        new = aliases.get(key, key)
+        if new != key and new in params:
+            raise ValueError(f"{check}: give {new!r} or its earlier name {key!r}, not both")
+        out[new] = value
+    return out
+
+
+# ---------------------------------------------------------------- verdicts made alike
+
+
+def no_data(what: str) -> Verdict:
+    return Verdict(INCONCLUSIVE, f"no stored runs match {what}")
+
+
+def no_knob(check: str, knobs: Iterable[str]) -> Verdict:
+    """For a check given no ``knob`` where not exactly one knob varies."""
+    moving = ", ".join(sorted(knobs)) or "none"
+    return Verdict(
+        INCONCLUSIVE, f"{check} needs a knob: the runs it reads vary over {moving}; name one"
+    )
+
+
+def paired_verdict(
+    pairs: list[tuple[float, float]], first: str, second: str, what: str, sign: float = 1.0
+) -> Verdict:
+    """PASS where the 95% interval of ``sign * (first - second)`` over the paired seeds
+    lies above 0; the details give both means and the interval."""
+    diff = mean_interval([sign * (a - b) for a, b in pairs])
+    means = [float(np.mean([p[i] for p in pairs])) for i in (0, 1)]
+    detail = (
+        f"{first} {means[0]:.3f} vs {second} {means[1]:.3f}, {what} {diff.format(3)} "
+        f"over {len(pairs)} seeds"
+    )
+    good = diff.lo > 0
+    return Verdict(PASS if good else FAIL, detail + ("" if good else " -- not above 0"))

@@ -45,6 +45,8 @@ def _cmd_checks(args: argparse.Namespace) -> int:
             f"{p.name}: {p.type}" + ("" if p.default is None else f" = {p.default}")
             for p in doc.parameters
         )
+        if doc.aliases:
+            params += "\n(earlier: " + ", ".join(f"{o} = {n}" for o, n in doc.aliases) + ")"
         meaning = doc.summary + (f"\n\n{doc.details}" if args.name and doc.details else "")
         table.add_row(doc.name, escape(params), escape(meaning))  # list[str] is no style tag
     wide_console().print(table)

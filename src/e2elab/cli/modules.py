@@ -41,16 +41,12 @@ def _cmd_modules_list(args: argparse.Namespace) -> int:
         return 0
     table = Table("run", "task", "knobs", "strategy", "seed", "modules")
     for run_id, names in saved.items():
-        spec = results[run_id].spec if run_id in results else {}
-        knobs = ", ".join(f"{k}={v}" for k, v in spec.get("knobs", {}).items())
-        table.add_row(
-            run_id,
-            spec.get("task", "?"),
-            knobs,
-            spec.get("strategy", "?"),
-            str(spec.get("seed", "?")),
-            ", ".join(names),
-        )
+        if run_id not in results:  # its modules outlived the run's row
+            table.add_row(run_id, "?", "", "?", "?", ", ".join(names))
+            continue
+        spec = results[run_id].spec
+        knobs = ", ".join(f"{k}={v}" for k, v in spec.knobs.items())
+        table.add_row(run_id, spec.task, knobs, spec.strategy, str(spec.seed), ", ".join(names))
     wide_console().print(table)
     return 0
 

@@ -37,7 +37,7 @@ def _cmd_prune(args: argparse.Namespace) -> int:
             return 0
         counts: dict[tuple[str, str], int] = {}
         for result in old:
-            key = (result.spec["strategy"], result.code_version)
+            key = (result.spec.strategy, result.code_version)
             counts[key] = counts.get(key, 0) + 1
         table = Table(title=f"runs of older code in {args.store}", title_justify="left")
         for column in ("strategy", "code", "runs"):

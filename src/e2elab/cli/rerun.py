@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2elab.cli.common import (
     wide_console,
 )
 from e2elab.errors import E2ELabError
+
+if TYPE_CHECKING:
+    from e2elab.records import RunSpec
 
 
 def add(commands: Any) -> None:
@@ -26,12 +29,11 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     """Exit 0 when the retrained run equals the stored one bit for bit, 1 when it differs."""
     from e2elab.execution import execute
     from e2elab.numerics import describe
-    from e2elab.records import RunSpec
     from e2elab.store import Store
 
     with Store(args.store, readonly=True) as store:
         (stored,) = store.results_by_id([store.full_id(args.run_id)])
-    spec = RunSpec.from_dict(_moved_sources(stored.spec, args.store))
+    spec = _moved_sources(stored.spec, args.store)
     if spec.id != stored.id:
         raise E2ELabError(
             f"run {stored.id} was stored by another e2elab version (its spec now hashes to "
@@ -66,13 +68,13 @@ def _cmd_rerun(args: argparse.Namespace) -> int:
     return 1
 
 
-def _moved_sources(spec: dict[str, Any], store: Path) -> dict[str, Any]:
+def _moved_sources(spec: RunSpec, store: Path) -> RunSpec:
     """A spec whose modules were loaded from runs of a store that has since moved (or
     been copied): read them from ``store``, the one being rerun, which holds those runs.
     The weights' SHA-256 (in the id) still has to match."""
     from e2elab.checkpoints import parse_pairs, store_source
 
-    text = spec.get("load_from") or ""
+    text = spec.settings.load_from
     if not text:
         return spec
     pairs = parse_pairs(text, "load_from")
@@ -80,4 +82,4 @@ def _moved_sources(spec: dict[str, Any], store: Path) -> dict[str, Any]:
         path, hashmark, run_id = source.rpartition("#")
         if hashmark and not Path(path).exists():
             pairs[module] = store_source(store, run_id)
-    return {**spec, "load_from": ",".join(f"{m}={s}" for m, s in pairs.items())}
+    return spec.with_settings(load_from=",".join(f"{m}={s}" for m, s in pairs.items()))

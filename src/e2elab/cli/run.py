@@ -178,7 +178,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     console.print(strategy_table(summarize(results), title, threshold, ports))
     for r in results:
         if r.status != "ok":
-            console.print(f"[red]{r.spec['strategy']} seed {r.spec['seed']}: {r.reason}[/red]")
+            console.print(f"[red]{r.spec.strategy} seed {r.spec.seed}: {r.reason}[/red]")
     console.print(
         f"{_plural(counts.total, 'run')} ({counts.skipped} already stored, "
         f"{counts.trained} trained"

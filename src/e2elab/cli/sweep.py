@@ -76,7 +76,7 @@ def _sweep(
         said: set[str] = set()
 
         def finished(result: Any) -> None:
-            label = f"{experiment.name}: {result.spec['strategy']}"
+            label = f"{experiment.name}: {result.spec.strategy}"
             progress.update(bar, advance=1, description=label)
             note, why = result.memory.get("stacking_note"), result.memory.get("stacking")
             if note is not None and why not in said:  # once per distinct reason

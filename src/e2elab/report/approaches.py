@@ -26,8 +26,8 @@ from e2elab.stats import mean_interval
 
 
 def _label(result: RunResult, others: list[str]) -> str | None:
-    strategy = result.spec["strategy"]
-    knobs = result.spec["knobs"]
+    strategy = result.spec.strategy
+    knobs = result.spec.knobs
     if strategy.startswith("blackbox"):
         return strategy.removeprefix("blackbox:")
     return f"{strategy} ({', '.join(f'{k}={knobs[k]}' for k in others)})" if others else strategy
@@ -50,19 +50,19 @@ def series(
         {
             k
             for r in ok
-            for k in r.spec["knobs"]
-            if k != knob and len({str(x.spec["knobs"].get(k)) for x in ok}) > 1
+            for k in r.spec.knobs
+            if k != knob and len({str(x.spec.knobs.get(k)) for x in ok}) > 1
         }
     )
-    first = {k: min(str(r.spec["knobs"][k]) for r in ok) for k in varying}
+    first = {k: min(str(r.spec.knobs[k]) for r in ok) for k in varying}
     out: dict[str, dict[Any, list[float]]] = {}
-    for r in sorted(ok, key=lambda r: (r.spec["strategy"], r.spec["seed"])):
+    for r in sorted(ok, key=lambda r: (r.spec.strategy, r.spec.seed)):
         blackbox = r.learner == "model"
-        if blackbox and any(str(r.spec["knobs"][k]) != first[k] for k in varying):
+        if blackbox and any(str(r.spec.knobs[k]) != first[k] for k in varying):
             continue  # the same computation at the other knobs' values
         label = _label(r, varying)
         number = r.output_metric if value == "accuracy" else _train_seconds(r)
-        out.setdefault(label, {}).setdefault(r.spec["knobs"][knob], []).append(number)
+        out.setdefault(label, {}).setdefault(r.spec.knobs[knob], []).append(number)
     return out
 
 
@@ -117,18 +117,18 @@ def gallery_figure(results: Sequence[RunResult], source: str, path: Path) -> Pat
             r
             for r in results
             if r.status == "ok"
-            and r.spec["knobs"].get("front") == front
+            and r.spec.knobs.get("front") == front
             and "first_layer" in r.artifacts
         ]
         if not runs:
             return None
-        best = max(runs, key=lambda r: (r.spec["knobs"].get("train_size", 0), -r.spec["seed"]))
+        best = max(runs, key=lambda r: (r.spec.knobs.get("train_size", 0), -r.spec.seed))
         return np.asarray(best.artifacts["first_layer"])
 
     learned, fixed = filters("cnn"), filters("hybrid")
     if learned is None and fixed is None:
         return None
-    knobs = results[0].spec["knobs"]
+    knobs = results[0].spec.knobs
     root = str(knobs.get("root") or os.environ.get("E2ELAB_MNIST_ROOT", "")) or None
     images, labels = load_images(source, root)
     picks = [int(np.flatnonzero(labels == d)[0]) for d in (0, 4, 7)]
@@ -196,7 +196,7 @@ def approach_figures(
             f"{name}: time per run against {knob}",
         ),
     ]
-    source = results[0].spec["knobs"].get("source")
+    source = results[0].spec.knobs.get("source")
     if source:
         gallery = gallery_figure(results, str(source), folder / "features_and_filters.png")
         if gallery is not None:

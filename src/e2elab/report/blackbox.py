@@ -27,14 +27,14 @@ def blackbox_rows(results: list[RunResult]) -> list[dict[str, Any]]:
     seeds of the finished runs ("seconds": fitting, choosing and scoring)."""
     values: dict[str, set[str]] = defaultdict(set)
     for r in results:
-        for k, v in r.spec["knobs"].items():
+        for k, v in r.spec.knobs.items():
             values[k].add(str(v))
     varying = sorted(k for k, v in values.items() if len(v) > 1)
     cells: dict[tuple[str, str], list[RunResult]] = defaultdict(list)
     for r in results:
         if r.status == "ok" and r.learner == "model" and r.phases:
-            point = ", ".join(f"{k}={r.spec['knobs'].get(k)}" for k in varying)
-            cells[(point, r.spec["strategy"])].append(r)
+            point = ", ".join(f"{k}={r.spec.knobs.get(k)}" for k in varying)
+            cells[(point, r.spec.strategy)].append(r)
     rows = []
     for (point, strategy), runs in sorted(cells.items()):
         phases = [r.phases[0] for r in runs]

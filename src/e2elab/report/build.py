@@ -274,8 +274,8 @@ def phase_losses(results: list[RunResult]) -> list[dict[str, str]]:
     varying = {
         k
         for r in results
-        for k in r.spec["knobs"]
-        if len({json.dumps(x.spec["knobs"].get(k)) for x in results}) > 1
+        for k in r.spec.knobs
+        if len({json.dumps(x.spec.knobs.get(k)) for x in results}) > 1
     }
     for (knobs, strategy), runs in sorted(group(results, "knobs", "strategy").items()):
         point = json.loads(knobs)
@@ -319,8 +319,8 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
         {
             k
             for r in results
-            for k in r.spec["knobs"]
-            if len({json.dumps(x.spec["knobs"].get(k)) for x in results}) > 1
+            for k in r.spec.knobs
+            if len({json.dumps(x.spec.knobs.get(k)) for x in results}) > 1
         }
     )
     out = []
@@ -361,7 +361,7 @@ def summary_sections(results: list[RunResult], prefix: str = "") -> list[Section
                 (f"{prefix}: " if prefix else "") + f"Summary: {label}",
                 SUMMARY_COLUMNS[:3] + tuple(labels.values()) + SUMMARY_COLUMNS[3:],
                 rows,
-                f"Threshold {runs[0].spec['threshold']:g}; the other knobs: "
+                f"Threshold {runs[0].spec.settings.threshold:g}; the other knobs: "
                 + (", ".join(f"{k}={v}" for k, v in sorted(fixed.items())) or "none")
                 + ". Means over the seeds that finished, with a column for every other port "
                 "(its own metric); the best output metric is marked "
@@ -378,7 +378,7 @@ def _floor_note(runs: list[RunResult], strategy: str) -> str:
     """For a strategy of several phases: its floor, the examples drawn before its last
     phase starts (a threshold on the output is rarely reached earlier, since the output
     trains last), and whether the floor explains the figure."""
-    mine = [r for r in runs if r.spec["strategy"] == strategy]
+    mine = [r for r in runs if r.spec.strategy == strategy]
     starts = phase_starts(mine[0]) if mine else []
     if not starts:
         return ""
@@ -394,5 +394,5 @@ def _mean_flops(runs: list[RunResult]) -> dict[str, float]:
     for r in runs:
         value = r.memory.get("training_flops") if r.status == "ok" else None
         if isinstance(value, (int, float)) and value > 0:
-            found.setdefault(r.spec["strategy"], []).append(float(value))
+            found.setdefault(r.spec.strategy, []).append(float(value))
     return {k: sum(v) / len(v) for k, v in found.items()}

@@ -28,7 +28,7 @@ def _captioned(results: Sequence[RunResult]) -> list[RunResult]:
 
 
 def _strategies(runs: list[RunResult]) -> list[str]:
-    return list(dict.fromkeys(r.spec["strategy"] for r in runs))
+    return list(dict.fromkeys(r.spec.strategy for r in runs))
 
 
 def metrics_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
@@ -38,9 +38,9 @@ def metrics_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         for strategy in _strategies(runs):
             by: dict[Any, list[float]] = {}
             for r in runs:
-                if r.spec["strategy"] == strategy:
+                if r.spec.strategy == strategy:
                     name = f"{r.output}:{key}" if key else r.output
-                    by.setdefault(r.spec["knobs"][knob], []).append(r.final.get(name, np.nan))
+                    by.setdefault(r.spec.knobs[knob], []).append(r.final.get(name, np.nan))
             xs = sorted(by)
             cis = [mean_interval(by[x]) for x in xs]
             means = [c.mean for c in cis]
@@ -49,7 +49,7 @@ def metrics_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
             ax.errorbar(xs, means, yerr=[low, high], marker="o", capsize=3, label=strategy)
         ax.set_xlabel(knob)
         ax.set_ylabel(label)
-        ax.set_xticks(sorted({r.spec["knobs"][knob] for r in runs}))
+        ax.set_xticks(sorted({r.spec.knobs[knob] for r in runs}))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle("Caption metrics on held-out scenes (mean and 95% interval over seeds)")
@@ -69,14 +69,14 @@ def errors_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     each attribute's accuracy in those that parse with the right count, and the wrong
     attribute words split against the encoder's attribute head (drawn only for
     strategies whose head is trained: mean head accuracy >= HEAD_TRAINED)."""
-    top = max(r.spec["knobs"][knob] for r in runs)
-    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    top = max(r.spec.knobs[knob] for r in runs)
+    chosen = [r for r in runs if r.spec.knobs[knob] == top]
     names = _strategies(chosen)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
     step = 0.8 / len(names)
     untrained = []
     for i, strategy in enumerate(names):
-        arts = [r.artifacts for r in chosen if r.spec["strategy"] == strategy]
+        arts = [r.artifacts for r in chosen if r.spec.strategy == strategy]
         shares = [_mean([a.get(k) for a in arts]) for k in ("malformed", "wrong_count")]
         axes[0].bar(np.arange(2) + i * step, shares, step, label=strategy)
         accuracy = [
@@ -126,12 +126,12 @@ def marked(said: str, truth: str) -> tuple[str, bool]:
 def gallery_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     """Test scenes at the largest value of ``knob`` with the caption of each strategy's
     first seed; wrong words in capitals, wrong captions in red."""
-    top = max(r.spec["knobs"][knob] for r in runs)
-    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    top = max(r.spec.knobs[knob] for r in runs)
+    chosen = [r for r in runs if r.spec.knobs[knob] == top]
     first: dict[str, RunResult] = {}
-    for r in sorted(chosen, key=lambda r: r.spec["seed"]):
-        first.setdefault(r.spec["strategy"], r)
-    knobs = next(iter(first.values())).spec["knobs"]
+    for r in sorted(chosen, key=lambda r: r.spec.seed):
+        first.setdefault(r.spec.strategy, r)
+    knobs = next(iter(first.values())).spec.knobs
     count = len(next(iter(first.values())).artifacts["gallery"])
     drawn = scenes.test_scenes(knobs["objects"], knobs["test_size"], knobs["noise"])
     references = drawn.captions()
@@ -167,7 +167,7 @@ def gallery_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
             )
     fig.suptitle(
         f"Held-out scenes ({knob}={top}) and each strategy's caption (seed "
-        f"{min(r.spec['seed'] for r in first.values())}): wrong words in capitals",
+        f"{min(r.spec.seed for r in first.values())}): wrong words in capitals",
         fontsize=10,
     )
     return save_tight(fig, path)
@@ -176,7 +176,7 @@ def gallery_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
 def caption_figures(results: Sequence[RunResult], knob: str, folder: Path) -> list[Path]:
     """The captioning figures, where the results hold captions; else none."""
     runs = _captioned(results)
-    if not runs or knob not in runs[0].spec["knobs"]:
+    if not runs or knob not in runs[0].spec.knobs:
         return []
     folder.mkdir(parents=True, exist_ok=True)
     return [

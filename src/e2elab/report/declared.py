@@ -25,7 +25,7 @@ from e2elab.stats import mean_interval
 
 
 def _at(result: RunResult, at: dict[str, Any]) -> bool:
-    knobs = result.spec["knobs"]
+    knobs = result.spec.knobs
     return all(str(knobs.get(k)).lower() == str(v).lower() for k, v in at.items())
 
 
@@ -35,7 +35,7 @@ def _values(
     """One number per finished seed: the output metric, or the probe of ``port``."""
     out = []
     for r in results:
-        if r.status != "ok" or r.spec["strategy"] != strategy or not _at(r, at):
+        if r.status != "ok" or r.spec.strategy != strategy or not _at(r, at):
             continue
         value = r.probes.get(port) if port else r.output_metric
         if value is not None and value == value:

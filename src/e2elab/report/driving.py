@@ -32,7 +32,7 @@ def _driven(results: Sequence[RunResult]) -> list[RunResult]:
 
 
 def _strategies(runs: list[RunResult]) -> list[str]:
-    return list(dict.fromkeys(r.spec["strategy"] for r in runs))
+    return list(dict.fromkeys(r.spec.strategy for r in runs))
 
 
 def _interval(values: list[float]) -> tuple[float, float, float]:
@@ -53,11 +53,7 @@ def _condition_bars(
     for i, strategy in enumerate(names):
         stats = [
             _interval(
-                [
-                    r.artifacts["closed_loop"][c][key]
-                    for r in chosen
-                    if r.spec["strategy"] == strategy
-                ]
+                [r.artifacts["closed_loop"][c][key] for r in chosen if r.spec.strategy == strategy]
             )
             for c in conditions
         ]
@@ -76,8 +72,8 @@ def conditions_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     """Each closed-loop metric per condition (training conditions, darker, noisier,
     sharper curves, noise at the perception ports), per strategy, at the largest value
     of ``knob``; means and 95% intervals over seeds."""
-    top = max(r.spec["knobs"][knob] for r in runs)
-    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    top = max(r.spec.knobs[knob] for r in runs)
+    chosen = [r for r in runs if r.spec.knobs[knob] == top]
     names = _strategies(chosen)
     conditions = list(chosen[0].artifacts["closed_loop"])
     fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.2))
@@ -97,8 +93,8 @@ def propagation_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     pose against steering from the true pose) and the controller's own (its steering
     from the true pose against the expert's). Meaningful where the pose ports are
     trained (not under e2e, whose ports are a free bottleneck)."""
-    top = max(r.spec["knobs"][knob] for r in runs)
-    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    top = max(r.spec.knobs[knob] for r in runs)
+    chosen = [r for r in runs if r.spec.knobs[knob] == top]
     names = _strategies(chosen)
     conditions = list(chosen[0].artifacts["closed_loop"])
     parts = (
@@ -129,9 +125,9 @@ def against_figure(
         for strategy in _strategies(runs):
             by: dict[Any, list[float]] = {}
             for r in runs:
-                if r.spec["strategy"] == strategy:
+                if r.spec.strategy == strategy:
                     value = r.artifacts["closed_loop"][condition][key]
-                    by.setdefault(r.spec["knobs"][knob], []).append(value)
+                    by.setdefault(r.spec.knobs[knob], []).append(value)
             xs = sorted(by)
             stats = [_interval(by[x]) for x in xs]
             ax.errorbar(
@@ -142,7 +138,7 @@ def against_figure(
                 capsize=3,
                 label=strategy,
             )
-        if min(r.spec["knobs"][knob] for r in runs) > 0:
+        if min(r.spec.knobs[knob] for r in runs) > 0:
             ax.set_xscale("log")
         ax.set_xlabel(knob)
         ax.set_ylabel(label)
@@ -162,8 +158,8 @@ SHIFTS = {
 def shift_figure(runs: list[RunResult], knob: str, path: Path) -> Path | None:
     """Lane departures per km against curvature and against sensor noise (as multiples
     of the training conditions), per strategy, at the largest value of ``knob``."""
-    top = max(r.spec["knobs"][knob] for r in runs)
-    chosen = [r for r in runs if r.spec["knobs"][knob] == top]
+    top = max(r.spec.knobs[knob] for r in runs)
+    chosen = [r for r in runs if r.spec.knobs[knob] == top]
     have = set(chosen[0].artifacts["closed_loop"])
     if not all(set(steps) <= have for steps in SHIFTS.values()):
         return None  # runs from before these conditions were driven
@@ -175,7 +171,7 @@ def shift_figure(runs: list[RunResult], knob: str, path: Path) -> Path | None:
                     [
                         r.artifacts["closed_loop"][c]["departures_per_km"]
                         for r in chosen
-                        if r.spec["strategy"] == strategy
+                        if r.spec.strategy == strategy
                     ]
                 )
                 for c in steps
@@ -212,12 +208,12 @@ def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     """The first held-out road from above with each strategy's trajectory (first seed,
     largest value of ``knob``), under the training conditions and on curves twice as
     sharp; below each, the lateral offset along the road against the lane's limits."""
-    top = max(r.spec["knobs"][knob] for r in runs)
+    top = max(r.spec.knobs[knob] for r in runs)
     first: dict[str, RunResult] = {}
-    for r in sorted(runs, key=lambda r: r.spec["seed"]):
-        if r.spec["knobs"][knob] == top:
-            first.setdefault(r.spec["strategy"], r)
-    knobs = next(iter(first.values())).spec["knobs"]
+    for r in sorted(runs, key=lambda r: r.spec.seed):
+        if r.spec.knobs[knob] == top:
+            first.setdefault(r.spec.strategy, r)
+    knobs = next(iter(first.values())).spec.knobs
     have = next(iter(first.values())).artifacts["closed_loop"]
     conditions = [c for c in ("nominal", "sharp") if c in have]
     fig, axes = plt.subplots(
@@ -249,7 +245,7 @@ def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         below.set_ylabel("lateral offset (m)")
         below.grid(alpha=0.3)
     axes[1, 0].legend(fontsize=7, loc="lower left", ncol=2)
-    seed = min(r.spec["seed"] for r in first.values())
+    seed = min(r.spec.seed for r in first.values())
     fig.suptitle(
         f"Driven trajectories on held-out road 1 ({knob}={top}, seed {seed}); red: the lane "
         "limit, where a departed car is counted and put back on the centre line",
@@ -260,7 +256,7 @@ def birds_eye_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
 
 def camera_strip(runs: list[RunResult], path: Path, frames: int = 6) -> Path:
     """Camera frames along the first held-out road, on its centre line, every 10 m."""
-    knobs = runs[0].spec["knobs"]
+    knobs = runs[0].spec.knobs
     road = world.road(world.TEST_SEED, knobs["curvature"], knobs["test_length"] + 20.0)
     index = world.BEHIND + (np.arange(frames) * 10.0 / world.STEP).astype(int)
     x, y, theta = road.points[index, 0], road.points[index, 1], road.heading[index]
@@ -286,7 +282,7 @@ def camera_strip(runs: list[RunResult], path: Path, frames: int = 6) -> Path:
 def driving_figures(results: Sequence[RunResult], knob: str, folder: Path) -> list[Path]:
     """The driving figures, where the results drove in closed loop; else none."""
     runs = _driven(results)
-    if not runs or knob not in runs[0].spec["knobs"]:
+    if not runs or knob not in runs[0].spec.knobs:
         return []
     folder.mkdir(parents=True, exist_ok=True)
     drawn = [
@@ -331,12 +327,12 @@ def _loop_cells(
     runs: list[RunResult], knob: str
 ) -> Iterator[tuple[Any, str, str, list[dict[str, Any]]]]:
     """(value of ``knob``, strategy, condition, each seed's closed-loop numbers there)."""
-    if not runs or knob not in runs[0].spec["knobs"]:
+    if not runs or knob not in runs[0].spec.knobs:
         return
-    for value in sorted({r.spec["knobs"][knob] for r in runs}):
-        at = [r for r in runs if r.spec["knobs"][knob] == value]
+    for value in sorted({r.spec.knobs[knob] for r in runs}):
+        at = [r for r in runs if r.spec.knobs[knob] == value]
         for strategy in _strategies(at):
-            mine = [r for r in at if r.spec["strategy"] == strategy]
+            mine = [r for r in at if r.spec.strategy == strategy]
             for condition in mine[0].artifacts["closed_loop"]:
                 yield (
                     value,
@@ -350,7 +346,7 @@ def propagation_rows(results: Sequence[RunResult], knob: str) -> list[dict[str, 
     """Per value of ``knob``, strategy with trained pose ports (not e2e) and condition:
     the perception's errors, the steering error they cause, and the controller's own
     steering error given the true pose; the larger of the two names the module at fault."""
-    runs = [r for r in _driven(results) if r.spec["strategy"] != "e2e"]
+    runs = [r for r in _driven(results) if r.spec.strategy != "e2e"]
     rows: list[dict[str, str]] = []
     for value, strategy, condition, cl in _loop_cells(runs, knob):
         caused = [c["perception_steer_mae"] for c in cl]

@@ -197,7 +197,7 @@ def threshold_cell(runs: Sequence[RunResult]) -> ThresholdCell:
     """Summarise examples-to-threshold over ``runs``; diverged runs are counted apart."""
     ok = [r for r in runs if r.status == "ok"]
     hits = [float(r.examples_to_threshold) for r in ok if r.examples_to_threshold is not None]
-    budget = max((int(r.spec["budget"]) for r in runs), default=0)
+    budget = max((int(r.spec.settings.budget) for r in runs), default=0)
     if not hits:
         return ThresholdCell(math.nan, math.nan, math.nan, 0, len(ok), len(runs) - len(ok), budget)
     mean = sum(hits) / len(hits)
@@ -309,7 +309,7 @@ def port_curves(
 
 def _port_panel(ax: Axes, runs: Sequence[RunResult], port: str, styles: Styles) -> None:
     for strategy in _ordered(runs, styles):
-        chosen = [r for r in runs if r.spec["strategy"] == strategy and r.status == "ok"]
+        chosen = [r for r in runs if r.spec.strategy == strategy and r.status == "ok"]
         x, ys = _curve(chosen, port)
         if not x.size:
             continue
@@ -343,7 +343,7 @@ def probe_heatmap(
     with ports of both gets one row per kind. Returns [] when no run of ``strategy``
     carries probes.
     """
-    chosen = [r for r in results if r.spec["strategy"] == strategy]
+    chosen = [r for r in results if r.spec.strategy == strategy]
     if not any(_probes(r) for r in chosen):
         return []
     paths = []
@@ -409,13 +409,13 @@ def _axis(results: Sequence[RunResult], knob: str) -> str:
     """The knob on the x-axis: ``knob``, or without one (an experiment of one cell) the
     task's first knob."""
     if not knob or not any(knob in _settings(r) for r in results):
-        return knob or next(iter(results[0].spec.get("knobs", {})), "task")
+        return knob or next(iter(results[0].spec.knobs), "task")
     return knob
 
 
 def _settings(result: RunResult) -> dict[str, Any]:
     """The task and its knobs: what a figure is split by."""
-    return {"task": result.spec.get("task"), **result.spec.get("knobs", {})}
+    return {"task": result.spec.task, **result.spec.knobs}
 
 
 def _setting(result: RunResult, name: str) -> Any:
@@ -453,13 +453,13 @@ def _values(results: Sequence[RunResult], knob: str) -> list[Any]:
 
 
 def _strategies(results: Iterable[RunResult]) -> list[str]:
-    return list(dict.fromkeys(r.spec["strategy"] for r in results))
+    return list(dict.fromkeys(r.spec.strategy for r in results))
 
 
 def _cells(
     group: Sequence[RunResult], knob: str, values: Sequence[Any], strategy: str
 ) -> list[list[RunResult]]:
-    own = [r for r in group if r.spec["strategy"] == strategy]
+    own = [r for r in group if r.spec.strategy == strategy]
     return [[r for r in own if _setting(r, knob) == v] for v in values]
 
 
@@ -506,7 +506,7 @@ def _metric_label(group: Sequence[RunResult]) -> str:
 
 
 def _thresholds(group: Sequence[RunResult]) -> str:
-    return "/".join(f"{t:g}" for t in sorted({float(r.spec["threshold"]) for r in group}))
+    return "/".join(f"{t:g}" for t in sorted({float(r.spec.settings.threshold) for r in group}))
 
 
 def _grid(count: int) -> tuple[Figure, list[Axes]]:
@@ -540,7 +540,7 @@ def _curve(runs: Sequence[RunResult], port: str | None = None) -> tuple[np.ndarr
 def _curve_panel(ax: Axes, runs: Sequence[RunResult], styles: Styles) -> None:
     """Ok runs only (as in the other figures and the summary); diverged ones are counted."""
     for strategy in _ordered(runs, styles):
-        x, ys = _curve([r for r in runs if r.spec["strategy"] == strategy and r.status == "ok"])
+        x, ys = _curve([r for r in runs if r.spec.strategy == strategy and r.status == "ok"])
         if not x.size:
             continue
         color = _style(strategy, styles)["color"]
@@ -551,16 +551,16 @@ def _curve_panel(ax: Axes, runs: Sequence[RunResult], styles: Styles) -> None:
             )
     for strategy in _ordered(runs, styles):  # where each later phase starts
         color = _style(strategy, styles)["color"]
-        for x in phase_starts(next(r for r in runs if r.spec["strategy"] == strategy)):
+        for x in phase_starts(next(r for r in runs if r.spec.strategy == strategy)):
             ax.axvline(x, color=color, ls=(0, (1, 3)), lw=0.9, alpha=0.8)
     ax.axhline(_mean(r.chance.get(r.output, math.nan) for r in runs), color="grey", ls="--", lw=1)
-    for threshold in {float(r.spec["threshold"]) for r in runs}:
+    for threshold in {float(r.spec.settings.threshold) for r in runs}:
         ax.axhline(threshold, color="black", ls=":", lw=1)
     ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     if _is_accuracy(runs):
         ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    diverged = Counter(r.spec["strategy"] for r in runs if r.status != "ok")
+    diverged = Counter(r.spec.strategy for r in runs if r.status != "ok")
     if diverged:
         lines = [f"{s}: {k} diverged (not shown)" for s, k in diverged.items()]
         ax.text(0.98, 0.03, "\n".join(lines), transform=ax.transAxes, ha="right", fontsize=7)
@@ -569,7 +569,7 @@ def _curve_panel(ax: Axes, runs: Sequence[RunResult], styles: Styles) -> None:
 def phase_starts(result: RunResult) -> list[float]:
     """Training examples at which each phase after the first starts (the strategy's
     schedule: shares of the budget), e.g. [10000, 20000] for modular's thirds of 30000."""
-    budget = float(result.spec.get("budget") or 0)
+    budget = float(result.spec.settings.budget)
     shares = [float(p.get("share", 0.0)) for p in result.phases]
     starts, total = [], 0.0
     for share in shares[:-1]:
@@ -608,7 +608,7 @@ def _reference_lines(
     """Chance (dashed grey) and threshold (dotted) at each knob value."""
     cells = [[r for r in group if _setting(r, knob) == v] for v in values]
     chance = [_mean(r.chance.get(r.output, math.nan) for r in c) for c in cells]
-    threshold = [_mean(float(r.spec["threshold"]) for r in c) for c in cells]
+    threshold = [_mean(float(r.spec.settings.threshold) for r in c) for c in cells]
     ax.plot(xs, chance, color="grey", ls="--", lw=1, marker="_", ms=14)
     ax.plot(xs, threshold, color="black", ls=":", lw=1)
 
@@ -770,9 +770,7 @@ def probe_heatmaps(
     paths = []
     for key, group in _groups(results, knob, fixed):
         probed = [
-            s
-            for s in _strategies(group)
-            if any(_probes(r) for r in group if r.spec["strategy"] == s)
+            s for s in _strategies(group) if any(_probes(r) for r in group if r.spec.strategy == s)
         ]
         probed = sorted(probed, key=lambda s: s != first)
         if len(probed) < 2:
@@ -780,7 +778,7 @@ def probe_heatmaps(
         values = _values(group, knob)
         panels = []
         for strategy in probed:
-            chosen = [r for r in group if r.spec["strategy"] == strategy]
+            chosen = [r for r in group if r.spec.strategy == strategy]
             panels.append((strategy, *_probe_matrices(chosen, knob, values)))
         low, high = _scale([m for _, _, m, _ in panels])
         cols = min(len(panels), 4)
@@ -808,7 +806,7 @@ def _finish(
     fig: Figure, group: Sequence[RunResult], key: Key, what: str, handles: list[Any]
 ) -> None:
     """A title naming the task and the fixed settings, and one legend under the axes."""
-    tasks = ", ".join(dict.fromkeys(str(r.spec.get("task")) for r in group))
+    tasks = ", ".join(dict.fromkeys(r.spec.task for r in group))
     fixed = ", ".join(f"{k}={v}" for k, v in key if k != "task")
     fig.suptitle(f"{tasks}" + (f" ({fixed})" if fixed else "") + f": {what}", fontsize=11)
     if handles:
