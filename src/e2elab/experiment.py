@@ -11,9 +11,11 @@ back (for a report) must not load the training code.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
@@ -656,3 +658,13 @@ def resolve_path(name_or_path: str | Path) -> Path:
             f"{', '.join(known) or '(none)'} or give a path to a .yaml file"
         )
     return known[str(name_or_path)]
+
+
+def digest_name(prefix: str, task: str, definition: dict[str, Any]) -> str:
+    """``PREFIX-TASK-HASH``: an experiment's name for a command's flags (the same flags
+    give the same name, so a second command adds to the first one's runs); the task's
+    name made one safe path component."""
+    text = json.dumps(definition, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
+    safe = re.sub(r"[^\w.+-]", ".", task)[:80]
+    return f"{prefix}-{safe}-{digest}"

@@ -110,7 +110,7 @@ def oracle_ceiling(
     evaluation (train them with ``oracle``). Means over seeds, with 95% intervals."""
     groups = cells.select(strategies, where).grouped()
     if not groups:
-        return no_data(f"strategies {strategies} where {where}")
+        return no_data(f"strategies {', '.join(strategies)} where {where}")
     lines, other, missing, ceilings = [], [], [], []
     level = 0.0
     for key, ok, final, level in short_cells(groups):

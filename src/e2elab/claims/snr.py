@@ -94,9 +94,7 @@ def snr_below_resolution(
     PASS when points it needs are upper bounds (below the estimator's resolution), with
     the batches they came from; each tenfold more batches resolve about tenfold smaller
     SNRs. FAIL when every point it needs is resolved (then resolution is not why)."""
-    contrast = snr_contrast(
-        cells, snr, falling, flat, module, knob, min_drop, max_flat_drop, where
-    )
+    contrast = snr_contrast(cells, snr, falling, flat, module, knob, min_drop, max_flat_drop, where)
     if contrast.verdict == INCONCLUSIVE:
         return contrast
     unresolved = contrast.numbers.get("unresolved", [])

@@ -24,7 +24,7 @@ def reaches_threshold(
     that has a finished run; a cell where every run diverged or failed is INCONCLUSIVE."""
     groups = cells.select(strategies, where).grouped()
     if not groups:
-        return no_data(f"strategies {strategies} where {where}")
+        return no_data(f"strategies {', '.join(strategies)} where {where}")
     failing, lines, unfinished, means = [], [], [], []
     for key, runs in sorted(groups.items()):
         level = threshold if threshold is not None else runs[0].spec.settings.threshold
@@ -51,9 +51,7 @@ def reaches_threshold(
 
 
 @check("accuracy_vs", "accuracy_by_approach", "learning_curves")
-def at_chance(
-    cells: Cells, strategy: str, where: dict[str, Any] | None = None
-) -> Verdict:
+def at_chance(cells: Cells, strategy: str, where: dict[str, Any] | None = None) -> Verdict:
     """Every run of the matching cells ends indistinguishable from chance. ``strategy``
     may be a * pattern (e.g. ``blackbox:*``); then each line names its strategy."""
     groups = cells.select(strategy, where).grouped()
@@ -193,7 +191,7 @@ def every_seed_reaches(
     comparison needs)."""
     groups = cells.select(strategies, where).grouped()
     if not groups:
-        return no_data(f"strategies {strategies} where {where}")
+        return no_data(f"strategies {', '.join(strategies)} where {where}")
     points: dict[str, list[tuple[bool, str]]] = {}
     unfinished: list[str] = []  # cells where every run diverged or failed
     open_points: set[str] = set()

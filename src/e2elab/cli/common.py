@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import hashlib
-import json
 import re
 import sys
 from collections.abc import Iterator
@@ -248,13 +246,3 @@ def wide_console() -> Console:
     """A console that does not squeeze tables to 80 columns when writing to a pipe."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
-
-
-def digest_name(prefix: str, task: str, definition: dict[str, Any]) -> str:
-    """``PREFIX-TASK-HASH``: an experiment's name for a command's flags (the same flags
-    give the same name, so a second command adds to the first one's runs); the task's
-    name made one safe path component."""
-    text = json.dumps(definition, sort_keys=True, default=str)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:8]
-    safe = re.sub(r"[^\w.+-]", ".", task)[:80]
-    return f"{prefix}-{safe}-{digest}"

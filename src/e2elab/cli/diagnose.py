@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    Progress,
-)
+from rich.progress import Progress
 from rich.table import Table
 
-from e2elab import experiment as experiments
-from e2elab.cli.common import (
-    _Parser,
-    digest_name,
-    parse_knobs,
-    wide_console,
-)
+from e2elab.cli.common import _Parser, parse_knobs, wide_console
 from e2elab.errors import E2ELabError
 from e2elab.paths import writable_folder
 
@@ -47,10 +37,8 @@ def add(commands: Any) -> None:
 
 
 def _cmd_snr(args: argparse.Namespace) -> int:
-    from e2elab import strategy as strategies
+    from e2elab.diagnostics.sweep import snr_experiment, sweep_snr
     from e2elab.report.snr import snr_figure
-    from e2elab.runner import measure_snr
-    from e2elab.store import Store
 
     knob, eq, raw = args.sweep.partition("=")
     values = [v.strip() for v in raw.split(",") if v.strip()]
@@ -58,44 +46,17 @@ def _cmd_snr(args: argparse.Namespace) -> int:
         raise E2ELabError(
             f"--sweep expects NAME=V1,V2,..., got {args.sweep!r}; e.g. --sweep n=1,2,3"
         )
-    if args.batch_size is not None and args.batch_size < 1:
-        raise E2ELabError(f"--batch-size must be a positive integer, got {args.batch_size}")
-    if args.inits < 2 or args.batches < 3:
-        raise E2ELabError(
-            "--inits must be at least 2 and --batches at least 3 to estimate a mean and spread"
-        )
     fixed = parse_knobs(args.knob, args.task)
     for value in values:
         parse_knobs([*args.knob, f"{knob}={value}"], args.task)
     names = args.strategy or ["e2e", "hinted"]
-    for name in names:
-        strategies.parse_strategy(name)
-    definition = {
-        "task": args.task,
-        "sweep": knob,
-        "knobs": fixed,
-        "grid": {knob: values},
-        "strategies": names,
-        "snr": {
-            "strategies": names,
-            "inits": args.inits,
-            "batches": args.batches,
-            "batch_size": args.batch_size,
-        },
-    }
-    name = digest_name("snr", args.task, definition)
-    experiment = experiments.Experiment.model_validate({"name": name, **definition})
+    experiment = snr_experiment(
+        args.task, knob, values, fixed, names, args.inits, args.batches, args.batch_size
+    )
     writable_folder(args.out, "--out")
     with Progress(console=Console(stderr=True)) as progress:
         bar = progress.add_task("gradient SNR", total=len(values) * len(names))
-        with Store(args.out / "results.sqlite") as store:
-            store.put_experiment(experiment.name, experiment.model_dump())
-            results = measure_snr(
-                experiment, store, lambda: progress.advance(bar), force=args.force
-            )
-    (args.out / "snr.json").write_text(
-        json.dumps([dataclasses.asdict(r) for r in results], indent=1)
-    )
+        results = sweep_snr(experiment, args.out, lambda: progress.advance(bar), args.force)
     figure = snr_figure(results, knob, args.out / "snr.png")
     table = Table(title=f"log10 gradient SNR at initialisation, {args.task}", title_justify="left")
     columns = ("strategy", knob, "module", "log10 SNR, mean [95% CI] over inits", "noise top dir.")

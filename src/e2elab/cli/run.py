@@ -17,7 +17,6 @@ from e2elab.cli.common import (
     _plural,
     _setting_flags,
     _specs,
-    digest_name,
     parse_knobs,
     wide_console,
 )
@@ -125,7 +124,7 @@ def _one_cell(args: argparse.Namespace, load_from: str | None = None) -> experim
         "budget": args.budget,
         "training": {k: v for k, v in training.items() if v is not None},
     }
-    name = args.name or digest_name("run", args.task, {**definition, "load": load_from})
+    name = args.name or experiments.digest_name("run", args.task, {**definition, "load": load_from})
     # the same checks as an experiment file's, named as the command line's flags
     return experiments.parse({"name": name, **definition}, "e2elab run")
 
