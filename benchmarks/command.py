@@ -46,7 +46,7 @@ def timed_command(line: list[str]) -> float:
 
 
 def finals(out: Path) -> dict[int, dict[str, float]]:
-    return {r.spec["seed"]: r.final for r in Store(out / "results.sqlite").results()}
+    return {r.spec.seed: r.final for r in Store(out / "results.sqlite").results()}
 
 
 def largest_gap(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> float:
