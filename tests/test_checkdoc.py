@@ -115,3 +115,15 @@ def test_a_misplaced_field_is_pointed_to_a_shipped_file_that_has_it(tmp_path, ca
     assert "'threshold' is a training setting: put it under training:" in err
     named = err.split("see experiments/")[1].split(".yaml")[0]
     assert "threshold" in yaml.safe_load(shipped()[named].read_text())["training"]
+
+
+def test_a_python_caller_gives_a_single_name_a_keyword_cells_and_gets_no_data_for_nothing():
+    runs = [_run("e2e", n, 400 * n) for n in (1, 2)] + [_run("modular", n, 100) for n in (1, 2)]
+    single = beats_by_ratio(runs, "e2e", "modular")  # one name where a list is taken
+    assert single == beats_by_ratio(cells=runs, loser="e2e", winners=["modular"])
+    assert single.verdict == "PASS"
+    nothing = ratio_grows_with_knob(runs, "e2e", ["modular"], where={"n": 99})
+    assert nothing.verdict == "INCONCLUSIVE" and "no stored runs match" in nothing.details
+    with pytest.raises(ValueError, match=r"loser \(given as slow\) of beats_by_ratio expects"):
+        check_params("beats_by_ratio", {"slow": ["e2e"], "fast": "m"}, ["n"])
+    check_params("breakdown", {"knob": None}, ["n"])  # the documented default, written out

@@ -5,7 +5,8 @@ by vendor and instruction set, so a rounding that one machine gives another may 
 Each case starts a fresh process with ``ATEN_CPU_CAPABILITY`` (torch's kernels) or MKL's
 own switch set, and checks there what must hold on every CPU: a seed's numbers do not
 depend on whether, or beside how many seeds, it trains; where the guard refuses to stack,
-it says why, and the seeds still match their lone runs.
+it says why, and the seeds still match their lone runs. A seed's linear probes, fitted
+for its whole stack at once, equal those fitted for it alone.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from e2elab.records import Settings
 from e2elab.replicas import plan_seeds
 from e2elab.execution import first_batch
 from e2elab.train import train_seeds
+from e2elab.diagnostics.probes import stack_probes
 
 out = {"capability": torch.backends.cpu.get_cpu_capability(), "cases": []}
 for name, knobs, text in [("digit-chain", {"n": 2}, "e2e"), ("digit-chain", {"n": 2}, "hinted"),
@@ -39,11 +41,14 @@ for name, knobs, text in [("digit-chain", {"n": 2}, "e2e"), ("digit-chain", {"n"
     plan = plan_seeds(task, strategy, graph, "adam", 3e-3, 64, torch.device("cpu"))
     seeds = [0, 1, 2]
     together = train_seeds(task, strategy, graph, config, seeds)
+    probed = stack_probes(task, [o.systems[0] for o in together])  # fitted for the stack
     same = []
-    for seed, mine in zip(seeds, together):
+    for seed, mine, probes in zip(seeds, together, probed):
         alone = train_seeds(task, strategy, graph, config, [seed])[0]
         params = zip(mine.systems[0].parameters(), alone.systems[0].parameters())
-        same.append(mine.curve == alone.curve and all(torch.equal(p, q) for p, q in params))
+        lone_probes = stack_probes(task, [alone.systems[0]])[0]
+        same.append(mine.curve == alone.curve and all(torch.equal(p, q) for p, q in params)
+                    and probes == lone_probes)
     out["cases"].append({
         "case": f"{name} {text}", "stack": plan.stack, "lone": plan.lone,
         "reason": plan.reason, "stacking": together[0].memory["stacking"],

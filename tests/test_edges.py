@@ -336,3 +336,54 @@ def test_hand_damaged_run_records_are_skipped_with_a_count_and_their_ids(tmp_pat
     assert len(pd.read_csv(tmp_path / "runs.csv")) == 1
     assert main(["report", str(path), "-o", str(tmp_path / "page")]) == 0
     assert "skipped 2 damaged run records" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("strategy", 7),
+        ("knobs", [["n", 1]]),
+        ("knobs", {"n": {"deep": 1}}),
+        ("budget", "lots"),
+        ("task", None),
+        ("seed", 1.7),
+        ("seed", True),
+    ],
+)
+def test_a_spec_field_of_the_wrong_kind_is_a_damaged_record_everywhere(
+    tmp_path, capsys, field, value
+):
+    path = _store_with_runs(tmp_path, runs=2)
+    with sqlite3.connect(path) as db:
+        ids = [row[0] for row in db.execute("SELECT id FROM runs ORDER BY rowid")]
+        text = db.execute("SELECT result FROM runs WHERE id = ?", (ids[0],)).fetchone()[0]
+        data = json.loads(text)
+        data["spec"][field] = value
+        db.execute("UPDATE runs SET result = ? WHERE id = ?", (json.dumps(data), ids[0]))
+    capsys.readouterr()
+    assert main(["report", str(path), "-o", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 damaged run record" in err and ids[0] in err, err
+    assert main(["export", str(path), "-o", str(tmp_path / "runs.csv")]) == 0
+    assert "skipped 1 damaged run record" in capsys.readouterr().err
+    _refused(capsys, ["rerun", str(path), ids[0]], "stored record is damaged")
+
+
+def test_a_damaged_stored_definition_is_one_line_from_report(tmp_path, capsys):
+    path = _store_with_runs(tmp_path, runs=1)
+    with sqlite3.connect(path) as db:
+        (text,) = db.execute("SELECT definition FROM experiments").fetchone()
+        data = json.loads(text)
+        data["claims"] = [
+            {
+                "id": "X",
+                "check": "beats_by_ratio",
+                "statement": "s",
+                "params": {"slow": "e2e", "loser": "e2e", "fast": ["modular"]},
+            }
+        ]
+        db.execute("UPDATE experiments SET definition = ?", (json.dumps(data),))
+    _refused(capsys, ["report", str(path), "-o", str(tmp_path / "r")], "not both")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE experiments SET definition = '{not json'")
+    _refused(capsys, ["report", str(path), "-o", str(tmp_path / "r")], "is damaged (not JSON)")

@@ -250,7 +250,9 @@ def test_p1nn_sees_each_patch_in_grid_order():
 def test_hinted_run_trains_both_ports(monkeypatch):
     # linear probes of the (B, 64, 11) patch codes fit 128k rows (twice): tens of seconds
     run_module = importlib.import_module("e2elab.execution")
-    monkeypatch.setattr(run_module, "linear_probes", lambda task, system, device: {})
+    monkeypatch.setattr(
+        run_module, "stack_probes", lambda task, systems, device: [{} for _ in systems]
+    )
     task = _task(p1_width=32, p2_width=32)
     result = run(task, "hinted", budget=1920, evaluations=2, lr=3e-3)
     assert result.status == "ok"

@@ -20,6 +20,9 @@ Conventions shared by every check:
   allowed); `strategies`: several, each judged alone. `knob`: the knob whose values the
   check walks; where its default is `None`, it is the only knob that varies over the runs
   the check reads (the check says INCONCLUSIVE and asks for one where several vary).
+  Before e2elab 0.1's spec version 7 the default was `n` in `breakdown` and
+  `ratio_grows_with_knob` and `k` in `snr_contrast` and `snr_below_resolution`: a claim
+  written for that default names the knob now where its grid varies over several.
 - Earlier parameter names are still read where a check lists them (e.g. `slow` for
   `loser`); giving both names is an error.
 - A parameter that takes a list of strategies (or other names) also takes a single one.
@@ -85,8 +88,8 @@ def documented() -> list[CheckDoc]:
     return out
 
 
-def markdown() -> str:
-    """``docs/checks.md``."""
+def markdown(only: str | None = None) -> str:
+    """``docs/checks.md`` (with ``only``, the conventions and that one check)."""
     lines = [
         "# Claim checks",
         "",
@@ -96,6 +99,8 @@ def markdown() -> str:
         _CONVENTIONS,
     ]
     for doc in documented():
+        if only is not None and doc.name != only:
+            continue
         lines += [f"## `{doc.name}`", "", doc.summary, ""]
         if doc.details:
             lines += [doc.details, ""]

@@ -15,7 +15,7 @@ import torch
 
 from e2elab import checkpoints
 from e2elab import strategy as strategies
-from e2elab.diagnostics.probes import linear_probes
+from e2elab.diagnostics.probes import stack_probes
 from e2elab.errors import E2ELabError, choices
 from e2elab.learners import Learner, learner_for, trains_system
 from e2elab.numerics import conv_layout, describe, fixed_numerics
@@ -187,9 +187,10 @@ def _execute_seeds(
             instance, graph, first.settings, [s.seed for s in specs], on_progress, batch
         )
         seconds = (time.perf_counter() - began) / len(specs)
+        probed = _probe_stack(instance, specs, outcomes, learner)
         return [
-            _assemble(spec, instance, graph, strategy, learner, outcome, seconds)
-            for spec, outcome in zip(specs, outcomes, strict=True)
+            _assemble(spec, instance, graph, strategy, learner, outcome, seconds, probes)
+            for spec, outcome, probes in zip(specs, outcomes, probed, strict=True)
         ]
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
@@ -225,11 +226,13 @@ def _assemble(
     learner: Learner,
     outcome: Outcome,
     seconds: float,
+    probed: tuple[dict[str, float], dict[str, float]] = ({}, {}),
 ) -> RunResult:
     """The one place a RunResult is made: from a learner's Outcome (a failed one, e.g.
     out of memory, stored with its reason so the sweep goes on and claims count it
-    apart). What only a trained system has (probes, the weights' hash, saved modules,
-    the oracle evaluation) comes where the learner has one."""
+    apart). What only a trained system has (probes, fitted for the whole stack by
+    ``_probe_stack``, the weights' hash, saved modules, the oracle evaluation) comes
+    where the learner has one."""
     began = time.perf_counter()
     output = task.output
     common = {
@@ -261,12 +264,7 @@ def _assemble(
     final_metric = outcome.final.get(output, float("nan"))
     broken, p_value = at_chance(task.ports[output], final_metric, chance[output], len(test))
     memory = {**outcome.memory, "max_rss_bytes": _max_rss_bytes()}
-    probes = (
-        linear_probes(task, outcome.systems[0], device=spec.settings.device)
-        if (system and ok)
-        else {}
-    )
-    probes_at_init = _probes_at_init(task, spec) if probes else {}
+    probes, probes_at_init = probed
     oracle = (
         evaluate_oracles(spec.settings.oracle, task, strategy, graph, outcome.systems)
         if system and ok and spec.settings.oracle
@@ -392,18 +390,43 @@ def run(
 _INIT_PROBES: dict[str, dict[str, float]] = {}
 
 
-def _probes_at_init(task: Task, spec: RunSpec) -> dict[str, float]:
-    """Probes of the untrained system: the baseline a module must beat to have learned.
-    Every strategy starts from the same initialisation for a seed, so this is cached."""
-    device = spec.settings.device
-    key = json.dumps(
-        [spec.task, spec.knobs, spec.seed, device, spec.code, spec.settings.load], sort_keys=True
-    )
-    if key not in _INIT_PROBES:
-        torch.manual_seed(spec.seed)
-        system = conv_layout(task.build_system().to(device), device)
-        _INIT_PROBES[key] = linear_probes(task, system, device=device)
-    return _INIT_PROBES[key]
+def _probe_stack(
+    task: Task, specs: list[RunSpec], outcomes: list[Outcome], learner: Learner
+) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """Per run: the linear probes of its trained system and of its untrained one (the
+    baseline a module must beat to have learned), for every finished run of a stack at
+    once; empty where the learner has no system or the run did not finish."""
+    done = [i for i, o in enumerate(outcomes) if learner.has_system and o.status == "ok"]
+    out: list[tuple[dict[str, float], dict[str, float]]] = [({}, {}) for _ in specs]
+    if not done:
+        return out
+    device = specs[0].settings.device
+    trained = stack_probes(task, [outcomes[i].systems[0] for i in done], device=device)
+    untrained = _probes_at_init(task, [specs[i] for i in done])
+    for index, final, initial in zip(done, trained, untrained, strict=True):
+        out[index] = (final, initial)
+    return out
+
+
+def _probes_at_init(task: Task, specs: list[RunSpec]) -> list[dict[str, float]]:
+    """Probes of each spec's untrained system. Every strategy starts from the same
+    initialisation for a seed, so they are cached; the ones missing are fitted together."""
+    keys = [
+        json.dumps(
+            [s.task, s.knobs, s.seed, s.settings.device, s.code, s.settings.load], sort_keys=True
+        )
+        for s in specs
+    ]
+    missing = [i for i, key in enumerate(keys) if key not in _INIT_PROBES]
+    if missing:
+        device = specs[0].settings.device
+        systems = []
+        for i in missing:
+            torch.manual_seed(specs[i].seed)
+            systems.append(conv_layout(task.build_system().to(device), device))
+        for i, scores in zip(missing, stack_probes(task, systems, device=device), strict=True):
+            _INIT_PROBES[keys[i]] = scores
+    return [_INIT_PROBES[key] for key in keys]
 
 
 def chance_level(spec: PortSpec, targets: torch.Tensor) -> float:

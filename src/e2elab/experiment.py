@@ -253,7 +253,7 @@ def source_runs(experiment: Experiment, store: Any) -> dict[tuple[str, int], str
             "first (in a suite, list it before this one; under a profile, the source "
             "runs under the same profile and needs it too)"
         )
-    source = Experiment.model_validate(stored[transfer.source])
+    source = validated(stored[transfer.source], f"{store.path}: experiment {transfer.source!r}")
     saved = store.saved_modules()
     found: dict[tuple[str, int], list[str]] = {}
     for result in source.labelled(store.results(transfer.source)):
@@ -340,10 +340,19 @@ def _has(data: Any, path: list[str]) -> bool:
 
 def parse(data: Any, source: str) -> Experiment:
     """Validate an experiment given as a mapping (e.g. loaded from YAML)."""
+    experiment = validated(data, source)
+    for profile in [None, *experiment.profiles]:
+        _check_semantics(experiment.with_profile(profile), source, profile)
+    return experiment
+
+
+def validated(data: Any, source: str) -> Experiment:
+    """An experiment's fields checked (not what needs its task: see ``parse``), e.g. a
+    definition read back from a store; one line naming the field if one is wrong."""
     if not isinstance(data, dict):
         raise E2ELabError(f"{source}: expected a mapping of fields at the top level")
     try:
-        experiment = Experiment.model_validate(data)
+        return Experiment.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
         more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
@@ -352,9 +361,6 @@ def parse(data: Any, source: str) -> Experiment:
         raise E2ELabError(
             f"{source}: field '{_where(first)}': {first['msg']}{more}; {_hint(first)}"
         ) from None
-    for profile in [None, *experiment.profiles]:
-        _check_semantics(experiment.with_profile(profile), source, profile)
-    return experiment
 
 
 def _check_semantics(exp: Experiment, source: str, profile: str | None) -> None:

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from e2elab.errors import E2ELabError, choices
 from e2elab.stats import mean_interval
 
 # Bump when a change to the code changes what a stored spec would produce.
-SPEC_VERSION = 6
+SPEC_VERSION = 7
 # 3: every run trains under numerics.fixed_numerics (one thread, fixed backend flags) and
 #    with position-independent Adam/SGD kernels on the CPU, so a spec gives one result
 #    whichever command trains it and whichever seeds share its batch.
@@ -29,6 +30,9 @@ SPEC_VERSION = 6
 # 6: the stacked code is the reference: a lone seed trains as a stack of one where the
 #    plain code rounds otherwise (AMD CPUs with MKL); evaluation chunks no longer shrink
 #    with the stack size, and stacked evaluation gives every seed its own input slice.
+# 7: linear probes are fitted in torch for a whole stack at once, to convergence
+#    (diagnostics.readout; scikit-learn's lbfgs stopped at 300 iterations on some
+#    ports), which moves stored probe numbers by up to about 0.02.
 
 OPTIMIZER_NAMES = ("adam", "sgd")
 # the largest learning rate: Adam's step divides it by 1 - beta1 = 0.1 and hands it to a
@@ -173,6 +177,15 @@ class Settings:
 TrainingDefaults = Settings
 
 _SETTING_NAMES = tuple(f.name for f in dataclasses.fields(Settings))
+
+
+def _scalar(value: Any) -> bool:
+    """A knob's value: a number, text, a truth value or None (or a list of them)."""
+    if isinstance(value, list):
+        return all(_scalar(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 _SPEC_FIELDS = ("task", "knobs", "strategy", "seed", "code", "source", "version")
 
 
@@ -232,22 +245,60 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         """From ``to_dict``'s flat form, as stored (a field stored by no version, e.g. the
-        version of a run stored before versions were recorded, reads as missing)."""
+        version of a run stored before versions were recorded, reads as missing).
+        Raises ``TypeError`` for a field of the wrong kind (a damaged record)."""
         settings = Settings(**{k: data[k] for k in _SETTING_NAMES if k in data})
-        return cls(
+        spec = cls(
             task=data["task"],
-            knobs=dict(data["knobs"]),
+            knobs=data["knobs"],
             strategy=data["strategy"],
-            seed=int(data["seed"]),
+            seed=data["seed"],
             settings=settings,
             code=data.get("code", ""),
             source=data.get("source"),
             version=data.get("version"),
         )
+        spec._check_kinds()
+        return spec
+
+    def _check_kinds(self) -> None:
+        def kind(value: Any, *kinds: type) -> bool:
+            return isinstance(value, kinds) and not isinstance(value, bool)
+
+        knobs = self.knobs
+        wrong = [
+            name
+            for name, ok in (
+                ("task", isinstance(self.task, str)),
+                ("strategy", isinstance(self.strategy, str)),
+                ("seed", kind(self.seed, int)),
+                ("code", isinstance(self.code, str)),
+                ("source", self.source is None or isinstance(self.source, str)),
+                ("version", self.version is None or kind(self.version, int)),
+                ("knobs", isinstance(knobs, dict) and all(_scalar(v) for v in knobs.values())),
+            )
+            if not ok
+        ]
+        for f in dataclasses.fields(self.settings):
+            value, default = getattr(self.settings, f.name), f.default
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int) or f.name == "budget":
+                ok = kind(value, int)
+            elif isinstance(default, float):
+                ok = kind(value, int, float)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                wrong.append(f.name)
+        if wrong:
+            raise TypeError(f"spec field {wrong[0]} is of the wrong kind")
 
     def value(self, name: str) -> Any:
-        """A field or a setting by name (``strategy``, ``seed``, ``budget``, ``lr``...);
-        None for a name that is neither."""
+        """A field or a setting by name (``strategy``, ``seed``, ``budget``, ``lr``...,
+        and ``id``); None for a name that is neither."""
+        if name == "id":
+            return self.id
         if name in _SPEC_FIELDS:
             return getattr(self, name)
         return getattr(self.settings, name, None)
@@ -262,6 +313,19 @@ class RunSpec:
         return dataclasses.replace(
             self, settings=dataclasses.replace(self.settings, **settings), **own
         )
+
+    def __getitem__(self, name: str) -> Any:
+        """``spec["seed"]``, as when a result's spec was a dict: deprecated, read the
+        attribute (``spec.seed``, ``spec.settings.budget``) or ``spec.value(name)``."""
+        warnings.warn(
+            f"RunResult.spec is a RunSpec: read spec.value({name!r}) or its attribute, "
+            f"not spec[{name!r}]",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if name not in self.to_dict():
+            raise KeyError(name)
+        return self.to_dict()[name]
 
     def relabelled(self, strategy: str) -> RunSpec:
         """The same spec shown under another strategy label (``e2e@n1``, ``from:modular``):

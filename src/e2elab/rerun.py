@@ -55,7 +55,14 @@ def stored_run(store: Path, run_id: str) -> tuple[RunResult, RunSpec]:
     that trains it again here. Refuses a run stored by another e2elab version (its spec
     would now hash to another id)."""
     with Store(store, readonly=True) as opened:
-        (stored,) = opened.results_by_id([opened.full_id(run_id)])
+        full = opened.full_id(run_id)
+        found = opened.results_by_id([full])
+    if not found:
+        raise E2ELabError(
+            f"{store}: run {full}'s stored record is damaged (it cannot be read back), so "
+            "there is no spec to train again; 'e2elab prune' lists damaged records"
+        )
+    (stored,) = found
     spec = moved_sources(stored.spec, store)
     if spec.id != stored.id:
         raise E2ELabError(

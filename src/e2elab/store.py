@@ -310,7 +310,16 @@ class Store:
 
     def experiments(self) -> dict[str, dict[str, Any]]:
         rows = self._db.execute("SELECT name, definition FROM experiments ORDER BY name")
-        return {name: json.loads(text) for name, text in rows}
+        out = {}
+        for name, text in rows:
+            try:
+                out[name] = json.loads(text)
+            except (TypeError, ValueError):
+                raise E2ELabError(
+                    f"{self.path}: the stored definition of experiment {name!r} is damaged "
+                    "(not JSON); reproduce it again from its experiment file to store it anew"
+                ) from None
+        return out
 
     def results(self, experiment: str | None = None) -> list[RunResult]:
         """Stored runs (of one experiment, if named, judged at its threshold), in the

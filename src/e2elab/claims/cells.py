@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-from e2elab.query import group
+from e2elab.query import group, hashable
 from e2elab.records import RunResult
 
 _OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -154,7 +154,7 @@ class Cells:
         examples-to-threshold, the best winner's mean). Strategies named exactly."""
         groups: dict[Any, list[RunResult]] = {}
         for r in self.runs:
-            key = r.spec.knobs[knob] if knob else self.label(r.spec.knobs)
+            key = hashable(r.spec.knobs[knob]) if knob else self.label(r.spec.knobs)
             groups.setdefault(key, []).append(r)
         table = {}
         for key, runs in sorted(groups.items()):

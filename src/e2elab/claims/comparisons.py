@@ -70,7 +70,9 @@ def ratio_grows_with_knob(
     (ratio > 1), and the ratio grows with the knob: it never falls and ends above where
     it started. A ratio where ``loser`` never reached the threshold is infinite.
     ``knob``: by default the only knob that varies over the matching runs."""
-    chosen = cells.select(where=where)
+    chosen = cells.select([loser, *winners], where)
+    if not chosen:
+        return no_data(f"{loser} and {winners} where {where}")
     walked = chosen.knob(knob)
     if walked is None:
         return no_knob("ratio_grows_with_knob", chosen.varying_here())

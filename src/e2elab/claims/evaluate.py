@@ -12,7 +12,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from e2elab.claims.cells import Cells
-from e2elab.claims.verdict import CHECKS, FAIL, PASS, Verdict, renamed
+from e2elab.claims.verdict import CHECK_ALIASES, CHECKS, FAIL, PASS, Verdict, as_lists, renamed
+from e2elab.errors import E2ELabError
 from e2elab.records import RunResult
 
 _WHERE_OPS = {">=", "<=", ">", "<", "in"}
@@ -27,6 +28,7 @@ def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> Non
     the parameter (the caller adds the file and field)."""
     check = CHECKS[name]
     hints = typing.get_type_hints(check)
+    earlier = {new: old for old, new in CHECK_ALIASES.get(name, {}).items() if old in params}
     params = normalized(name, params)
     accepted = [p for p in inspect.signature(check).parameters if p not in _RUNS]
     unknown = sorted(set(params) - set(accepted))
@@ -42,9 +44,12 @@ def check_params(name: str, params: dict[str, Any], knobs: Iterable[str]) -> Non
         try:
             TypeAdapter(hints[key]).validate_python(value, strict=True)
         except ValidationError:
+            given = f" (given as {earlier[key]})" if key in earlier else ""
             raise ValueError(
-                f"{key} of {name} expects {_type_name(hints[key])}, got {value!r}"
+                f"{key}{given} of {name} expects {_type_name(hints[key])}, got {value!r}"
             ) from None
+        if key == "knob" and value is None:
+            continue  # the only knob that varies over the runs the check reads
         if key == "knob" and value not in known:
             raise ValueError(f"knob {value!r} of {name} is not a knob of the task: {known}")
         if key in ("where", "low_where") and value is not None:
@@ -60,13 +65,7 @@ def normalized(name: str, params: dict[str, Any]) -> dict[str, Any]:
     """One convention for every check: parameters under today's names (an earlier name
     is read, see ``CHECK_ALIASES``), and a parameter that takes a list of strategies
     (or other names) also takes a single one."""
-    hints = typing.get_type_hints(CHECKS[name])
-    params = renamed(name, params)
-    out = dict(params)
-    for key, value in params.items():
-        if isinstance(value, str) and typing.get_origin(hints.get(key)) is list:
-            out[key] = [value]
-    return out
+    return as_lists(CHECKS[name], renamed(name, params))
 
 
 def _type_name(hint: Any) -> str:
@@ -91,7 +90,10 @@ def evaluate(
     for claim in claims:
         check = CHECKS[claim.check]
         extra = {"snr": snr or []} if "snr" in inspect.signature(check).parameters else {}
-        params = normalized(claim.check, claim.params)
+        try:
+            params = normalized(claim.check, claim.params)
+        except ValueError as error:  # a definition that skipped check_params, e.g. stored
+            raise E2ELabError(f"claim {claim.id}: {error}") from None
         verdict = check(cells, **extra, **params)
         # a check over gradient-SNR measurements reads no seed's runs: resampling the
         # seeds would repeat its verdict every time and call it stable, so it is not

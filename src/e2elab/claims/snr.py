@@ -30,7 +30,9 @@ def snr_contrast(
     of a drop (the true drop is then at least as large), but nowhere else: a drop cannot be
     shown from a bound at its start, nor flatness from any bound. ``knob``: by default
     the only knob that varies over the matching measurements."""
-    chosen = [r for r in snr if knobs_match(r.knobs, where)]
+    chosen = [r for r in snr if knobs_match(r.knobs, where) and r.strategy in (falling, flat)]
+    if not chosen:
+        return no_data(f"gradient SNR of {module} under {falling} and {flat} where {where}")
     walked = walked_knob(knob, (r.knobs for r in chosen))
     if walked is None:
         return no_knob("snr_contrast", varying(r.knobs for r in chosen))

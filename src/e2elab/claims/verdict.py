@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import inspect
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,8 +86,11 @@ def check(
         name = function.__name__
 
         @functools.wraps(function)
-        def judged(results: Cells | Iterable[RunResult], *args: Any, **params: Any) -> Verdict:
-            return function(Cells.of(results), *args, **renamed(name, params))
+        def judged(cells: Cells | Iterable[RunResult], *args: Any, **params: Any) -> Verdict:
+            bound = inspect.signature(function).bind(cells, *args, **renamed(name, params))
+            given = as_lists(function, dict(bound.arguments))
+            given["cells"] = Cells.of(cells)
+            return function(**given)
 
         CHECKS[name] = judged
         CHECK_FIGURES[name] = figures
@@ -93,6 +98,18 @@ def check(
         return judged
 
     return register
+
+
+def as_lists(function: Callable[..., Verdict], params: dict[str, Any]) -> dict[str, Any]:
+    """One convention for every check: a parameter that takes a list of strategies (or
+    other names) also takes a single one."""
+    hints = typing.get_type_hints(function)
+    return {
+        key: [value]
+        if isinstance(value, str) and typing.get_origin(hints.get(key)) is list
+        else value
+        for key, value in params.items()
+    }
 
 
 def renamed(check: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ def _cmd_checks(args: argparse.Namespace) -> int:
     if args.name is not None and args.name not in {d.name for d in docs}:
         raise choices("check", args.name, [d.name for d in docs])
     if args.markdown:
-        print(markdown(), end="")
+        print(markdown(args.name), end="")
         return 0
     table = Table(title="claim checks (docs/checks.md has the conventions)", show_lines=True)
     for column in ("check", "parameters (type = default)", "PASS means"):

@@ -85,7 +85,8 @@ def _report_parts(
         for name in names:
             if name not in stored:
                 raise choices(f"experiment in {path}", name, list(stored))
-            experiment = experiments.Experiment.model_validate(stored[name])
+            where = f"{path}: the stored definition of {name!r}"
+            experiment = experiments.validated(stored[name], where)
             snr = [SNRResult(**r) for r in store.snr(name).values()]
             sources = experiments.source_labels(experiment, store)
             runs, left_out = _versions(store.results(name), args, name)
