@@ -7,6 +7,12 @@ probes, the memory probe and writing the store. Both commands must store the sam
 numbers (seed batching changes the time, not the results): the script checks that every
 seed's final metrics agree and says so.
 
+Each command writes where its time went (``time_split.json``: training steps,
+evaluation, probes, set-up, idle workers...). The ceiling of the speed-up is the
+one-by-one time divided by the batched command's training steps alone (what stacking
+would give if nothing but training took time); the JSON has both splits, the ceiling and
+the share of it reached.
+
     python benchmarks/command.py [--seeds 16] [--budget 200000] [--task digit-chain]
                                  [--knob n=3] [--strategy e2e] [--repeats 1]
                                  [--device cpu]
@@ -18,6 +24,7 @@ On an accelerator (``--device cuda``) both commands train there and the JSON goe
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 import sys
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.knob = args.knob if args.knob is not None else ["n=3"]
     times: dict[str, list[float]] = {"batched": [], "one by one": []}
+    splits: dict[str, list[dict]] = {"batched": [], "one by one": []}
     same, gap = True, 0.0
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
@@ -76,11 +84,16 @@ def main(argv: list[str] | None = None) -> None:
             for name, batched in (("one by one", False), ("batched", True)):
                 out = Path(tmp) / f"{name.replace(' ', '-')}-{repeat}"
                 times[name].append(timed_command(command(args, out, batched)))
+                splits[name].append(json.loads((out / "time_split.json").read_text()))
                 stores[name] = finals(out)
             same = same and stores["batched"] == stores["one by one"]
             gap = max(gap, largest_gap(stores["batched"], stores["one by one"]))
     best = {name: min(values) for name, values in times.items()}
     ratio = best["one by one"] / best["batched"]
+    fastest = {name: values.index(min(values)) for name, values in times.items()}
+    split = {name: splits[name][fastest[name]] for name in times}
+    training = split["batched"]["seconds"]["training"]
+    ceiling = best["one by one"] / training if training > 0 else math.inf
     case = f"{args.task} {' '.join(args.knob)} {args.strategy}, {args.seeds} seeds, {args.budget:,}"
     case += f" on {args.device}"
     show(
@@ -91,6 +104,15 @@ def main(argv: list[str] | None = None) -> None:
             ["batched (default)", best["batched"], ratio],
         ],
     )
+    print(
+        f"batched {ratio:.2f}x against a ceiling of {ceiling:.2f}x (one by one / the batched "
+        f"command's training steps {training:.1f} s): {100 * ratio / ceiling:.0f}% of it"
+    )
+    for name in ("one by one", "batched"):
+        shares = split[name]["shares"]
+        listed = ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items() if v >= 0.005)
+        workers, wall = split[name]["workers"], split[name]["wall_seconds"]
+        print(f"  {name}: {listed} of {workers} x {wall:.1f} s")
     print(f"same stored results per seed: {'yes' if same else 'NO'}; largest gap {gap:.3g}")
     save(
         "command" if args.device == "cpu" else f"command-{args.device}",
@@ -99,6 +121,9 @@ def main(argv: list[str] | None = None) -> None:
             "command": " ".join(command(args, Path("OUT"), True)[1:]),
             "seconds": times,
             "speedup": ratio,
+            "ceiling": ceiling,
+            "share_of_ceiling": ratio / ceiling,
+            "time_split": split,
             "same_results": same,
             "largest_gap": gap,
         },

@@ -48,7 +48,13 @@ CASES = {
 def _comparable(result: RunResult | dict[str, Any]) -> dict[str, Any]:
     """Everything a result says about learning; not how long it took or what it used."""
     data = result.to_dict() if isinstance(result, RunResult) else dict(result)
-    for key in ("wall_seconds", "memory", "numerics", "stored_at"):  # stored_at: the store's
+    for key in (
+        "wall_seconds",
+        "memory",
+        "numerics",
+        "stored_at",
+        "timing",
+    ):  # stored_at: the store's
         data.pop(key)
     timing = ("seconds", "evaluation_seconds")
     data["phases"] = [{k: v for k, v in p.items() if k not in timing} for p in data["phases"]]

@@ -183,15 +183,25 @@ def _execute_seeds(
     graph = point.graph
     learner = learner_for(strategy)
     try:
+        fitting = time.perf_counter()
         outcomes = learner.fit(
             instance, graph, first.settings, [s.seed for s in specs], on_progress, batch
         )
-        seconds = (time.perf_counter() - began) / len(specs)
+        probing = time.perf_counter()
+        seconds = (probing - began) / len(specs)
         probed = _probe_stack(instance, specs, outcomes, learner)
-        return [
-            _assemble(spec, instance, graph, strategy, learner, outcome, seconds, probes)
-            for spec, outcome, probes in zip(specs, outcomes, probed, strict=True)
-        ]
+        shares = {
+            "set-up": (fitting - began) / len(specs),
+            "fit": (probing - fitting) / len(specs),
+            "probes": (time.perf_counter() - probing) / len(specs),
+        }
+        results = []
+        for spec, outcome, probes in zip(specs, outcomes, probed, strict=True):
+            assembling = time.perf_counter()
+            result = _assemble(spec, instance, graph, strategy, learner, outcome, seconds, probes)
+            result.timing = _timing(shares, outcome, learner, time.perf_counter() - assembling)
+            results.append(result)
+        return results
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
             raise
@@ -204,6 +214,26 @@ def _execute_seeds(
         return [
             _assemble(spec, instance, graph, strategy, learner, failed, seconds) for spec in specs
         ]
+
+
+def _timing(
+    shares: dict[str, float], outcome: Outcome, learner: Learner, assembling: float
+) -> dict[str, float]:
+    """Where a run's time went (see ``timesplit``), from its share of the stack's set-up,
+    fit and probes: a system's fit splits into training steps, held-out evaluation and
+    the loop's own set-up; a model's fit is black-box time. Assembling the result (the
+    oracle evaluation, the artifacts, the weights' hash) counts as evaluation."""
+    if not learner.has_system:
+        return {"black boxes": shares["fit"], "set-up": shares["set-up"], "evaluation": assembling}
+    evaluation = outcome.evaluation_seconds
+    training = max(0.0, sum(outcome.phase_seconds) - sum(outcome.phase_evaluation_seconds))
+    loop_set_up = max(0.0, shares["fit"] - training - evaluation)
+    return {
+        "training": training,
+        "evaluation": evaluation + assembling,
+        "probes": shares["probes"],
+        "set-up": shares["set-up"] + loop_set_up,
+    }
 
 
 def _out_of_memory(error: BaseException) -> bool:

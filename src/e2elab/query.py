@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
     chance, at-chance flag,
     examples-to-threshold, ``final_<port>``, ``probe_<port>``, ``probe_init_<port>``,
     ``oracle_<set>_<port>`` (the metrics with the set's ports forced, see ``oracle``),
-    memory (bytes), training FLOPs, wall seconds, the weights' hash, and ``code`` (the code
+    memory (bytes), training FLOPs, wall seconds (and ``seconds_<category>``, where they
+    went: see ``timesplit``), the weights' hash, and ``code`` (the code
     version it was trained under), ``stored_at`` and ``superseded`` (a run of the same
     cell was stored later under other code: see ``versions``)."""
     results = list(results)
@@ -94,6 +96,8 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
             row |= {f"oracle_{name}_{p}": v for p, v in evaluation["metrics"].items()}
         row |= _memory(r.memory)
         row |= {"wall_seconds": r.wall_seconds, "weights_sha256": r.weights_sha256}
+        # where the run's time went (timesplit): seconds_training, seconds_set_up, ...
+        row |= {f"seconds_{re.sub(r'[^a-z]+', '_', k)}": v for k, v in r.timing.items()}
         # the code it was trained under, when it was stored, and whether a run of the same
         # cell was stored later under other code (versions.split)
         row |= {"code": r.code_version, "stored_at": r.stored_at, "superseded": id(r) in stale}

@@ -390,6 +390,10 @@ class RunResult:
     stored_at: str | None = None
     # Settings.oracle's evaluations: {set: {"ports": [forced], "metrics": {port: value}}}
     oracle: dict[str, Any] = field(default_factory=dict)
+    # where this run's wall time went (see ``timesplit``): seconds of training steps,
+    # evaluation, probes, black-box fitting and set-up; its share where seeds trained
+    # together. Not in the id, and no two runs of a spec need agree on it
+    timing: dict[str, float] = field(default_factory=dict)
     # what trained it (learners): "system", the task's system under a strategy, or
     # "model", a scikit-learn model (a black box), which has no modules to probe or save
     learner: str = "system"

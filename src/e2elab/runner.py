@@ -9,7 +9,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ from e2elab.prepare import prepare
 from e2elab.records import RunResult, RunSpec, SNRResult
 from e2elab.store import Store, StoreWriteError
 from e2elab.tasks import SHIPPED, fingerprint, make_task, published, reference, task_class
+from e2elab.timesplit import run_seconds
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,10 @@ class SweepCounts:
     trained: int
     rescored: int = 0
     recovered: int = 0  # runs a full or read-only disk had spilled, stored now
+    # the trained runs' seconds per category (timesplit.run_seconds), and the wall time
+    # spent training them
+    run_seconds: dict[str, float] = field(default_factory=dict)
+    training_wall: float = 0.0
 
 
 def experiment_specs(
@@ -211,7 +216,10 @@ def run_experiment(
     trained = 0
     unwritten: list[RunResult] = []  # finished runs the store refused, kept until it takes them
     error: StoreWriteError | None = None
+    seconds = run_seconds([])
+    began = time.perf_counter()
     for result in executor.map(todo):
+        seconds = {k: v + result.timing.get(k, 0.0) for k, v in seconds.items()}
         unwritten.append(result)
         unwritten, error = _write(store, unwritten, experiment.name)
         trained += 1
@@ -229,7 +237,8 @@ def run_experiment(
             f"{error}: {len(unwritten)} finished runs could not be stored; {where}. Every "
             "run stored before is kept. Free space (or make the store writable) and rerun"
         )
-    return SweepCounts(len(specs), len(done), trained, rescored, recovered)
+    wall = time.perf_counter() - began
+    return SweepCounts(len(specs), len(done), trained, rescored, recovered, seconds, wall)
 
 
 def recover_spilled(store: Store) -> int:

@@ -61,6 +61,8 @@ class Outcome:
     # a learner without phases of the system's (a black box) records its own
     phase_records: list[dict[str, Any]] | None = None
     seconds: float | None = None  # this seed's own time, where the learner took it apart
+    # this seed's share of every held-out evaluation (before, during and between phases)
+    evaluation_seconds: float = 0.0
 
 
 Boundary = Callable[[int, list[list[System]]], None]
@@ -379,6 +381,7 @@ class _Loop:
             for p in replicas.unit(0, m).parameters()
         )
         for s, outcome in enumerate(self.outcomes):
+            outcome.evaluation_seconds = self.evaluation_seconds / len(self.outcomes)
             outcome.final = dict(outcome.curve[-1]["metrics"])
             if self.validation is not None:
                 self._select(outcome)

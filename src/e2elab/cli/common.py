@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import re
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NoReturn
@@ -19,6 +21,10 @@ from e2elab import experiment as experiments
 from e2elab.claims import Verdict
 from e2elab.errors import E2ELabError
 from e2elab.records import Settings
+
+# when the command line started (once e2elab's command package was imported): a
+# command's wall time, for its time split, counts from here
+STARTED = time.perf_counter()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -246,3 +252,27 @@ def wide_console() -> Console:
     """A console that does not squeeze tables to 80 columns when writing to a pipe."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
+
+
+def time_split(
+    console: Console,
+    out: Path,
+    executor: Any,
+    counts: list[Any],
+    snr_wall: float = 0.0,
+) -> None:
+    """Print where the command's time went (``timesplit``) as one line, and write it to
+    ``out/time_split.json``; ``counts``: the sweeps' ``SweepCounts``."""
+    from e2elab.timesplit import TimeSplit
+
+    runs: dict[str, float] = {}
+    for count in counts:
+        for name, seconds in count.run_seconds.items():
+            runs[name] = runs.get(name, 0.0) + seconds
+    training = sum(count.training_wall for count in counts)
+    workers = max(1, int(getattr(executor, "workers", None) or 1))
+    wall = time.perf_counter() - STARTED
+    split = TimeSplit.of_command(wall, workers, runs, training, snr_wall)
+    console.print(split.line(), highlight=False)
+    with contextlib.suppress(OSError):  # the split is a note: a full disk loses only it
+        (out / "time_split.json").write_text(json.dumps(split.to_dict(), indent=1))

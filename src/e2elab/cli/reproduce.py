@@ -18,6 +18,7 @@ from e2elab.cli.common import (
     _versions,
     _versions_flag,
     claims_table,
+    time_split,
     wide_console,
 )
 from e2elab.cli.sweep import _sweep
@@ -80,14 +81,18 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     writable_folder(out / "report", "--out")
     console = wide_console()
     began = time.perf_counter()
+    sweeps, snr_wall = [], 0.0
     with _opened(out / "results.sqlite") as store:
         done = []
         for experiment in parts:
             # a transfer's runs need the store (its source runs): the runner makes them
             specs = None if experiment.transfer is not None else planned[experiment.name]
             counts = _sweep(experiment, store, executor, overrides, args, specs)
+            sweeps.append(counts)
             workers = 1 if args.executor == "serial" else getattr(executor, "workers", None)
+            measuring = time.perf_counter()
             snr = measure_snr(experiment, store, workers=workers)
+            snr_wall += time.perf_counter() - measuring
             rescored = f", {counts.rescored} re-scored" if counts.rescored else ""
             rescored += f", {counts.recovered} recovered from a spill file" * bool(counts.recovered)
             console.print(
@@ -108,4 +113,5 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         f"report: {report.markdown} (and report.html, {len(report.figures)} figures); "
         f"store {out / 'results.sqlite'}; {minutes:.1f} min"
     )
+    time_split(console, out, executor, sweeps, snr_wall)
     return 0

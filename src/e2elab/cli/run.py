@@ -18,6 +18,7 @@ from e2elab.cli.common import (
     _setting_flags,
     _specs,
     parse_knobs,
+    time_split,
     wide_console,
 )
 from e2elab.cli.sweep import _sweep
@@ -185,4 +186,5 @@ def _cmd_run(args: argparse.Namespace) -> int:
         + "); "
         f"store {args.out / 'results.sqlite'} (experiment {experiment.name})"
     )
+    time_split(console, args.out, executor, [counts])
     return 0

@@ -138,6 +138,7 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
     ]
     sections += driving_sections(parts)
     sections += blackbox_sections(parts)
+    sections += time_sections(parts)
     stale = [{"experiment": p.experiment.name, "runs": p.left_out} for p in parts if p.left_out]
     if stale:
         sections.append(
@@ -224,6 +225,43 @@ def blackbox_sections(parts: list[Part]) -> list[Section]:
                 )
             )
     return sections
+
+
+def time_sections(parts: list[Part]) -> list[Section]:
+    """Where the stored runs' time went (``timesplit``), per experiment: their own
+    seconds per category, added up, and each category's share of them. What a command
+    spent outside its runs (its own set-up, SNR measurements, idle workers) is in the
+    command's last line and its ``time_split.json``."""
+    from e2elab.timesplit import CATEGORIES, run_seconds
+
+    shown = [c for c in CATEGORIES if c not in ("gradient SNR", "idle")]
+    rows = []
+    for part in parts:
+        seconds = run_seconds(part.runs)
+        total = sum(seconds.values())
+        if total <= 0:
+            continue  # runs stored before they recorded their timing
+        row: dict[str, Any] = {"experiment": part.experiment.name}
+        row["runs' seconds"] = f"{total:,.1f} s"
+        row |= {
+            c: f"{seconds.get(c, 0.0):,.1f} s ({100 * seconds.get(c, 0.0) / total:.0f}%)"
+            for c in shown
+        }
+        rows.append(row)
+    if not rows:
+        return []
+    return [
+        Section(
+            "Where the runs' time went",
+            ("experiment", *shown, "runs' seconds"),
+            rows,
+            "The stored runs' own seconds, added up: training steps, held-out evaluation "
+            "(with oracle evaluations and artifacts), linear probes, black-box fitting and "
+            "set-up (data, tracing, the stack's first batches); a run trained in a stack "
+            "of seeds counts its share. The command that trained them printed the rest "
+            "(its own set-up, gradient SNR, idle workers) and wrote it to time_split.json.",
+        )
+    ]
 
 
 def driving_sections(parts: list[Part]) -> list[Section]:
