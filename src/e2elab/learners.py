@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Protocol
 
 from e2elab import strategy as strategies
-from e2elab.baselines import fit_blackbox
 from e2elab.records import Settings
 from e2elab.strategy import Strategy
 from e2elab.system import Graph
@@ -94,6 +93,9 @@ class ModelLearner:
         test = task.test_set()
         spec = task.ports[output]
         chance = spec.port_kind.chance_level(spec.chance, test.targets[output])
+        # scikit-learn loads here, not where a worker starts: most runs fit no black box
+        from e2elab.baselines import fit_blackbox
+
         outcomes = []
         for seed in seeds:
             began = time.perf_counter()

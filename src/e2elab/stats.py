@@ -6,8 +6,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy.stats import t as student_t
-
 
 @dataclass(frozen=True)
 class Interval:
@@ -43,6 +41,8 @@ def mean_interval(
     if n == 1:
         return Interval(mean, mean, mean, 1)
     var = sum((v - mean) ** 2 for v in clean) / (n - 1)
+    from scipy.stats import t as student_t  # loaded where an interval is taken, not at import
+
     half = float(student_t.ppf(0.5 + level / 2, n - 1)) * math.sqrt(var / n)
     return Interval(mean, max(lower, mean - half), min(upper, mean + half), n)
 
