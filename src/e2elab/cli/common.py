@@ -22,8 +22,8 @@ from e2elab.claims import Verdict
 from e2elab.errors import E2ELabError
 from e2elab.records import Settings
 
-# when the command line started (once e2elab's command package was imported): a
-# command's wall time, for its time split, counts from here
+# when the command started (``cli.main`` sets it): its wall time, for its time split,
+# counts from here
 STARTED = time.perf_counter()
 
 
