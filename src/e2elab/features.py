@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from scipy.ndimage import convolve
 from skimage.feature import canny, hog
 from skimage.filters import gabor_kernel, sobel
 
@@ -76,6 +75,8 @@ def gabor_bank(side: int) -> np.ndarray:
 
 
 def gabor_features(images: np.ndarray) -> np.ndarray:
+    from scipy.ndimage import convolve  # loads here, not where a worker imports the tasks
+
     bank = gabor_bank(images.shape[-1])
     maps = [
         np.abs(np.stack([convolve(im.astype(np.float64), k, mode="constant") for im in images]))

@@ -6,7 +6,8 @@ branches on a kind; a new scenario adds a kind by subclassing ``PortKind``.
 
 Kinds that ship: ``class`` (logits over classes), ``binary`` (one +-1 score), ``regression``
 (real values), ``reward`` (logits over choices, a reward per choice) and ``sequence``
-(logits over a vocabulary at each position of a token sequence, with padding).
+(logits over a vocabulary at each position of a token sequence, with padding) and
+``ctc`` (scores over labels per frame, trained by CTC against a shorter label sequence).
 """
 
 from __future__ import annotations
@@ -280,6 +281,55 @@ class SequenceKind(PortKind):
             )
 
 
+class CTCKind(PortKind):
+    """Scores (B, T, C) over C labels at each of T frames, label 0 the CTC blank; target
+    (B, L) label ids 1..C-1, padded with 0 (the blank never is a target). The loss is CTC
+    over all T frames (a system forces the blank on its padded frames, which then cost
+    nothing); the metric is 1 - the token error rate of the greedy best path (edits over
+    reference tokens, by jiwer), ``ter`` the error rate itself."""
+
+    name = "ctc"
+    metric_name = "1 - token error rate"
+
+    def loss(self, value: Tensor, target: Tensor, size: int) -> Tensor:
+        logits = log_softmax(value).transpose(0, 1)  # (T, B, C)
+        frames = torch.full((value.shape[0],), value.shape[1], dtype=torch.long)
+        lengths = (target > 0).sum(-1)
+        # per utterance over its target length, as the mean over the batch; an utterance
+        # whose labels cannot fit its frames counts 0, not infinity
+        return F.ctc_loss(logits, target, frames, lengths, blank=0, zero_infinity=True)
+
+    def decoded(self, value: Tensor) -> list[list[int]]:
+        from e2elab.decoding import greedy
+
+        return greedy(value)
+
+    def metrics(self, value: Tensor, target: Tensor) -> dict[str, float]:
+        from e2elab.decoding import token_error_rate
+
+        truth = [row[row > 0].tolist() for row in target.cpu()]
+        ter = token_error_rate(truth, self.decoded(value))
+        return {"": 1.0 - ter, "ter": ter}
+
+    def forced(self, target: Tensor, like: Tensor, size: int) -> Tensor:
+        raise E2ELabError(
+            "a ctc port cannot be teacher-forced (its target has no value per frame); "
+            "leave it out of teacher_forced"
+        )
+
+    def average(self, values: list[Tensor]) -> Tensor:
+        return ClassKind().average(values)
+
+    def check_target(self, port: str, target: Tensor, value: Tensor, size: int) -> None:
+        _check_indices(port, target, size, "label id")
+        if target.dim() != 2 or value.dim() != 3 or value.shape[-1] != size:
+            raise E2ELabError(
+                f"port {port!r}: a ctc port of {size} labels needs values shaped (B, T, "
+                f"{size}) and targets (B, L) padded with 0; got values "
+                f"{tuple(value.shape)}, targets {tuple(target.shape)}"
+            )
+
+
 def _check_indices(port: str, target: Tensor, size: int, what: str) -> None:
     if target.is_floating_point() or target.dtype == torch.bool:
         raise E2ELabError(
@@ -294,7 +344,7 @@ def _check_indices(port: str, target: Tensor, size: int, what: str) -> None:
 
 
 KINDS: dict[str, type[PortKind]] = {
-    k.name: k for k in (ClassKind, BinaryKind, RegressionKind, RewardKind, SequenceKind)
+    k.name: k for k in (ClassKind, BinaryKind, RegressionKind, RewardKind, SequenceKind, CTCKind)
 }
 
 

@@ -14,14 +14,15 @@ import os
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from e2elab import versions
 from e2elab.errors import E2ELabError
 from e2elab.records import RunResult
 from e2elab.store import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Key = tuple[Any, ...]
 
@@ -52,6 +53,8 @@ def group(
 
 
 def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    import pandas as pd  # loads here: the claims use this module's grouping, not frames
+
     """One row per run (see the module docstring). Columns: run_id, task, ``knob_<name>``,
     strategy, seed, the settings (with any loaded modules), status, output metric and
     chance, at-chance flag,
@@ -109,6 +112,8 @@ def runs_frame(results: Iterable[RunResult]) -> pd.DataFrame:
 
 
 def curves_frame(results: Iterable[RunResult]) -> pd.DataFrame:
+    import pandas as pd
+
     """The learning curves in long form: run_id, strategy, seed, ``knob_<name>``,
     examples, phase, port, metric (a port's extra metrics appear as ``PORT:NAME``)."""
     rows = []

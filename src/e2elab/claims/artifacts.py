@@ -22,21 +22,28 @@ def artifact_beats(
     at: Literal["smallest", "largest"] = "smallest",
     lower_is_better: bool = True,
     where: dict[str, Any] | None = None,
+    loser_metric: str | None = None,
+    margin: float = 0.0,
 ) -> Verdict:
     """At the smallest or largest value of ``knob``, ``winner`` does better than
     ``loser`` on a number the runs kept after training (``metric``, a dotted path into
     ``artifacts``, e.g. ``closed_loop.nominal.departures_per_km``): the 95% interval of
-    the paired difference over seeds lies on the better side of 0."""
-    value, pairs = _artifact_pairs(cells, winner, loser, metric, knob, at, where)
+    the paired difference over seeds lies on the better side of 0. ``loser_metric``
+    reads the loser's number at another path (two systems' own answers, e.g. one
+    strategy's pipeline transcript against another's direct one); with a ``margin``,
+    "matches or beats": the interval lies above -margin."""
+    other = loser_metric or metric
+    value, pairs = _artifact_pairs(cells, winner, loser, metric, knob, at, where, other)
     if len(pairs) < 2:
-        return no_data(f"{metric} of {winner} and {loser} with two paired seeds where {where}")
+        return no_data(f"{metric} of {winner} and {other} of {loser} with two paired seeds")
     better = "lower" if lower_is_better else "higher"
     return paired_verdict(
         pairs,
         f"{knob}={value}: {metric} {winner}",
-        loser,
+        loser if other == metric else f"{other} {loser}",
         f"advantage ({better} is better)",
         sign=-1.0 if lower_is_better else 1.0,
+        margin=margin,
     )
 
 
@@ -113,7 +120,14 @@ def artifact_value(run: RunResult, path: str) -> float | None:
 
 
 def _artifact_pairs(
-    cells: Cells, a: str, b: str, metric: str, knob: str, at: str, where: Any
+    cells: Cells,
+    a: str,
+    b: str,
+    metric: str,
+    knob: str,
+    at: str,
+    where: Any,
+    b_metric: str | None = None,
 ) -> tuple[Any, list[tuple[float, float]]]:
     """At the smallest or largest value of ``knob`` where both have finished runs: that
     value, and per seed of both, (a's, b's) number at ``metric``."""
@@ -124,7 +138,7 @@ def _artifact_pairs(
     pick = min if at == "smallest" else max
     chosen = pick(points, key=lambda c: sortable(point_value(c, knob)))
     runs_a = {r.spec.seed: artifact_value(r, metric) for r in finished(chosen[a])}
-    runs_b = {r.spec.seed: artifact_value(r, metric) for r in finished(chosen[b])}
+    runs_b = {r.spec.seed: artifact_value(r, b_metric or metric) for r in finished(chosen[b])}
     pairs = [
         (runs_a[s], runs_b[s])
         for s in sorted(set(runs_a) & set(runs_b))

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from scipy.stats import binomtest
-
 from e2elab.claims.cells import Cells, finished, point_value, sortable, unfinished_note
 from e2elab.claims.verdict import FAIL, INCONCLUSIVE, PASS, Verdict, check, no_data, no_knob
 from e2elab.records import RunResult
@@ -97,6 +95,8 @@ def seeds_learn(
             lines.append(f"{cells.label(key[0])}: no finished run{unfinished_note(runs)}")
             missing += 1
             continue
+        from scipy.stats import binomtest  # loads here, not with the command line
+
         low, high = binomtest(len(learned), len(ok)).proportion_ci(method="exact")
         seeds = ", ".join(str(s) for s in learned) or "none"
         lines.append(

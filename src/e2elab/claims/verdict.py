@@ -141,15 +141,22 @@ def no_knob(check: str, knobs: Iterable[str]) -> Verdict:
 
 
 def paired_verdict(
-    pairs: list[tuple[float, float]], first: str, second: str, what: str, sign: float = 1.0
+    pairs: list[tuple[float, float]],
+    first: str,
+    second: str,
+    what: str,
+    sign: float = 1.0,
+    margin: float = 0.0,
 ) -> Verdict:
     """PASS where the 95% interval of ``sign * (first - second)`` over the paired seeds
-    lies above 0; the details give both means and the interval."""
+    lies above 0 (above ``-margin`` with a margin: matches or beats); the details give
+    both means and the interval."""
     diff = mean_interval([sign * (a - b) for a, b in pairs])
     means = [float(np.mean([p[i] for p in pairs])) for i in (0, 1)]
     detail = (
         f"{first} {means[0]:.3f} vs {second} {means[1]:.3f}, {what} {diff.format(3)} "
         f"over {len(pairs)} seeds"
     )
-    good = diff.lo > 0
-    return Verdict(PASS if good else FAIL, detail + ("" if good else " -- not above 0"))
+    good = diff.lo > -margin
+    floor = f"-{margin:g}" if margin else "0"
+    return Verdict(PASS if good else FAIL, detail + ("" if good else f" -- not above {floor}"))

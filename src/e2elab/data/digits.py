@@ -12,8 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 IMAGE_PIXELS = 64
@@ -36,6 +34,10 @@ class DigitPools:
 @lru_cache(maxsize=8)
 def digit_pools(test_fraction: float = 0.3, split_seed: int = 0) -> DigitPools:
     """Load the digits once and split them by image."""
+    # scikit-learn loads here, not where a worker imports the tasks (almost 2 s)
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
     data = load_digits()
     images = (data.data / 16.0).astype(np.float32)
     labels = data.target.astype(np.int64)

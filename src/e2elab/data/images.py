@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from e2elab.errors import E2ELabError
 
@@ -108,6 +107,8 @@ def image_split(
 ) -> ImageSplit:
     """``source``'s images split once into a fixed test set, a validation set and the
     training pool, stratified by class and disjoint by image."""
+    from sklearn.model_selection import train_test_split  # loads here, not at import
+
     images, labels = load_images(source, root)
     ids = np.arange(len(labels))
     if test_size + val_size + 10 * CLASSES > len(ids):

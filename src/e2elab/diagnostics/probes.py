@@ -47,6 +47,8 @@ def stack_probes(
 ) -> list[dict[str, float]]:
     """``linear_probes`` of every system of a stack (one per seed), fitted together: per
     port, one batched fit over the seeds (``readout``), each seed's the same as alone."""
+    if all(spec.port_kind.probe is None for spec in task.ports.values()):
+        return [{} for _ in systems]  # nothing to read out: no examples drawn, no forward
     generator = torch.Generator().manual_seed(PROBE_SEED)
     train = task.sample(train_examples, generator).to(device)
     test = task.test_set().to(device)

@@ -88,6 +88,24 @@ CAPTIONS: tuple[tuple[str, str], ...] = (
         "captions in red.",
     ),
     (
+        "speech_wer",
+        "Word error rate on held-out voices against the hours of training audio, per "
+        "approach: each strategy's speller (solid) and the lexicon + LM pipeline on its "
+        "phoneme posteriors (dashed), on words heard in training, unseen words and unseen "
+        "noise. Look for where the lines cross.",
+    ),
+    (
+        "speech_errors",
+        "The pipeline's word errors split between its stages: the decoder's own (its WER "
+        "on the true phonemes) and those its acoustic model causes, with the phoneme error "
+        "rate above each bar.",
+    ),
+    (
+        "speech_gallery",
+        "Held-out utterances: log-mel, reference, and each approach's transcript; wrong "
+        "words in capitals, wrong transcripts in red.",
+    ),
+    (
         "closed_loop_conditions",
         "Closed-loop driving on held-out roads, per condition (training conditions and "
         "shifts) and strategy: mean |offset|, departures per km, metres to the first "

@@ -38,6 +38,7 @@ from e2elab.tasks.line_parity import LineParity
 from e2elab.tasks.parity import Parity
 from e2elab.tasks.pentomino import Pentomino
 from e2elab.tasks.sequence_copy import SequenceCopy
+from e2elab.tasks.speech import Speech
 from e2elab.tasks.stocks import Stocks
 
 ENTRY_POINT_GROUP = "e2elab.tasks"
@@ -51,6 +52,7 @@ SHIPPED: tuple[type[Task], ...] = (
     Parity,
     Pentomino,
     SequenceCopy,
+    Speech,
     Stocks,
 )
 TASKS: dict[str, type[Task]] = {}

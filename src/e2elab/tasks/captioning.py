@@ -29,7 +29,6 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-import sacrebleu
 import torch
 from torch import Tensor, nn
 
@@ -60,6 +59,8 @@ class CaptionKind(SequenceKind):
         references = target.cpu().numpy()
         hypotheses = [scenes.text(row) for row in decoded]
         truth = [scenes.text(row) for row in references]
+        import sacrebleu  # loads here, not where a worker imports the tasks
+
         bleu = sacrebleu.corpus_bleu(hypotheses, [truth], tokenize="none").score
         return {"": base["exact"], "tokens": base[""], "bleu": bleu}
 
