@@ -24,7 +24,11 @@ METRICS = (("", "exact-caption accuracy"), ("tokens", "token accuracy"), ("bleu"
 
 
 def _captioned(results: Sequence[RunResult]) -> list[RunResult]:
-    return [r for r in results if r.status == "ok" and "gallery" in r.artifacts]
+    return [
+        r
+        for r in results
+        if r.status == "ok" and "gallery" in r.artifacts and "attribute_accuracy" in r.artifacts
+    ]
 
 
 def _strategies(runs: list[RunResult]) -> list[str]:

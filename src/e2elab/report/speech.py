@@ -41,11 +41,17 @@ def _value(run: RunResult, path: str) -> float:
     return float(value)
 
 
+def _trains_phonemes(strategy: str) -> bool:
+    """Whether a strategy (or its variant, ``e2e@LABEL``) trains the phoneme head."""
+    return strategy.split("@")[0] != DIRECT
+
+
 def approaches(runs: list[RunResult]) -> list[tuple[str, str, str]]:
     """(label, strategy, transcript) of every approach the runs hold: each strategy's
     speller, and the lexicon pipeline of every strategy whose phoneme head trained."""
     out = [(f"{s} (speller)", s, "speller") for s in _strategies(runs)]
-    out += [(f"{s} (lexicon + LM)", s, "pipeline") for s in _strategies(runs) if s != DIRECT]
+    lexicon = [s for s in _strategies(runs) if _trains_phonemes(s)]
+    out += [(f"{s} (lexicon + LM)", s, "pipeline") for s in lexicon]
     return out
 
 
@@ -68,11 +74,14 @@ def wer_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
             line = ax.plot(xs, means, style, marker="o", label=title, color=f"C{i % 10}")
             ax.fill_between(xs, low, high, alpha=0.15, color=line[0].get_color())
         ax.set_xscale("log")
+        values = sorted({r.spec.knobs[knob] for r in runs})
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.minorticks_off()
         ax.set_xlabel(knob)
         ax.set_ylabel("word error rate")
         ax.set_title(f"{name}: {label}", fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle("Word error rate on held-out voices (mean and 95% band over seeds)")
     return save_tight(fig, path)
 
@@ -82,7 +91,7 @@ def errors_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     (on the true phonemes) and those its acoustic model causes, per strategy and test
     set, with the phoneme error rate above each bar."""
     top = max(r.spec.knobs[knob] for r in runs)
-    chosen = [r for r in runs if r.spec.knobs[knob] == top and r.spec.strategy != DIRECT]
+    chosen = [r for r in runs if r.spec.knobs[knob] == top and _trains_phonemes(r.spec.strategy)]
     strategies = _strategies(chosen)
     sets = [name for name, _ in SETS if any(name in r.artifacts for r in chosen)]
     fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(strategies) * len(sets)), 4))
@@ -171,7 +180,7 @@ def speech_figures(results: Sequence[RunResult], knob: str, folder: Path) -> lis
         return []
     folder.mkdir(parents=True, exist_ok=True)
     out = [wer_figure(runs, knob, folder / "speech_wer.png")]
-    if any(r.spec.strategy != DIRECT for r in runs):
+    if any(_trains_phonemes(r.spec.strategy) for r in runs):
         out.append(errors_figure(runs, knob, folder / "speech_errors.png"))
     if all("gallery" in r.artifacts for r in runs):
         out.append(gallery_figure(runs, knob, folder / "speech_gallery.png"))
