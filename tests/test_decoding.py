@@ -99,6 +99,33 @@ def test_the_decoder_finds_the_best_word_sequence_by_brute_force() -> None:
         assert got_score == pytest.approx(best, abs=1e-9), (got, best_words)
 
 
+def test_a_repeated_phoneme_across_a_word_boundary_needs_a_blank() -> None:
+    """CTC merges a run of one label: frames 1,2,2,3 read 1 2 3, so with a=[1,2],
+    b=[2,3] and c=[3] they are "a c", not "a b" (which needs a blank between the 2s)."""
+    lexicon = {"a": [1, 2], "b": [2, 3], "c": [3]}
+    lm = BigramLM([["a", "b"], ["a", "c"]], list(lexicon))
+    frames = torch.tensor([[1, 2, 2, 3]])
+    log_probs = torch.log_softmax(8.0 * torch.nn.functional.one_hot(frames, 4).double(), -1)
+    assert LexiconDecoder(lexicon, lm).decode(log_probs) == [["a", "c"]]
+    apart = torch.tensor([[1, 2, 0, 2, 3]])  # with a blank between, it is "a b"
+    log_probs = torch.log_softmax(8.0 * torch.nn.functional.one_hot(apart, 4).double(), -1)
+    assert LexiconDecoder(lexicon, lm).decode(log_probs) == [["a", "b"]]
+
+
+def test_true_posteriors_place_each_phoneme_at_its_onset() -> None:
+    perfect = true_posteriors([[3, 3, 1]], 4, 10, onsets=[[1, 2, 7]])
+    assert perfect[0].argmax(-1).tolist() == [0, 3, 0, 3, 0, 0, 0, 1, 0, 0]  # 3, 3 kept apart
+    with pytest.raises(E2ELabError, match="do not fit"):
+        true_posteriors([[1, 2]], 3, 3, onsets=[[1, 2]])
+
+
+def test_missed_words_counts_the_occurrences_not_written_in_place() -> None:
+    from e2elab.decoding import missed_words
+
+    assert missed_words(["a b c", "c d"], ["a x c", "d"], ["c"]) == pytest.approx(0.5)
+    assert missed_words(["a b"], ["a b"], ["z"]) is None
+
+
 def test_a_word_missing_from_the_lexicon_is_one_line() -> None:
     lm = BigramLM(TRANSCRIPTS, [*LEXICON, "nine"])
     with pytest.raises(E2ELabError, match="no pronunciation of 'nine'"):

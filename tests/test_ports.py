@@ -75,7 +75,7 @@ def test_a_port_weight_scales_its_loss_in_every_strategy():
 def test_port_specs_take_kinds_by_name_or_as_objects_and_check_their_fields():
     assert PortSpec("class", 3, 1 / 3).port_kind == port_kind("class")
     assert isinstance(PortSpec(SequenceKind(pad=0), 5, 0.2).port_kind, SequenceKind)
-    assert set(KINDS) == {"class", "binary", "regression", "reward", "sequence"}
+    assert set(KINDS) == {"class", "binary", "regression", "reward", "sequence", "ctc"}
     with pytest.raises(E2ELabError, match="unknown port kind 'clas'"):
         PortSpec("clas", 3, 0.3)
     with pytest.raises(E2ELabError, match="weight must be zero or more"):

@@ -17,7 +17,7 @@ from e2elab.execution import execute, make_spec
 from e2elab.tasks import make_task
 from e2elab.tasks.speech import spell, unspell
 
-TINY = {"hours": 0.005, "test_size": 20, "width": 8, "vocabulary": 8, "unseen": 2}
+TINY = {"hours": 0.005, "test_size": 20, "width": 8, "vocabulary": 12, "unseen": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -34,6 +34,10 @@ def test_test_sets_hold_held_out_voices_and_the_unseen_words():
         assert not train_voices & {s.utterance.voice for s in sets[name]}
     heard = {w for s in sets["train"] for w in s.utterance.words}
     assert heard <= set(task.heard_words) and not heard & set(task.unseen_words)
+    assert task.unseen_words == ("nine", "no")  # the last words made of heard phonemes
+    phonemes = {p for w in task.heard_words for p in task.lexicon[w]}
+    assert all(set(task.lexicon[w]) <= phonemes for w in task.unseen_words)
+    assert len(sets["unseen"]) == 20  # drawn until full
     assert all(set(s.utterance.words) & set(task.unseen_words) for s in sets["unseen"])
     assert {s.utterance.words for s in sets["noisy"]} == {s.utterance.words for s in sets["test"]}
     seconds = sum(s.seconds for s in sets["train"])
@@ -49,8 +53,11 @@ def test_the_decoder_reads_the_true_phonemes_of_the_test_set():
     task = make_task("speech", TINY)
     spoken = task._sets["unseen"]
     truth = [row[row > 0].tolist() for row in task._batch(spoken).targets["phonemes"]]
-    frames = 2 * max(map(len, truth)) + 1
-    said = task.decoder.decode(true_posteriors(truth, len(task.inventory) + 1, frames))
+    onsets = [[o // 2 for o in s.onsets] for s in spoken]  # at the acoustic frame rate
+    assert all(len(o) == len(t) for o, t in zip(onsets, truth, strict=True))
+    frames = task.frames // 2
+    perfect = true_posteriors(truth, len(task.inventory) + 1, frames, onsets)
+    said = task.decoder.decode(perfect)
     references = [s.utterance.text for s in spoken]
     assert word_error_rate(references, [" ".join(w) for w in said]) < 0.05
 
@@ -137,6 +144,17 @@ def test_bad_speech_input_is_one_line(tmp_path, capsys, monkeypatch):
     code = main(["run", "--task", "speech", "--knob", "vocabulary=6", "--knob", "unseen=6"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err and "unseen=6 leaves no word" in err
+    for knobs, said in (
+        (["words=one,two,x1!", "vocabulary=3", "unseen=0"], "espeak cannot speak the word 'x1!'"),
+        (["words=one,two", "vocabulary=3"], "vocabulary=3 but the word list has 2 words"),
+        (["test_voices=en+Nobody"], "unknown voice 'en+Nobody'"),
+        (["vocabulary=8", "unseen=2"], "can be kept unseen with every phoneme heard"),
+    ):
+        args = [a for k in knobs for a in ("--knob", k)]
+        code = main(["run", "--task", "speech", "--out", str(tmp_path / "o"), *args])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and "\n" not in err and said in err, err
+    assert not (tmp_path / "o").exists()  # refused before anything was stored
 
     def missing():
         raise speech._missing("cannot import espeakng_loader: No module")

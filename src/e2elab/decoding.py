@@ -21,7 +21,6 @@ is the split the driving experiment makes between perception and control.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -132,52 +131,60 @@ class LexiconDecoder:
         lp = log_probs.detach().to(torch.float64).cpu()
         count, frames, _ = lp.shape
         size, states = len(self.words), len(g.labels)
-        emit = lp[:, :, torch.from_numpy(g.labels)]  # (U, T, S)
+        labels = torch.from_numpy(g.labels)
         first, last = torch.from_numpy(g.first), torch.from_numpy(g.last)
         skip = torch.from_numpy(g.skip)
         same_word = torch.from_numpy(np.concatenate([[False], g.word_of[1:] == g.word_of[:-1]]))
         skip = skip & torch.from_numpy(
             np.concatenate([[False, False], g.word_of[2:] == g.word_of[:-2]])
         )
+        # CTC merges a repeat: a word ending in phoneme p enters a word beginning with p
+        # only through a blank (its own trailing one, or the next word's leading one)
+        repeat = labels[last - 1].unsqueeze(1) == labels[first + 1].unsqueeze(0)  # (V, V)
         none = -math.inf
+        # entering word w's leading blank (0) or first phoneme (1) from word v's trailing
+        # blank (0) or last phoneme (1): (entry, exit, from V, to V)
+        allowed = torch.zeros(2, 2, size, size)
+        allowed[1, 1] = torch.where(repeat, none, 0.0)
+        enter = self.enter + allowed
+        entries = torch.stack([first, first + 1])  # (2, V)
         score = torch.full((count, states), none, dtype=torch.float64)
-        score[:, first] = self.begin + emit[:, 0, first]
-        score[:, first + 1] = self.begin + emit[:, 0, first + 1]
-        # token passing: the history (a node id) each state's best path carries
-        history = torch.full((count, states), -1, dtype=torch.long)
-        started = torch.arange(count).unsqueeze(1) * size + torch.arange(size)  # frame 0
-        history[:, first] = started
-        history[:, first + 1] = started
-        parents = [torch.full((count, size), -1, dtype=torch.long)]
+        history = torch.full((count, states), -1, dtype=torch.long)  # token passing
+        at_start = lp[:, 0, labels]
+        for offset in (0, 1):
+            score[:, entries[offset]] = self.begin + at_start[:, entries[offset]]
+            # a node id encodes (frame, utterance, word, entry): its word is id // 2 % V
+            node = (torch.arange(count).unsqueeze(1) * size + torch.arange(size)) * 2 + offset
+            history[:, entries[offset]] = node
+        parents = [torch.full((count, size, 2), -1, dtype=torch.long)]
         utterance = torch.arange(count).unsqueeze(1)
+        blank_row = torch.full((count, 1), none, dtype=torch.float64)
         for t in range(1, frames):
-            stay = score
-            step = torch.cat([torch.full((count, 1), none, dtype=torch.float64), score[:, :-1]], 1)
-            step = torch.where(same_word, step, torch.tensor(none, dtype=torch.float64))
-            jump = torch.cat([torch.full((count, 2), none, dtype=torch.float64), score[:, :-2]], 1)
-            jump = torch.where(skip, jump, torch.tensor(none, dtype=torch.float64))
-            options = torch.stack([stay, step, jump])  # (3, U, S)
-            best, which = options.max(0)
-            moved_from = torch.arange(states) - which  # the state each best path came from
-            new_history = history.gather(1, moved_from.clamp(min=0))
-            # leaving a word (its last phoneme or trailing blank) and entering another
-            ends = torch.stack([score[:, last - 1], score[:, last]])  # (2, U, V)
-            exit_score, exit_at = ends.max(0)
-            exit_state = torch.where(exit_at == 1, last, last - 1)  # (U, V)
-            exit_history = history.gather(1, exit_state)
-            entry = exit_score.unsqueeze(2) + self.enter  # (U, from V, to V)
-            entry_score, entry_from = entry.max(1)  # (U, V)
-            parents.append(exit_history.gather(1, entry_from))
-            node = (t * count + utterance) * size + torch.arange(size)  # this frame's nodes
+            step = torch.where(same_word, torch.cat([blank_row, score[:, :-1]], 1), none)
+            jump = torch.cat([blank_row, blank_row, score[:, :-2]], 1)
+            jump = torch.where(skip, jump, none)
+            best, which = torch.stack([score, step, jump]).max(0)
+            moved_from = (torch.arange(states) - which).clamp(min=0)
+            new_history = history.gather(1, moved_from)
+            # leaving word v (trailing blank or last phoneme) for word w's entries
+            exits = torch.stack([score[:, last], score[:, last - 1]])  # (exit, U, V)
+            exit_history = torch.stack([history[:, last], history[:, last - 1]])
+            link = exits.permute(1, 0, 2).unsqueeze(1).unsqueeze(-1) + enter  # (U,2,2,V,V)
+            link = link.reshape(count, 2, 2 * size, size)
+            entry_score, entry_from = link.max(2)  # (U, entry, to V)
+            flat_history = exit_history.permute(1, 0, 2).reshape(count, 2 * size)
+            chosen = flat_history.gather(1, entry_from.reshape(count, -1)).reshape(count, 2, size)
+            parents.append(chosen.permute(0, 2, 1))  # (U, V, entry)
             for offset in (0, 1):
-                target = first + offset
-                better = entry_score > best[:, target]
-                best[:, target] = torch.where(better, entry_score, best[:, target])
+                target = entries[offset]
+                node = ((t * count + utterance) * size + torch.arange(size)) * 2 + offset
+                better = entry_score[:, offset] > best[:, target]
+                best[:, target] = torch.where(better, entry_score[:, offset], best[:, target])
                 new_history[:, target] = torch.where(better, node, new_history[:, target])
-            score = best + emit[:, t]
+            score = best + lp[:, t, labels]
             history = new_history
         ends = torch.stack([score[:, last - 1], score[:, last]]) + self.finish  # (2, U, V)
-        final = ends.reshape(2, count, size).permute(1, 0, 2).reshape(count, -1)
+        final = ends.permute(1, 0, 2).reshape(count, -1)
         pick = final.argmax(1)
         state = torch.where(pick // size == 1, last[pick % size], last[pick % size] - 1)
         node = history[torch.arange(count), state]
@@ -186,24 +193,35 @@ class LexiconDecoder:
         for u in range(count):
             words, at = [], int(node[u])
             while at >= 0:
-                words.append(self.words[at % size])
+                words.append(self.words[at // 2 % size])
                 at = int(table[at])
             out.append(words[::-1])
         return out
 
 
-def true_posteriors(sequences: Sequence[Sequence[int]], classes: int, frames: int) -> Tensor:
-    """Log-posteriors (U, frames, classes) of a perfect acoustic model: each phoneme on
-    its own frame with ``TRUE_MASS``, a blank frame between two phonemes, blanks after."""
+def true_posteriors(
+    sequences: Sequence[Sequence[int]],
+    classes: int,
+    frames: int,
+    onsets: Sequence[Sequence[int]] | None = None,
+) -> Tensor:
+    """Log-posteriors (U, frames, classes) of a perfect CTC acoustic model: a spike of
+    ``TRUE_MASS`` on each phoneme at its onset frame (``onsets``, at the posteriors'
+    frame rate: a real utterance's timing and length), the blank on every other frame
+    with the same mass. Without onsets, the phonemes sit on every other frame from the
+    start. Two spikes are at least two frames apart (a blank between them)."""
     rest = math.log((1 - TRUE_MASS) / (classes - 1))
     out = torch.full((len(sequences), frames, classes), rest, dtype=torch.float64)
     out[:, :, BLANK] = math.log(TRUE_MASS)
     for u, sequence in enumerate(sequences):
-        if 2 * len(sequence) > frames:
-            raise E2ELabError(f"{len(sequence)} phonemes do not fit {frames} frames")
+        at = -2
         for k, label in enumerate(sequence):
-            out[u, 2 * k, :] = rest
-            out[u, 2 * k, label] = math.log(TRUE_MASS)
+            wanted = onsets[u][k] if onsets is not None else 2 * k
+            at = max(int(wanted), at + 2)
+            if at >= frames:
+                raise E2ELabError(f"{len(sequence)} phonemes do not fit {frames} frames")
+            out[u, at, :] = rest
+            out[u, at, label] = math.log(TRUE_MASS)
     return out
 
 
@@ -231,7 +249,23 @@ def token_error_rate(
     )
 
 
-def unseen_words(transcripts: Iterable[Sequence[str]], words: Iterable[str]) -> list[str]:
-    """The words of ``words`` that no transcript holds."""
-    heard = Counter(w for sentence in transcripts for w in sentence)
-    return [w for w in words if not heard[w]]
+def missed_words(
+    references: Sequence[str], hypotheses: Sequence[str], words: Iterable[str]
+) -> float | None:
+    """The share of the occurrences of ``words`` in the references that the hypotheses
+    do not write in place (jiwer's word alignment); None where the references hold none."""
+    import jiwer
+
+    wanted = set(words)
+    total = sum(w in wanted for r in references for w in r.split())
+    if not total:
+        return None
+    aligned = jiwer.process_words(list(references), [h if h else "" for h in hypotheses])
+    found = 0
+    for reference, chunks in zip(aligned.references, aligned.alignments, strict=True):
+        for chunk in chunks:
+            if chunk.type == "equal":
+                found += sum(
+                    w in wanted for w in reference[chunk.ref_start_idx : chunk.ref_end_idx]
+                )
+    return 1.0 - found / total

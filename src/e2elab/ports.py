@@ -313,8 +313,9 @@ class CTCKind(PortKind):
 
     def forced(self, target: Tensor, like: Tensor, size: int) -> Tensor:
         raise E2ELabError(
-            "a ctc port cannot be teacher-forced (its target has no value per frame); "
-            "leave it out of teacher_forced"
+            "a ctc port cannot be teacher-forced (its target has no value per frame), so "
+            "strategies that force ports (modular, frozen_others, force=...) do not apply "
+            "to this task; use greedy, e2e, hinted or pretrain_finetune"
         )
 
     def average(self, values: list[Tensor]) -> Tensor:

@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -133,6 +134,7 @@ class Spoken:
     features: np.ndarray  # float32 (frames, mels), log-mel of the audio with its noise
     phonemes: tuple[str, ...]  # as spoken (Synthesis.phonemes)
     seconds: float  # duration of the clean audio
+    onsets: tuple[int, ...] = ()  # each phoneme's first feature frame
 
 
 # ---------------------------------------------------------------- voices and speakers
@@ -168,7 +170,7 @@ def voices() -> tuple[str, ...]:
     return tuple(sorted(f"{LANGUAGE}+{p.name}" for p in folder.iterdir() if p.is_file()))
 
 
-def _check_voice(voice: str) -> None:
+def check_voice(voice: str) -> None:
     if voice not in voices():
         example = voices()[0] if voices() else "en+Andy"
         raise E2ELabError(
@@ -315,6 +317,9 @@ def _fork_and_run(lib: ctypes.CDLL, request: dict[str, Any]) -> bytes:
 
 def _serve() -> None:
     """The helper process: initialise espeak once, then answer requests from stdin."""
+    # Ctrl-C reaches the whole process group: the parent decides, the helper ends with
+    # its stdin (no traceback of its own)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     channel = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # whatever the library prints goes to stderr, not into the protocol
     try:
@@ -426,7 +431,7 @@ def synthesize(text: str, voice: str, rate: int = 175, pitch: int = 50) -> Synth
     """Speak ``text`` with ``voice`` at ``rate`` words per minute and ``pitch`` (0-99)."""
     if not text.strip():
         raise E2ELabError("cannot synthesize empty text; pass at least one word")
-    _check_voice(voice)
+    check_voice(voice)
     _check_range("rate", rate, RATES)
     _check_range("pitch", pitch, PITCHES)
     request = {"op": "synth", "text": text, "voice": voice, "rate": rate, "pitch": pitch}
@@ -620,7 +625,8 @@ def speak(
     clean = clean_synthesis(utterance, cache)
     salt = int(_digest(_fields(utterance))[:16], 16)
     noisy = add_noise(clean.audio, noise, np.random.default_rng([noise_seed, salt]))
-    return Spoken(utterance, log_mel(noisy, mels), clean.phonemes, clean.seconds)
+    onsets = tuple(start // hop_samples() for start in clean.starts)
+    return Spoken(utterance, log_mel(noisy, mels), clean.phonemes, clean.seconds, onsets)
 
 
 def utterances(
@@ -640,7 +646,7 @@ def utterances(
     for word in vocabulary:
         _check_word(word)
     for voice in voices:
-        _check_voice(voice)
+        check_voice(voice)
     for rate in rates:
         _check_range("rate", rate, RATES)
     for pitch in pitches:

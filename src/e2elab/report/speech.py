@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from e2elab.errors import E2ELabError
 from e2elab.records import RunResult
 from e2elab.report.captions import marked
 from e2elab.report.figures import save_tight
@@ -103,8 +104,15 @@ def errors_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
             acoustic = np.nanmean([_value(r, f"{name}.errors.acoustic") for r in mine])
             per = np.nanmean([_value(r, f"{name}.per") for r in mine])
             ax.bar(x, decoder, color="C0", label="decoder's own" if x == 0 else None)
-            ax.bar(x, acoustic, bottom=decoder, color="C3", label="acoustic" if x == 0 else None)
-            ax.text(x, decoder + max(acoustic, 0) + 0.01, f"PER {per:.2f}", ha="center", fontsize=7)
+            # negative where the acoustic errors happen to undo the decoder's: drawn as 0,
+            # the number written beside the PER
+            shown = max(acoustic, 0.0)
+            ax.bar(x, shown, bottom=decoder, color="C3", label="acoustic" if x == 0 else None)
+            if acoustic < 0:
+                per_text = f"PER {per:.2f}, acoustic {acoustic:+.2f}"
+            else:
+                per_text = f"PER {per:.2f}"
+            ax.text(x, decoder + shown + 0.01, per_text, ha="center", fontsize=7)
             labels.append(f"{name}\n{strategy}")
             x += 1
         x += 0.5
@@ -127,6 +135,9 @@ def gallery_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     for r in sorted((r for r in runs if r.spec.knobs[knob] == top), key=lambda r: r.spec.seed):
         first.setdefault(r.spec.strategy, r)
     run = next(iter(first.values()))
+    # one system's test utterances: a variant with other knobs (e.g. a larger vocabulary)
+    # speaks other utterances, so only the runs with the first one's knobs are shown
+    first = {s: r for s, r in first.items() if r.spec.knobs == run.spec.knobs}
     gallery = run.artifacts["gallery"]
     references = gallery["reference"]
     images = _log_mels(run, len(references))
@@ -169,7 +180,7 @@ def _log_mels(run: RunResult, count: int) -> list[np.ndarray] | None:
 
         task = Speech(**run.spec.knobs)
         return task.gallery_features(count)
-    except Exception:
+    except (E2ELabError, OSError, ImportError):  # no espeak here: transcripts, no images
         return None
 
 

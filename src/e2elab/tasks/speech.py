@@ -49,6 +49,7 @@ from e2elab.decoding import (
     LexiconDecoder,
     char_error_rate,
     greedy,
+    missed_words,
     token_error_rate,
     true_posteriors,
     word_error_rate,
@@ -134,6 +135,28 @@ class TextKind(CTCKind):
         return {"": 1.0 - wer, "wer": wer, "cer": char_error_rate(truth, said)}
 
 
+def _unseen_choice(
+    vocabulary: tuple[str, ...], lexicon: dict[str, tuple[str, ...]], count: int
+) -> tuple[str, ...]:
+    """``count`` words to keep out of the training transcripts, from the end of the
+    vocabulary, each made only of phonemes the heard words hold (else its phonemes would
+    never be trained, and no lexicon could help)."""
+    chosen: list[str] = []
+    for word in reversed(vocabulary):
+        if len(chosen) == count:
+            break
+        trial = [*chosen, word]
+        heard = {p for w in vocabulary if w not in trial for p in lexicon[w]}
+        if all(set(lexicon[w]) <= heard for w in trial):
+            chosen = trial
+    if len(chosen) < count:
+        raise E2ELabError(
+            f"only {len(chosen)} words of the vocabulary can be kept unseen with every phoneme "
+            f"heard in the others, not {count}; lower unseen or raise vocabulary"
+        )
+    return tuple(reversed(chosen))
+
+
 def _blank_after(logits: Tensor, frames: Tensor) -> Tensor:
     """Scores with every frame at or after ``frames`` (per utterance) forced to blank."""
     steps = torch.arange(logits.shape[1], device=logits.device)
@@ -196,8 +219,16 @@ class Speech(Task):
     description = "audio -> text: acoustic model + lexicon + LM, or CTC straight to characters"
     knobs = {
         "hours": Knob(0.1, "hours of transcribed training audio", minimum=0.001, maximum=10.0),
-        "vocabulary": Knob(
-            20, "words in the vocabulary (the first of WORDS)", minimum=4, maximum=len(WORDS)
+        "words": Knob(
+            "",
+            "the word list, comma-separated (default: the digits, then Speech Commands "
+            "words); vocabulary takes the first so many",
+        ),
+        "vocabulary": Knob(20, "words in the vocabulary (the first of words)", minimum=2),
+        "test_voices": Knob(
+            "",
+            "espeak voices kept for the test sets, comma-separated (default: a fixed quarter"
+            " of them); every other voice speaks the training audio",
         ),
         "unseen": Knob(
             3,
@@ -237,8 +268,24 @@ class Speech(Task):
         return speech
 
     @cached_property
+    def word_list(self) -> tuple[str, ...]:
+        given = [w.strip().lower() for w in self.knobs["words"].split(",") if w.strip()]
+        if not given:
+            return tuple(WORDS)
+        repeated = sorted({w for w in given if given.count(w) > 1})
+        if repeated:
+            raise E2ELabError(f"words lists {repeated[0]!r} twice; list each word once")
+        return tuple(given)
+
+    @cached_property
     def vocabulary(self) -> tuple[str, ...]:
-        return tuple(WORDS[: self.knobs["vocabulary"]])
+        size, listed = self.knobs["vocabulary"], self.word_list
+        if size > len(listed):
+            raise E2ELabError(
+                f"vocabulary={size} but the word list has {len(listed)} words; lower "
+                "vocabulary or list more words (knob words)"
+            )
+        return listed[:size]
 
     @cached_property
     def unseen_words(self) -> tuple[str, ...]:
@@ -248,15 +295,25 @@ class Speech(Task):
                 f"unseen={unseen} leaves no word of a vocabulary of "
                 f"{len(self.vocabulary)} to train on; lower unseen or raise vocabulary"
             )
-        return self.vocabulary[len(self.vocabulary) - unseen :] if unseen else ()
+        return _unseen_choice(self.vocabulary, self.lexicon, unseen)
 
     @cached_property
     def heard_words(self) -> tuple[str, ...]:
-        return self.vocabulary[: len(self.vocabulary) - len(self.unseen_words)]
+        return tuple(w for w in self.vocabulary if w not in self.unseen_words)
 
     @cached_property
     def voices(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        return self._speech.speaker_split()
+        """(training voices, test voices), disjoint."""
+        named = [v.strip() for v in self.knobs["test_voices"].split(",") if v.strip()]
+        if not named:
+            return self._speech.speaker_split()
+        every = self._speech.voices()
+        for voice in named:
+            self._speech.check_voice(voice)
+        train = tuple(v for v in every if v not in named)
+        if not train:
+            raise E2ELabError("test_voices names every voice; leave some to train on")
+        return train, tuple(sorted(set(named)))
 
     def _utterances(self, words: tuple[str, ...], count: int, seed: int, test: bool) -> list:
         voices = self.voices[1 if test else 0]
@@ -287,16 +344,20 @@ class Speech(Task):
 
     @cached_property
     def _unseen_utterances(self) -> list:
-        """Test utterances that each hold at least one unseen word."""
+        """``test_size`` test utterances that each hold at least one unseen word."""
         if not self.unseen_words:
             return []
-        drawn = self._utterances(self.vocabulary, 8 * self.knobs["test_size"], UNSEEN_SEED, True)
-        kept = [u for u in drawn if set(u.words) & set(self.unseen_words)]
-        return kept[: self.knobs["test_size"]]
+        wanted, kept, seed = self.knobs["test_size"], [], UNSEEN_SEED
+        while len(kept) < wanted:
+            drawn = self._utterances(self.vocabulary, 4 * wanted, seed, True)
+            kept += [u for u in drawn if set(u.words) & set(self.unseen_words)]
+            seed += 1
+        return kept[:wanted]
 
     @cached_property
     def _sets(self) -> dict[str, list]:
         s = self.knobs
+        _ = self.lexicon  # a word espeak cannot speak fails here, before any synthesis
         sets = {
             "train": self._train_spoken,
             "test": self._spoken(self._test_utterances, s["noise"], TEST_SEED),
@@ -401,8 +462,9 @@ class Speech(Task):
         logp = torch.log_softmax(phonemes.double(), -1).cpu()
         pipeline = [" ".join(w) for w in self.decoder.decode(logp)]
         classes = len(self.inventory) + 1
-        oracle_frames = 2 * max(map(len, truth)) + 1
-        oracle = self.decoder.decode(true_posteriors(truth, classes, oracle_frames))
+        onsets = [[o // STRIDE for o in s.onsets] for s in spoken]
+        perfect = true_posteriors(truth, classes, phonemes.shape[1], onsets)
+        oracle = self.decoder.decode(perfect)
         return {
             "reference": [s.utterance.text for s in spoken],
             "speller": [unspell(labels) for labels in greedy(ports["text"])],
@@ -414,13 +476,18 @@ class Speech(Task):
     def scores(self, system: Any, name: str) -> dict[str, Any]:
         said = self.transcripts(system, name)
         ref = said["reference"]
-        wer = {k: word_error_rate(ref, said[k]) for k in ("speller", "pipeline", "true_phonemes")}
+        kinds = ("speller", "pipeline", "true_phonemes")
+        wer = {k: word_error_rate(ref, said[k]) for k in kinds}
         return {
             "wer": wer,
+            # the share of the unseen words' occurrences not written in place
+            "missed_unseen": {k: missed_words(ref, said[k], self.unseen_words) for k in kinds},
+            "utterances": len(ref),
             "cer": {k: char_error_rate(ref, said[k]) for k in ("speller", "pipeline")},
             "per": said["per"],
             # the pipeline's word errors split between its stages: the decoder's own (on
-            # the true phonemes) and the rest, caused by the acoustic model's errors
+            # the true phonemes, placed at their onsets) and the rest, which the acoustic
+            # model's errors cause (negative where they happen to undo the decoder's)
             "errors": {
                 "decoder": wer["true_phonemes"],
                 "acoustic": wer["pipeline"] - wer["true_phonemes"],
