@@ -113,6 +113,9 @@ def test_every_shipped_ports_probes_match_scikit_learn(name):
         torch.manual_seed(seed)
         systems.append(task.build_system())
     ours = probes.stack_probes(task, systems)
+    if all(spec.port_kind.probe is None for spec in task.ports.values()):
+        assert ours == [{} for _ in systems]  # nothing to read out (speech: CTC ports only)
+        return
     generator = torch.Generator().manual_seed(probes.PROBE_SEED)
     train, test = task.sample(2000, generator), task.test_set()
     checked = 0
