@@ -159,7 +159,10 @@ def test_bad_speech_input_is_one_line(tmp_path, capsys, monkeypatch):
     def missing():
         raise speech._missing("cannot import espeakng_loader: No module")
 
+    import e2elab.tasks.speech as task_module
+
     monkeypatch.setattr(speech, "_loader", missing)
+    monkeypatch.setattr(task_module, "_SETS", {})  # no sets built by an earlier test
     speech.voices.cache_clear()
     try:
         code = main(["run", "--task", "speech", "--out", str(tmp_path / "o"), "--seeds", "1"])
@@ -168,3 +171,17 @@ def test_bad_speech_input_is_one_line(tmp_path, capsys, monkeypatch):
         speech.voices.cache_clear()
     assert code == 2 and "\n" not in err
     assert "pip install espeakng-loader==0.2.4" in err
+
+
+def test_a_strategy_that_forces_a_ctc_port_is_refused_before_training(capsys):
+    from e2elab.cli.run import _applicable
+    from e2elab.prepare import prepare
+
+    flat = [a for k, v in TINY.items() for a in ("--knob", f"{k}={v}")]
+    code = main(["run", "--task", "speech", "--strategy", "frozen_others:module=speller", *flat])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "teacher-forces port" in err
+    task = make_task("speech", TINY)
+    names = _applicable(task, prepare(task))
+    assert {"greedy", "e2e", "hinted", "pretrain_finetune"} <= set(names)
+    assert not [n for n in names if n.startswith(("frozen_others", "modular"))]

@@ -42,6 +42,8 @@ class PortKind:
     probe: ClassVar[str | None] = None
     # one class label per example, so a black-box classifier can be fitted to it
     one_label: ClassVar[bool] = False
+    # the target can stand in for the value downstream (teacher forcing)
+    forceable: ClassVar[bool] = True
 
     def loss(self, value: Tensor, target: Tensor, size: int) -> Tensor:
         raise NotImplementedError
@@ -290,6 +292,7 @@ class CTCKind(PortKind):
 
     name = "ctc"
     metric_name = "1 - token error rate"
+    forceable = False
 
     def loss(self, value: Tensor, target: Tensor, size: int) -> Tensor:
         logits = log_softmax(value).transpose(0, 1)  # (T, B, C)

@@ -39,10 +39,25 @@ class Prepared:
         if built is None:
             built = strategies.build(text, self.graph, self.output)
             learner_for(built).check(task)
+            _check_forceable(text, built, task)
             self._strategies[text] = built
         if oracle and learner_for(built).has_system:
             check_oracle(oracle, task, built, self.graph)
         return built
+
+
+def _check_forceable(text: str, built: Strategy, task: Task) -> None:
+    """A strategy that teacher-forces a port whose target cannot stand in for its value
+    (a ctc port's labels have no value per frame) is refused before anything trains."""
+    for phase in built.phases:
+        for port in sorted(phase.teacher_forced):
+            spec = task.ports.get(port)
+            if spec is not None and not spec.port_kind.forceable:
+                raise E2ELabError(
+                    f"{text} teacher-forces port {port!r}, a {spec.port_kind.name} port whose "
+                    f"target has no value to force, so it does not apply to task {task.name}; "
+                    "choose a strategy that forces no port (e.g. greedy, e2e, hinted)"
+                )
 
 
 _PREPARED: dict[tuple[type, str], Prepared] = {}
