@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from e2elab.claims.artifacts import artifact_value
 from e2elab.errors import E2ELabError
 from e2elab.records import RunResult
 from e2elab.report.captions import marked
@@ -34,12 +35,9 @@ def _strategies(runs: list[RunResult]) -> list[str]:
 
 
 def _value(run: RunResult, path: str) -> float:
-    value: Any = run.artifacts
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return float("nan")
-        value = value[part]
-    return float(value)
+    """A number the run kept (``artifact_value``), NaN where it has none."""
+    value = artifact_value(run, path)
+    return float("nan") if value is None else value
 
 
 def _trains_phonemes(strategy: str) -> bool:
