@@ -384,8 +384,9 @@ def plan_seeds(
 
     Rules: on the CPU a system with convolutions trains one seed at a time (vmap turns a
     convolution with per-seed weights into a grouped one, which CPU kernels run several
-    times slower: see benchmarks/throughput.py), and so does a system that vmap cannot
-    batch (data-dependent control flow, ``.item()``, random ops). On accelerators, where
+    times slower: see benchmarks/throughput.py), as does one with attention (torch has
+    no batching rule for its fused attention: vmap falls back to a loop), and so does a
+    system that vmap cannot batch (data-dependent control flow, ``.item()``, random ops). On accelerators, where
     results are not promised bit for bit, seeds stack wherever vmap works.
 
     The check, on the CPU: three seeds take two training steps at the run's batch size
@@ -428,6 +429,10 @@ def _plan(
     convolutions = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
     if device.type == "cpu" and any(isinstance(m, convolutions) for m in probe.modules()):
         return SeedPlan(False, "plain", "a convolutional system on the CPU (stacking is slower)")
+    if device.type == "cpu" and any(isinstance(m, nn.MultiheadAttention) for m in probe.modules()):
+        # torch has no batching rule for its fused attention kernels: vmap runs them one
+        # slice at a time, through a slow fallback
+        return SeedPlan(False, "plain", "an attention system on the CPU (stacking is slower)")
     seeds = list(CHECKED_SEEDS)
     steps = _Steps(task, strategy, optimizer, lr, batch_size, device, graph)
     try:
@@ -469,8 +474,9 @@ class _Steps:
         replicas = make_replicas(task, self.strategy, self.graph, seeds, device, stacked)
         replicas.begin_phase(self.strategy.phases[0], self.optimizer, self.lr)
         rngs = [torch.Generator().manual_seed(2**31 - 1 - s) for s in seeds]
-        for _ in range(2):
-            replicas.step(0, replicas.draw(task, self.batch_size, rngs, device))
+        with task.drawing_for(self.strategy.phases[0]):
+            for _ in range(2):
+                replicas.step(0, replicas.draw(task, self.batch_size, rngs, device))
         test = task.test_set()
         values = replicas.ports(0, test.slice(0, min(len(test), EVAL_CHUNK)).to(device))
         return [

@@ -454,7 +454,8 @@ def estimate_seconds(specs: list[RunSpec]) -> tuple[float, int]:
                 rng = [torch.Generator().manual_seed(0)]
                 times = []
                 for _ in range(3):
-                    batch = replicas.draw(task, spec.settings.batch_size, rng, device)
+                    with task.drawing_for(strategy.phases[0]):
+                        batch = replicas.draw(task, spec.settings.batch_size, rng, device)
                     began = time.perf_counter()
                     replicas.step(0, batch)
                     times.append(time.perf_counter() - began)

@@ -220,6 +220,9 @@ class Task(ABC):
     defaults: ClassVar[Settings]
     # where training keeps the training data while it runs (``data_on``); None: on the host
     data_device: torch.device | None = None
+    # which of the task's training sets ``sample`` draws from while a phase trains
+    # (``drawing_for``); None: the task's one training distribution
+    training_data: str | None = None
 
     def __init__(self, **knobs: Any) -> None:
         # the knobs' values, defaults filled in (the class's ``knobs`` declares them)
@@ -291,6 +294,24 @@ class Task(ABC):
             copies[key] = (weakref.ref(tensor), tensor.to(device))
             weakref.finalize(tensor, copies.pop, key, None)  # a dead source frees its copy
         return copies[key][1]
+
+    def data_of(self, phase: Any) -> str | None:
+        """The name of the training data that ``phase`` (a ``strategy.Phase``) draws, for
+        a task whose supervision differs by phase: e.g. a translation cascade, each stage
+        trained on its own pair's corpus and end to end on the scarcer direct pairs.
+        ``sample`` reads it as ``self.training_data``. None (the default): every phase
+        draws from the one training distribution."""
+        return None
+
+    @contextmanager
+    def drawing_for(self, phase: Any) -> Iterator[str | None]:
+        """Within the block, ``sample`` draws ``phase``'s training data (``data_of``);
+        yields its name."""
+        previous, self.training_data = self.training_data, self.data_of(phase)
+        try:
+            yield self.training_data
+        finally:
+            self.training_data = previous
 
     def sample_seeds(self, batch_size: int, generators: list[torch.Generator]) -> Batch:
         """One batch per generator, stacked along a new first dimension: the same examples

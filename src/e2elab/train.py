@@ -223,6 +223,19 @@ class _Loop:
     ) -> None:
         """Spend ``examples`` training examples per seed on one phase (ensemble members
         share them exactly and train in lock-step)."""
+        with self.task.drawing_for(phase) as data:
+            before = self.examples
+            try:
+                self._run_phase(phase, index, examples, on_progress)
+            finally:
+                if data is not None:  # what each kind of training data gave (per seed)
+                    for outcome in self.outcomes:
+                        drawn = outcome.memory.setdefault("drawn", {})
+                        drawn[data] = drawn.get(data, 0) + self.examples - before
+
+    def _run_phase(
+        self, phase: Phase, index: int, examples: int, on_progress: Callable[[int], None] | None
+    ) -> None:
         config, replicas = self.config, self.replicas
         replicas.begin_phase(phase, config.optimizer, config.lr * phase.lr_scale)
         members = replicas.members

@@ -24,6 +24,7 @@ from e2elab.report.index import write_index
 from e2elab.report.page import Section, slug, write_report
 from e2elab.report.snr import snr_figure
 from e2elab.report.speech import speech_figures
+from e2elab.report.translation import translation_figures
 from e2elab.summary import port_label, port_names, summarize
 
 
@@ -87,6 +88,7 @@ def build_report(parts: list[Part], out_dir: Path, title: str) -> Report:
         drawn += caption_figures(results, sweep_knob(exp), folder)
         drawn += driving_figures(results, sweep_knob(exp), folder)
         drawn += speech_figures(results, sweep_knob(exp), folder)
+        drawn += translation_figures(results, sweep_knob(exp), folder)
         if part.snr:
             drawn.append(snr_figure(part.snr, sweep_knob(exp), folder / "gradient_snr.png"))
         if exp.task == "images":  # approaches differ by knob (front) and by strategy

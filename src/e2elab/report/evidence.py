@@ -106,6 +106,34 @@ CAPTIONS: tuple[tuple[str, str], ...] = (
         "words in capitals, wrong transcripts in red.",
     ),
     (
+        "translation_quality",
+        "BLEU, exact-sentence accuracy and gender-agreement accuracy on held-out sentences "
+        "against the direct training pairs, per approach (mean and 95% band over seeds; "
+        "solid: the cascade through the pivot, dashed: one direct model; a row per route, "
+        "text and speech). Look for where the lines cross, and for gender agreement near "
+        "the guess (dotted) where the cascade's pivot B, which does not mark gender, "
+        "drops it.",
+    ),
+    (
+        "translation_stages",
+        "The cascade's sentence error rate beside its stages': stage 1 (its pivot), stage 2 "
+        "fed the true pivot, and the whole cascade, with the cascade's error were its "
+        "stages' errors independent (black dash), per strategy and number of direct pairs. "
+        "Look for the cascade's bar above the dash: errors that compound.",
+    ),
+    (
+        "translation_attention",
+        "The direct model's cross-attention (last decoder layer, mean over heads) while it "
+        "translates one test sentence, output words against source words, beside the gold "
+        "alignment of the reference. Look for a map that follows the gold alignment, "
+        "reordering included.",
+    ),
+    (
+        "translation_gallery",
+        "Held-out sentences: source, reference, and each approach's translation; wrong "
+        "words in capitals, wrong translations in red.",
+    ),
+    (
         "closed_loop_conditions",
         "Closed-loop driving on held-out roads, per condition (training conditions and "
         "shifts) and strategy: mean |offset|, departures per km, metres to the first "

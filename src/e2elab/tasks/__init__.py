@@ -40,6 +40,7 @@ from e2elab.tasks.pentomino import Pentomino
 from e2elab.tasks.sequence_copy import SequenceCopy
 from e2elab.tasks.speech import Speech
 from e2elab.tasks.stocks import Stocks
+from e2elab.tasks.translation import Translation
 
 ENTRY_POINT_GROUP = "e2elab.tasks"
 SHIPPED: tuple[type[Task], ...] = (
@@ -54,6 +55,7 @@ SHIPPED: tuple[type[Task], ...] = (
     SequenceCopy,
     Speech,
     Stocks,
+    Translation,
 )
 TASKS: dict[str, type[Task]] = {}
 
