@@ -386,8 +386,9 @@ def plan_seeds(
     convolution with per-seed weights into a grouped one, which CPU kernels run several
     times slower: see benchmarks/throughput.py), as does one with attention (torch has
     no batching rule for its fused attention: vmap falls back to a loop), and so does a
-    system that vmap cannot batch (data-dependent control flow, ``.item()``, random ops). On accelerators, where
-    results are not promised bit for bit, seeds stack wherever vmap works.
+    system that vmap cannot batch (data-dependent control flow, ``.item()``, random
+    ops). On accelerators, where results are not promised bit for bit, seeds stack
+    wherever vmap works.
 
     The check, on the CPU: three seeds take two training steps at the run's batch size
     as one stack, each alone as a stack of one, and each alone through the plain code,
