@@ -143,7 +143,13 @@ class DirectSystem(System):
 
     def forward(self, batch: Batch) -> Tensor:
         memory, padding = self.encoder(*_source_input(batch.x))
-        pivot = self.pivot_head(memory, padding, _reference(batch, "pivot", self.training))
+        reference = _reference(batch, "pivot", self.training)
+        if self.training and reference is None:
+            # no pivot given, so none to learn: the head is not decoded (its port holds
+            # PAD's logits, from one pass with nothing to read)
+            blank = torch.full_like(batch.targets["target"][:, :1], PAD)
+            reference = blank.expand(-1, self.pivot_head.length)
+        pivot = self.pivot_head(memory, padding, reference)
         self.port("pivot", pivot)
         target = self.decoder(memory, padding, _reference(batch, "target", self.training))
         return self.port("target", target)

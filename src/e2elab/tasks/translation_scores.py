@@ -123,7 +123,8 @@ def translation_artifacts(task: Translation, system: torch.nn.Module) -> dict[st
         errors["second"] = second_error
         # what the cascade's error would be if its stages erred independently
         errors["independent"] = 1.0 - (1.0 - first_error) * (1.0 - second_error)
-        errors["excess"] = cascade_error - max(first_error, second_error)
+        errors["worst_stage"] = max(first_error, second_error)
+        errors["excess"] = cascade_error - errors["worst_stage"]
     out["errors"] = errors
     if attention is not None:
         out["attention"] = attention
