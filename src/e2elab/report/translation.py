@@ -169,8 +169,9 @@ def stages_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
     rows = math.ceil(len(strategies) / columns)
     values = sorted({r.spec.knobs[knob] for r in cascades})
     width = max(4.5, 1.1 * len(values) + 1.5)
+    # room for the legend beside the last panel and for the title over one panel
     fig, axes = plt.subplots(
-        rows, columns, figsize=(width * columns, 3.6 * rows), squeeze=False, sharey=True
+        rows, columns, figsize=(width * columns + 3.5, 3.6 * rows), squeeze=False, sharey=True
     )
     step = 0.8 / len(STAGES)
     x = np.arange(len(values))
@@ -203,7 +204,7 @@ def stages_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
         ax.set_visible(False)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(
-        "The cascade's errors against its stages' (1 - exact-sentence accuracy, mean over seeds)",
+        "The cascade's errors against its stages'\n(1 - exact-sentence accuracy, mean over seeds)",
         fontsize=10,
     )
     return save_tight(fig, path)
