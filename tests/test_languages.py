@@ -312,15 +312,18 @@ def test_gendered_words_and_counterpart(vocabulary):
 
 def test_splits_are_disjoint_and_agree_with_split_of():
     grammar = Grammar(6, 1)
-    texts = {}
+    texts, targets = {}, {}
     for split in SPLITS:
         sentences = grammar.sentences(200, 3, split)
         assert len(sentences) == 200
-        assert all(split_of(s.a) == split for s in sentences)
+        assert all(split_of(s.c) == split for s in sentences)
         texts[split] = {s.a for s in sentences}
         assert len(texts[split]) == 200
+        targets[split] = {s.c for s in sentences}
     for one, two in itertools.combinations(SPLITS, 2):
         assert not texts[one] & texts[two]
+        # sentences that differ in A's articles alone share a split: no C crosses
+        assert not targets[one] & targets[two]
 
 
 def test_split_of_shares():
@@ -328,7 +331,7 @@ def test_split_of_shares():
     rng = np.random.default_rng(0)
     counts = dict.fromkeys(SPLITS, 0)
     for _ in range(4000):
-        counts[split_of(grammar.realise(grammar.tree(rng)).a)] += 1
+        counts[split_of(grammar.realise(grammar.tree(rng)).c)] += 1
     assert 0.02 < counts["test"] / 4000 < 0.08
     assert 0.02 < counts["validation"] / 4000 < 0.08
     assert counts["train"] / 4000 > 0.85
@@ -354,7 +357,7 @@ def test_unknown_split_raises():
         Grammar(6, 1).sentences(10, 0, "dev")
 
 
-def _all_depth0_a(grammar: Grammar) -> set[tuple[str, ...]]:
+def _all_depth0_a(grammar: Grammar) -> set:
     nouns = [
         (lemma, gender)
         for lemma in range(2 * grammar.size)
@@ -371,7 +374,7 @@ def _all_depth0_a(grammar: Grammar) -> set[tuple[str, ...]]:
         itertools.product((0, 1), repeat=2),
     ):
         tree = Tree(Noun(sl, sg, sa, None), v, Noun(ol, og, oa, None), arts)
-        out.add(grammar.realise(tree).a)
+        out.add(grammar.realise(tree))
     return out
 
 
@@ -379,7 +382,7 @@ def test_more_sentences_than_exist_returns_fewer():
     grammar = Grammar(2, 0)
     everything = _all_depth0_a(grammar)
     assert len(everything) == 2592  # (2 det x 3 adj x 6 nouns)^2 x 2 verbs
-    in_test = {a for a in everything if split_of(a) == "test"}
+    in_test = {s.a for s in everything if split_of(s.c) == "test"}
     start = time.perf_counter()
     found = grammar.sentences(10**9, 0, "test")
     assert time.perf_counter() - start < 10

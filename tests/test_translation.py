@@ -28,21 +28,27 @@ def _corpora(task, strategy: str) -> list[str | None]:
 
 def test_each_phase_draws_the_corpus_its_losses_need():
     task = _task()
-    assert _corpora(task, "e2e") == ["A-C"]
-    assert _corpora(task, "hinted") == ["A-B-C"]
-    assert _corpora(task, "modular") == ["A-B", "B-C"]
-    assert _corpora(task, "greedy") == ["A-B", "A-C"]
-    assert _corpora(task, "pretrain_finetune") == ["A-B", "B-C", "A-C"]
-    assert _corpora(task, "frozen_others:module=first") == ["B-C", "A-C"]
+    assert _corpora(task, "e2e") == ["direct:A-C"]
+    assert _corpora(task, "hinted") == ["direct:A-B-C"]
+    assert _corpora(task, "modular") == ["pivot:A-B", "pivot:B-C"]
+    assert _corpora(task, "greedy") == ["pivot:A-B", "direct:A-C"]
+    assert _corpora(task, "pretrain_finetune") == ["pivot:A-B", "pivot:B-C", "direct:A-C"]
+    assert _corpora(task, "frozen_others:module=first") == ["pivot:B-C", "direct:A-C"]
     direct = _task(system="direct")
-    assert _corpora(direct, "e2e") == ["A-C"] and _corpora(direct, "hinted") == ["A-B-C"]
+    assert _corpora(direct, "e2e") == ["direct:A-C"] and _corpora(direct, "hinted") == [
+        "direct:A-B-C"
+    ]
     speech = make_task("translation", {**TINY, "route": "speech-A-C"})
     assert speech.corpora == {
-        "direct": "speech-C",
-        "annotated": "speech-A-C",
-        "first": "speech-A",
-        "second": "A-C",
+        "direct": "direct:speech-C",
+        "annotated": "direct:speech-A-C",
+        "first": "pivot:speech-A",
+        "second": "pivot:A-C",
     }
+    # forcing the pivot while it is scored too needs sentences with both; forcing it on
+    # the direct system (where nothing reads it) changes no data
+    assert _corpora(task, "hinted:force=pivot") == ["direct:A-B-C"]
+    assert _corpora(direct, "e2e:force=pivot") == ["direct:A-C"]
 
 
 def test_a_batch_holds_only_what_its_corpus_pairs():
@@ -175,7 +181,7 @@ def test_a_short_run_of_every_strategy(system, strategy):
     assert set(drawn) == expected
 
 
-def test_seeds_train_one_at_a_time_on_the_cpu_and_each_equals_its_lone_run():
+def test_the_cpu_trains_attention_seeds_one_at_a_time_and_a_run_repeats_bit_for_bit():
     task = _task()
     prepared = prepare(task)
     strategy = prepared.strategy("e2e", task)
@@ -185,6 +191,7 @@ def test_seeds_train_one_at_a_time_on_the_cpu_and_each_equals_its_lone_run():
     one = execute(make_spec("translation", "e2e", knobs=knobs, budget=64, evaluations=1, seed=1))
     two = execute(make_spec("translation", "e2e", knobs=knobs, budget=64, evaluations=1, seed=1))
     assert one.final == two.final and one.artifacts == two.artifacts
+    assert one.weights_sha256 == two.weights_sha256
 
 
 def test_strategies_that_do_not_apply_are_one_line(capsys):
@@ -206,6 +213,7 @@ def test_strategies_that_do_not_apply_are_one_line(capsys):
         ("vocabulary=1", ["vocabulary", "at least"]),
         ("width=30", ["width", "heads"]),
         ("system=tree", ["system", "cascade"]),
+        ("width=100000", ["width", "at most"]),
     ],
 )
 def test_bad_input_is_one_line_with_exit_2(knob, words, capsys, tmp_path):
@@ -225,3 +233,47 @@ def test_a_grammar_too_small_for_the_pairs_asked_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1, err
     assert "distinct training sentences" in err and "vocabulary" in err
+    code = main(
+        ["run", "--task", "translation", "--knob", "vocabulary=2", "--knob", "depth=0",
+         "--knob", "test_size=20000", "--knob", "pivot_pairs=100", "--budget", "64",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "distinct test sentences" in err, err
+
+
+def test_an_empty_pivot_is_read_without_nan_in_evaluation():
+    torch.manual_seed(0)
+    task = _task()
+    system = task.build_system().eval()
+    test = task.test_set().slice(0, 4)
+    empty = torch.full((4, 14, task.ports["pivot"].size), -1e4)
+    empty[..., PAD] = 1e4  # every position PAD: every key would be masked
+    with torch.no_grad():
+        memory, padding = system.second.encoder(empty)
+    assert torch.isfinite(memory).all() and not padding[:, 0].any()
+    assert torch.isfinite(system.run_ports(test)["target"]).all()
+
+
+def test_a_frozen_first_stage_decodes_on_its_own_tokens_as_at_test_time():
+    torch.manual_seed(0)
+    task = _task()
+    system = task.build_system()
+    test = task.test_set().slice(0, 8)
+    with torch.no_grad():
+        system.eval()
+        hard = system.first(test.x["source"], None)
+        system.train()
+        for p in system.first.parameters():
+            p.requires_grad_(False)
+        frozen = system.first(test.x["source"], None)
+        for p in system.first.parameters():
+            p.requires_grad_(True)
+    assert torch.equal(frozen.argmax(-1), hard.argmax(-1))
+    asked = []
+    decode = system.first.decoder.decode
+    system.first.decoder.decode = lambda *a, soft: asked.append(soft) or decode(*a, soft=soft)
+    system.first(test.x["source"], None)  # training, trainable: soft tokens
+    with torch.no_grad():
+        system.first(test.x["source"], None)  # no gradient to carry: its own tokens
+    assert asked == [True, False]

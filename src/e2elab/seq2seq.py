@@ -57,6 +57,9 @@ class TokenEncoder(nn.Module):
         else:
             x = self.embed(tokens)
             padding = tokens == PAD
+        # the first position is always read: a row with every key masked (an empty
+        # pivot) would make attention NaN in evaluation's fast path
+        padding = torch.cat([torch.zeros_like(padding[:, :1]), padding[:, 1:]], 1)
         x = x * self.scale + self.positions.weight[: x.shape[1]]
         return self.layers(x, src_key_padding_mask=padding), padding
 
@@ -119,7 +122,10 @@ class Decoder(nn.Module):
             inputs = self.embed(torch.cat([start, reference[:, :-1]], 1))
             logits = self._run(inputs, memory, padding)
             return torch.where((reference == PAD).unsqueeze(-1), self._after(logits), logits)
-        return self.decode(memory, padding, soft=self.training)
+        # soft tokens only where a gradient can reach this decoder: a frozen one decodes
+        # on its arg-max tokens, as at test time
+        trains = self.training and any(p.requires_grad for p in self.parameters())
+        return self.decode(memory, padding, soft=trains and torch.is_grad_enabled())
 
     def decode(self, memory: Tensor, padding: Tensor, soft: bool) -> Tensor:
         """Step by step on its own output: arg-max tokens, or (``soft``) the expected

@@ -21,10 +21,13 @@ The derivation is kept with each sentence: a category tag per A word, and for ea
 and C word the position of the A word it translates (the gold alignment; -1 for a word
 with no source, such as ``ki`` and ``ru``).
 
-Sentences are split by a hash of their A text: 1 in 20 is a test sentence, 1 in 20 a
-validation sentence, the rest train, so no test sentence is a training one. The words
-and constructions of test sentences all occur in training; their combinations are new
-(compositions are not held out). Torch-free and deterministic per seed (numpy).
+Sentences are split by a hash of their C text: 1 in 20 is a test sentence, 1 in 20 a
+validation sentence, the rest train. C fixes the derivation and every gender (A adds
+only its articles), so no test sentence is a training one in any language but B: B says
+a king and a queen alike, so a test sentence's B can occur in training, with another
+gender in A and C. The words and constructions of test sentences all occur in
+training; their combinations are new (compositions are not held out). Torch-free and
+deterministic per seed (numpy).
 """
 
 from __future__ import annotations
@@ -301,9 +304,11 @@ class Grammar:
             since += 1
             tree = self.tree(rng)
             words = self._a_words(tree)
-            if words not in found and split_of(words) == split:
-                found[words] = self.realise(tree)
-                since = 0
+            if words not in found:
+                sentence = self.realise(tree)
+                if split_of(sentence.c) == split:
+                    found[words] = sentence
+                    since = 0
         return list(found.values())
 
     # ------------------------------------------------------------------ realisation
@@ -465,7 +470,9 @@ SPLITS = ("train", "validation", "test")
 
 
 def split_of(words: tuple[str, ...]) -> str:
-    """Which split a sentence belongs to, fixed by a hash of its A words."""
+    """Which split a sentence belongs to, fixed by a hash of its C words (``Grammar``
+    passes C: it fixes the derivation and every gender, and only A's articles can vary
+    around it, so sentences that differ in their articles alone share a split)."""
     digest = (
         int.from_bytes(hashlib.blake2b(" ".join(words).encode(), digest_size=4).digest()) / 2**32
     )

@@ -134,6 +134,11 @@ CAPTIONS: tuple[tuple[str, str], ...] = (
         "words in capitals, wrong translations in red.",
     ),
     (
+        "translation_data",
+        "What each approach trained on: the examples it drew from each corpus (the budget "
+        "is equal) and the distinct sentence pairs each corpus holds.",
+    ),
+    (
         "closed_loop_conditions",
         "Closed-loop driving on held-out roads, per condition (training conditions and "
         "shifts) and strategy: mean |offset|, departures per km, metres to the first "

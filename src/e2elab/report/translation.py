@@ -340,4 +340,53 @@ def translation_figures(results: Sequence[RunResult], knob: str, folder: Path) -
         out.append(attention_figure(runs, knob, folder / "translation_attention.png"))
     if all(r.artifacts.get("gallery") for r in runs):
         out.append(gallery_figure(runs, knob, folder / "translation_gallery.png"))
+    if any(r.memory.get("drawn") and r.artifacts.get("corpora") for r in runs):
+        out.append(data_figure(runs, knob, folder / "translation_data.png"))
     return out
+
+
+def data_figure(runs: list[RunResult], knob: str, path: Path) -> Path:
+    """What each approach trained on, at the smallest and largest value of ``knob``: the
+    examples it drew from each corpus (mean over seeds; the budget is the same for all),
+    each segment labelled with the distinct pairs that corpus holds."""
+    kept = [r for r in runs if r.memory.get("drawn") and r.artifacts.get("corpora")]
+    values = sorted({r.spec.knobs[knob] for r in kept})
+    ends = [values[0], values[-1]] if len(values) > 1 else values
+    strategies = _strategies(kept)
+    corpora = list(dict.fromkeys(c for r in kept for c in r.memory["drawn"]))
+    colours = {c: f"C{i % 10}" for i, c in enumerate(corpora)}
+    fig, axes = plt.subplots(
+        1, len(ends), figsize=(6.5 * len(ends), 0.55 * len(strategies) + 1.8), squeeze=False
+    )
+    for ax, value in zip(axes[0], ends, strict=True):
+        for row, strategy in enumerate(strategies):
+            mine = [r for r in kept if r.spec.strategy == strategy and r.spec.knobs[knob] == value]
+            if not mine:
+                continue
+            left = 0.0
+            for corpus in corpora:
+                drawn = _mean([float(r.memory["drawn"].get(corpus, 0)) for r in mine])
+                if not drawn:
+                    continue
+                pairs = mine[0].artifacts["corpora"].get(corpus)
+                ax.barh(row, drawn, left=left, color=colours[corpus], edgecolor="white")
+                ax.text(
+                    left + drawn / 2,
+                    row,
+                    f"{corpus}\n{pairs:,} pairs",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white",
+                )
+                left += drawn
+        ax.set_yticks(range(len(strategies)), strategies, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("training examples drawn (sentence pairs, with repeats)")
+        ax.set_title(f"{knob}={value:g}", fontsize=9)
+    fig.suptitle(
+        "What each approach trained on: examples drawn per corpus (equal budgets), and the "
+        "distinct pairs each corpus holds",
+        fontsize=10,
+    )
+    return save_tight(fig, path)

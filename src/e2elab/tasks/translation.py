@@ -197,7 +197,7 @@ class Translation(Task):
             minimum=0,
             maximum=languages.MAX_DEPTH,
         ),
-        "width": Knob(64, "the Transformers' model width", minimum=8),
+        "width": Knob(64, "the Transformers' model width", minimum=8, maximum=1024),
         "layers": Knob(2, "layers of every Transformer encoder and decoder", minimum=1, maximum=8),
         "heads": Knob(4, "attention heads", minimum=1, maximum=16),
         "noise": Knob(
@@ -246,19 +246,22 @@ class Translation(Task):
         """Each training corpus's name, by role."""
         source, pivot, target = self.languages
         return {
-            "direct": f"{source}-{target}",
-            "annotated": f"{source}-{pivot}-{target}",
-            "first": f"{source}-{pivot}",
-            "second": f"{pivot}-{target}",
+            "direct": f"direct:{source}-{target}",
+            "annotated": f"direct:{source}-{pivot}-{target}",
+            "first": f"pivot:{source}-{pivot}",
+            "second": f"pivot:{pivot}-{target}",
         }
 
     def data_of(self, phase: Any) -> str | None:
         names = self.corpora
         losses = {p for p, w in phase.losses.items() if w}
-        if "target" in losses and "pivot" in phase.teacher_forced:
+        forced = "pivot" in phase.teacher_forced and self.knobs["system"] == "cascade"
+        if "target" in losses and "pivot" in losses:  # both: sentences with both
+            return names["annotated"]
+        if "target" in losses and forced:  # the second stage alone, on the true pivot
             return names["second"]
         if "target" in losses:
-            return names["annotated" if "pivot" in losses else "direct"]
+            return names["direct"]
         if "pivot" in losses:
             return names["first"]
         return names["annotated"]
@@ -294,11 +297,14 @@ class Translation(Task):
             ("direct", s["pairs"]),
             ("pivot1", s["pivot_pairs"]),
             ("pivot2", s["pivot_pairs"]),
+            ("test", s["test_size"]),
+            ("validation", s["test_size"]),
         ):
             if len(sets[name]) < wanted:
+                split = name if name in ("test", "validation") else "training"
                 raise E2ELabError(
                     f"the grammar at vocabulary {s['vocabulary']} and depth {s['depth']} "
-                    f"has {len(sets[name])} distinct training sentences, fewer than the "
+                    f"has {len(sets[name])} distinct {split} sentences, fewer than the "
                     f"{wanted} asked for ({name}); raise vocabulary or depth, or ask for fewer"
                 )
         pool: dict[str, Any] = {"sentences": sets}

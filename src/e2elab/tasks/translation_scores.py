@@ -111,6 +111,11 @@ def translation_artifacts(task: Translation, system: torch.nn.Module) -> dict[st
     output = decoded(grammar, target_language, ports["target"])
     pivot = decoded(grammar, pivot_language, ports["pivot"])
     out: dict[str, Any] = {"route": task.knobs["route"], "system": task.knobs["system"]}
+    # how many distinct sentence pairs each training corpus holds (what a run drew from
+    # each is in its memory's ``drawn``)
+    sizes = {"direct": task.knobs["pairs"], "annotated": task.knobs["pairs"]}
+    sizes["first"] = sizes["second"] = task.knobs["pivot_pairs"]
+    out["corpora"] = {name: sizes[role] for role, name in task.corpora.items()}
     out["test"] = quality(grammar, output, references)
     out["pivot"] = {"exact": exact(pivot, pivots), **bleu_chrf(pivot, pivots)}
     cascade_error = 1.0 - out["test"]["exact"]
