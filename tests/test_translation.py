@@ -277,3 +277,25 @@ def test_a_frozen_first_stage_decodes_on_its_own_tokens_as_at_test_time():
     with torch.no_grad():
         system.first(test.x["source"], None)  # no gradient to carry: its own tokens
     assert asked == [True, False]
+
+
+def test_a_saved_first_stage_loads_into_a_later_cascade(tmp_path, capsys):
+    """The recogniser (or translator) of one run, saved, is the frozen first stage of
+    another: a cascade of a saved model and a new one."""
+    import sqlite3
+
+    out = str(tmp_path)
+    knobs = [f"--knob={k}={v}" for k, v in TINY.items()]
+    base = ["run", "--task", "translation", *knobs, "--seeds", "1", "--budget", "128"]
+    assert main([*base, "--strategy", "modular", "--save-modules", "first", "--out", out]) == 0
+    with sqlite3.connect(tmp_path / "results.sqlite") as db:
+        (run_id,) = db.execute("select id from runs").fetchone()
+    strategy = ["--strategy", "modular:freeze=first", "--load", f"first={run_id}"]
+    assert main([*base, *strategy, "--out", out]) == 0
+    from e2elab.store import Store
+
+    runs = {r.spec.strategy: r for r in Store(tmp_path / "results.sqlite").results()}
+    saved, loaded = runs["modular"], runs["modular:freeze=first"]
+    # the loaded first stage was not trained again: it gives the same pivots
+    assert loaded.artifacts["pivot"] == saved.artifacts["pivot"]
+    assert loaded.memory["drawn"] == {"pivot:B-C": 128}  # the whole budget on stage 2
