@@ -185,12 +185,19 @@ def gradient_snr(
         supervised = {m: torch.empty_like(grads[m]) for m in own}
         generator = torch.Generator().manual_seed(10_000 * (seed + init) + 1)
         for i in range(batches):
-            batch = task.sample(size, generator)
+            # each phase on the training data it draws (``Task.data_of``): the same batch
+            # for all where the task has one training distribution
+            with task.drawing_for(chosen):
+                batch = task.sample(size, generator)
             loss = phase_loss(task, system, heads, graph, chosen, batch)
             for m, g in _module_gradients(loss, params).items():
                 grads[m][i].copy_(g)
             for m, phase_of_m in own.items():
-                own_loss = phase_loss(task, system, heads, graph, phase_of_m, batch)
+                mine = batch
+                if task.data_of(phase_of_m) != task.data_of(chosen):
+                    with task.drawing_for(phase_of_m):
+                        mine = task.sample(size, generator)
+                own_loss = phase_loss(task, system, heads, graph, phase_of_m, mine)
                 supervised[m][i].copy_(_module_gradients(own_loss, {m: params[m]})[m])
         for m in modules:
             estimate = snr_estimate(grads[m])
