@@ -1,4 +1,5 @@
-"""What every translation run keeps after training (``Translation.artifacts``): BLEU,
+"""What every translation run keeps after training (``Translation.artifacts``, which
+passes itself as ``task``; this module imports nothing of it, so no import circle): BLEU,
 chrF and exact-sentence accuracy of its translations, the accuracy of the gender that
 C marks and the pivot B does not, each stage's error alone and the cascade's, the
 direct model's attention over its source beside the gold alignment, and a gallery."""
@@ -6,15 +7,12 @@ direct model's attention over its source beside the gold alignment, and a galler
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from e2elab.data.languages import Grammar, Sentence
-
-if TYPE_CHECKING:
-    from e2elab.tasks.translation import Translation
 
 GALLERY = 6
 
@@ -82,9 +80,7 @@ def quality(
     }
 
 
-def translation_artifacts(task: Translation, system: torch.nn.Module) -> dict[str, Any]:
-    from e2elab.tasks.translation import CascadeSystem, DirectSystem
-
+def translation_artifacts(task: Any, system: torch.nn.Module) -> dict[str, Any]:
     grammar, sentences = task.grammar, task.test_sentences()
     _, pivot_language, target_language = task.languages
     device = next(system.parameters()).device
@@ -95,15 +91,14 @@ def translation_artifacts(task: Translation, system: torch.nn.Module) -> dict[st
         with torch.no_grad():
             ports = system.run_ports(test)  # type: ignore[operator]
             alone = None
-            if isinstance(system, CascadeSystem):  # the second stage fed the true pivot
+            cascade = task.knobs["system"] == "cascade"
+            if cascade:  # the second stage fed the true pivot
 
                 def forcer(name: str, value: Tensor) -> Tensor:
                     return task.ports[name].forced(test.targets[name], value)
 
                 alone = system.run_ports(test, forced=frozenset({"pivot"}), forcer=forcer)
-            attention = (
-                _attention(task, system, sentences[0]) if isinstance(system, DirectSystem) else None
-            )
+            attention = None if cascade else _attention(task, system, sentences[0])
     finally:
         system.train(was)
     references = [s.words(target_language) for s in sentences]
@@ -145,7 +140,7 @@ def translation_artifacts(task: Translation, system: torch.nn.Module) -> dict[st
     return out
 
 
-def _attention(task: Translation, system: torch.nn.Module, sentence: Sentence) -> dict | None:
+def _attention(task: Any, system: torch.nn.Module, sentence: Sentence) -> dict | None:
     """The direct model's last decoder layer's cross-attention (mean over heads) while it
     decodes one test sentence, output words x source words, beside the gold alignment
     (each reference word's source position). Text sources only."""
