@@ -205,9 +205,9 @@ class Translation(Task):
         ),
         "test_size": Knob(500, "held-out test sentences", minimum=50, maximum=20_000),
     }
-    defaults = TrainingDefaults(
-        budget=60_000, batch_size=64, lr=1e-3, threshold=0.5, evaluations=10
-    )
+    # the experiment's: at 1e-3 a stage had not converged at 20,000 sentences (pilot:
+    # the B -> C stage's exact-sentence accuracy 0.16 against 0.30 at 3e-3)
+    defaults = TrainingDefaults(budget=40_000, batch_size=64, lr=3e-3, threshold=0.5, evaluations=5)
 
     def __init__(self, **knobs: Any) -> None:
         super().__init__(**knobs)
